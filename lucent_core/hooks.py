@@ -1,0 +1,217 @@
+"""Capturing activations of named layers, with scoped hooks and an early-stopping forward.
+
+Layers are addressed by the dotted names of ``model.named_modules()`` (``"layer4.1.conv1"``);
+the Lucent-style underscore spelling (``"layer4_1_conv1"``) is accepted too. The pseudo-layer
+``"output"`` (aliases ``"labels"``, ``"logits"``) is the model's return value.
+"""
+
+from __future__ import annotations
+
+import difflib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+OUTPUT_LAYER = "output"
+OUTPUT_ALIASES = ("output", "labels", "logits")
+
+__all__ = ["LayerInfo", "capture", "list_layers", "model_device", "resolve_layer", "run_to_layers",
+           "OUTPUT_LAYER"]
+
+
+class _StopForward(Exception):
+    """Raised inside a hook once every requested layer has been captured."""
+
+
+def _module_names(model: nn.Module) -> dict[str, nn.Module]:
+    return {name: module for name, module in model.named_modules() if name}
+
+
+def resolve_layer(model: nn.Module, name: str) -> str:
+    """Return the canonical dotted module name for ``name``, or ``OUTPUT_LAYER``.
+
+    Args:
+        model: the network.
+        name: a dotted ``named_modules()`` name, its underscore spelling, or ``"output"``
+            (aliases ``"labels"``, ``"logits"``) for the model's return value.
+
+    Raises:
+        ValueError: for unknown names, listing close matches and how to list all layers.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        >>> resolve_layer(net, "0"), resolve_layer(net, "labels")
+        ('0', 'output')
+    """
+    modules = _module_names(model)
+    if name in modules:
+        return name
+    underscored = {}
+    for dotted in modules:
+        underscored.setdefault(dotted.replace(".", "_"), []).append(dotted)
+    if name in underscored:
+        matches = underscored[name]
+        if len(matches) > 1:
+            raise ValueError(f"layer name {name!r} is ambiguous: it could be any of {matches}; "
+                             "use the dotted name")
+        return matches[0]
+    if name in OUTPUT_ALIASES:
+        return OUTPUT_LAYER
+    close = difflib.get_close_matches(name, list(modules) + list(underscored), n=5, cutoff=0.6)
+    hint = f" Close matches: {', '.join(sorted(set(close)))}." if close else ""
+    raise ValueError(f"unknown layer {name!r}.{hint} "
+                     "List all layers with lucent_core.list_layers(model).")
+
+
+@contextmanager
+def capture(model: nn.Module, layers: Sequence[str], stop_early: bool = True
+            ) -> Iterator[dict[str, torch.Tensor]]:
+    """Hook ``layers`` of ``model``; inside the block, every forward fills the yielded dict.
+
+    The hooks are removed when the block exits, whatever happens inside it (exceptions and
+    ``KeyboardInterrupt`` included). With ``stop_early``, the forward pass is abandoned as soon
+    as every requested layer has produced its output, so nothing past the deepest needed layer
+    is computed; run the forward with :func:`run_to_layers`, which absorbs that stop.
+
+    Args:
+        model: the network.
+        layers: layer names as accepted by :func:`resolve_layer`.
+        stop_early: abandon the forward pass once all layers are captured.
+
+    Yields:
+        A dict from each requested name (as given) to its activation of the latest forward.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1))
+        >>> with capture(net, ["0"]) as acts:
+        ...     _ = run_to_layers(net, torch.zeros(1, 3, 8, 8), acts)
+        >>> acts["0"].shape
+        torch.Size([1, 4, 6, 6])
+    """
+    canonical = {name: resolve_layer(model, name) for name in layers}
+    modules = _module_names(model)
+    by_module: dict[str, list[str]] = {}
+    for name, dotted in canonical.items():
+        if dotted != OUTPUT_LAYER:
+            by_module.setdefault(dotted, []).append(name)
+    wants_output = OUTPUT_LAYER in canonical.values()
+    acts = _Activations(requested=list(canonical), stop_early=stop_early and not wants_output,
+                        output_names=[n for n, d in canonical.items() if d == OUTPUT_LAYER])
+
+    def make_hook(names: list[str]):
+        def hook(_module, _inputs, output):
+            for name in names:
+                acts[name] = output
+            if acts.stop_early and all(name in acts for name in acts.requested):
+                raise _StopForward
+        return hook
+
+    handles = [modules[dotted].register_forward_hook(make_hook(names))
+               for dotted, names in by_module.items()]
+    try:
+        yield acts
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class _Activations(dict):
+    """The dict yielded by :func:`capture`, carrying what :func:`run_to_layers` needs."""
+
+    def __init__(self, requested: list[str], stop_early: bool, output_names: list[str]):
+        super().__init__()
+        self.requested = requested
+        self.stop_early = stop_early
+        self.output_names = output_names
+
+
+def run_to_layers(model: nn.Module, x: torch.Tensor, acts: dict[str, torch.Tensor]
+                  ) -> dict[str, torch.Tensor]:
+    """Run ``model(x)`` inside a :func:`capture` block and check every layer was reached.
+
+    Returns:
+        ``acts``, filled for this forward pass.
+
+    Raises:
+        RuntimeError: if a requested layer was not reached by the forward pass.
+    """
+    if not isinstance(acts, _Activations):
+        raise TypeError("run_to_layers needs the dict yielded by lucent_core.hooks.capture")
+    acts.clear()
+    try:
+        output = model(x)
+    except _StopForward:
+        return acts
+    for name in acts.output_names:
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"layer {name!r} means the model output, but the model returned "
+                            f"{type(output).__name__}, not a tensor")
+        acts[name] = output
+    missing = [name for name in acts.requested if name not in acts]
+    if missing:
+        raise RuntimeError(f"layer(s) {missing} were never reached by the forward pass: the "
+                           "module exists but model.forward does not call it")
+    return acts
+
+
+def model_device(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """The device and floating dtype of the model's first parameter or buffer (CPU/float32 if none)."""
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.device, tensor.dtype
+    return torch.device("cpu"), torch.float32
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """A hookable layer: its dotted name, module type and output shape (without batch)."""
+
+    name: str
+    type: str
+    shape: tuple[int, ...] | None
+
+    @property
+    def channels(self) -> int | None:
+        """Channel count (second dimension of the output), if the output is a tensor."""
+        return self.shape[0] if self.shape else None
+
+
+def list_layers(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)) -> list[LayerInfo]:
+    """Every named module of ``model`` with its output shape for one input of ``input_size``.
+
+    Modules that do not run in the forward pass are listed with ``shape=None``.
+
+    Args:
+        model: the network (left unchanged; its mode is restored).
+        input_size: ``(C, H, W)`` of one input image, already preprocessed.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        >>> [(l.name, l.shape) for l in list_layers(net, (3, 8, 8))]
+        [('0', (4, 6, 6)), ('1', (4, 6, 6))]
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    modules = _module_names(model)
+    handles = []
+    for name, module in modules.items():
+        def hook(_m, _i, out, name=name):
+            if isinstance(out, torch.Tensor) and name not in shapes:
+                shapes[name] = tuple(out.shape[1:])
+        handles.append(module.register_forward_hook(hook))
+    try:
+        device, dtype = model_device(model)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                model(torch.zeros(1, *input_size, device=device, dtype=dtype))
+        finally:
+            model.train(was_training)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [LayerInfo(name, type(module).__name__, shapes.get(name))
+            for name, module in modules.items()]

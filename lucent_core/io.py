@@ -1,0 +1,161 @@
+"""Images out: tensors/arrays to PIL, PNG files, labelled grids, inline notebook display.
+
+Image conventions: arrays are ``(H, W, C)`` or ``(B, H, W, C)`` (as :func:`render_vis`
+returns), tensors are ``(C, H, W)`` or ``(B, C, H, W)``; values are floats in [0, 1] (or
+``uint8``); ``C`` is 3 (RGB) or 4 (RGBA). Row 0 is the top of the image.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+ImageLike = Union[np.ndarray, torch.Tensor, Image.Image]
+
+__all__ = ["image_grid", "save_png", "show", "to_numpy", "to_pil"]
+
+
+def to_numpy(images: ImageLike) -> np.ndarray:
+    """Any supported image or batch as a float32 ``(B, H, W, C)`` array in [0, 1].
+
+    Example:
+        >>> to_numpy(torch.zeros(3, 4, 5)).shape
+        (1, 4, 5, 3)
+    """
+    if isinstance(images, Image.Image):
+        images = np.asarray(images.convert("RGBA" if "A" in images.getbands() else "RGB"))
+    if isinstance(images, torch.Tensor):
+        t = images.detach().float().cpu()
+        if t.dim() == 3:
+            t = t.unsqueeze(0)
+        if t.dim() != 4 or t.shape[1] not in (1, 3, 4):
+            raise ValueError(f"expected a (B, C, H, W) or (C, H, W) tensor with C in 1/3/4, "
+                             f"got shape {tuple(images.shape)}")
+        array = t.permute(0, 2, 3, 1).numpy()
+    else:
+        array = np.asarray(images)
+        if array.dtype == np.uint8:
+            array = array.astype(np.float32) / 255.0
+        if array.ndim == 2:
+            array = array[..., None]
+        if array.ndim == 3:
+            array = array[None]
+        if array.ndim != 4 or array.shape[-1] not in (1, 3, 4):
+            raise ValueError(f"expected an (H, W, C) or (B, H, W, C) array with C in 1/3/4, "
+                             f"got shape {array.shape}")
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return np.clip(array.astype(np.float32), 0.0, 1.0)
+
+
+def to_pil(image: ImageLike) -> Image.Image:
+    """One image as an 8-bit PIL image (RGB, or RGBA for 4 channels).
+
+    Example:
+        >>> to_pil(np.ones((2, 3, 3))).size  # (width, height)
+        (3, 2)
+    """
+    array = to_numpy(image)
+    if array.shape[0] != 1:
+        raise ValueError(f"to_pil takes one image, got a batch of {array.shape[0]}; "
+                         "use image_grid for several")
+    pixels = np.round(array[0] * 255.0).astype(np.uint8)
+    return Image.fromarray(pixels, mode="RGBA" if pixels.shape[-1] == 4 else "RGB")
+
+
+def image_grid(images: ImageLike | Sequence[ImageLike], ncols: int | None = None,
+               labels: Sequence[str] | None = None, padding: int = 4,
+               background: tuple[int, ...] = (255, 255, 255), label_height: int | None = None
+               ) -> Image.Image:
+    """Arrange images of equal size in a grid with even spacing and optional labels below.
+
+    The result is exactly ``ncols * w + (ncols + 1) * padding`` wide and
+    ``nrows * (h + label_height) + (nrows + 1) * padding`` high, where ``label_height`` is 0
+    without labels and 14 by default with them.
+
+    Args:
+        images: a batch ``(B, H, W, C)`` / ``(B, C, H, W)`` or a list of images.
+        ncols: columns (default: ``ceil(sqrt(B))``).
+        labels: one text per image, drawn under it.
+        padding: pixels between cells and around the edge.
+        background: fill colour.
+        label_height: pixels reserved under each cell for its label.
+
+    Example:
+        >>> image_grid(np.zeros((5, 8, 8, 3)), ncols=3, padding=1).size
+        (28, 19)
+    """
+    if isinstance(images, (list, tuple)):
+        arrays = [to_numpy(i) for i in images]
+        shapes = {a.shape[1:] for a in arrays}
+        if len(shapes) != 1:
+            raise ValueError(f"all images in a grid must have the same size, got {sorted(shapes)}")
+        batch = np.concatenate(arrays)
+    else:
+        batch = to_numpy(images)
+    count, height, width, channels = batch.shape
+    if labels is not None and len(labels) != count:
+        raise ValueError(f"got {len(labels)} labels for {count} images")
+    ncols = ncols or math.ceil(math.sqrt(count))
+    if ncols < 1:
+        raise ValueError(f"ncols must be positive, got {ncols}")
+    nrows = math.ceil(count / ncols)
+    text_h = 0 if labels is None else (14 if label_height is None else label_height)
+    mode = "RGBA" if channels == 4 else "RGB"
+    fill = tuple(background) + ((255,) if mode == "RGBA" and len(background) == 3 else ())
+    grid = Image.new(mode, (ncols * width + (ncols + 1) * padding,
+                            nrows * (height + text_h) + (nrows + 1) * padding), fill)
+    draw = ImageDraw.Draw(grid)
+    font = ImageFont.load_default()
+    for i in range(count):
+        row, col = divmod(i, ncols)
+        left = padding + col * (width + padding)
+        top = padding + row * (height + text_h + padding)
+        grid.paste(to_pil(batch[i]), (left, top))
+        if labels is not None:
+            draw.text((left, top + height + 1), str(labels[i]), fill=(0, 0, 0), font=font)
+    return grid
+
+
+def save_png(images: ImageLike, path: Union[str, os.PathLike], labels: Sequence[str] | None = None
+             ) -> Path:
+    """Save one image as an 8-bit PNG, or a batch as a grid (see :func:`image_grid`).
+
+    The file is written to a temporary name and renamed, so a crash never leaves a
+    half-written PNG under ``path``.
+
+    Example:
+        >>> import tempfile
+        >>> save_png(np.zeros((8, 8, 3)), Path(tempfile.mkdtemp()) / "black.png").name
+        'black.png'
+    """
+    path = Path(path)
+    array = to_numpy(images)
+    picture = to_pil(array) if array.shape[0] == 1 and labels is None else \
+        image_grid(array, labels=labels)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    picture.save(partial, format="PNG")
+    os.replace(partial, path)
+    return path
+
+
+def show(images: ImageLike, labels: Sequence[str] | None = None) -> None:
+    """Display an image or a batch (as a labelled grid) inline in Jupyter.
+
+    Example:
+        >>> show(result.image)  # doctest: +SKIP
+    """
+    try:
+        from IPython.display import display
+    except ImportError as error:
+        raise ImportError("show() needs IPython: pip install 'lucent_core[notebooks]'") from error
+    array = to_numpy(images)
+    display(to_pil(array) if array.shape[0] == 1 and labels is None else
+            image_grid(array, labels=labels))

@@ -1,0 +1,78 @@
+"""How a model wants its input: value range, mean/std, channel order, input size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["Preprocessing", "preprocessing_of"]
+
+CHANNEL_ORDERS = ("RGB", "BGR")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Turns rendered RGB images in [0, 1] into the input a model expects.
+
+    Applied in this order: resize to ``input_size`` (if the model needs a fixed size), map
+    [0, 1] linearly onto ``value_range``, reorder channels to ``channel_order``, subtract
+    ``mean`` and divide by ``std`` (both given in the model's channel order and value range).
+
+    Args:
+        value_range: what 0 and 1 become (e.g. ``(0, 255)``; InceptionV1: ``(-117, 138)``).
+        mean: per-channel mean to subtract, or None.
+        std: per-channel standard deviation to divide by, or None.
+        channel_order: ``"RGB"`` or ``"BGR"``.
+        input_size: ``(height, width)`` the model requires, or None if any size works.
+
+    Example:
+        >>> imagenet = Preprocessing(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+        >>> imagenet(torch.full((1, 3, 2, 2), 0.485))[0, 0, 0, 0].item()
+        0.0
+    """
+
+    value_range: tuple[float, float] = (0.0, 1.0)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    channel_order: str = "RGB"
+    input_size: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"unknown channel order {self.channel_order!r}; "
+                             f"choose one of {CHANNEL_ORDERS}")
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images
+        if self.input_size is not None and tuple(x.shape[-2:]) != tuple(self.input_size):
+            x = F.interpolate(x, size=tuple(self.input_size), mode="bilinear",
+                              align_corners=False)
+        low, high = self.value_range
+        if (low, high) != (0.0, 1.0):
+            x = x * (high - low) + low
+        if self.channel_order == "BGR":
+            x = x.flip(1)
+        if self.mean is not None:
+            x = x - torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        if self.std is not None:
+            x = x / torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        return x
+
+
+def preprocessing_of(model: nn.Module) -> Preprocessing:
+    """The model's own :class:`Preprocessing` (set by the model zoo), else the identity.
+
+    Models from :func:`lucent_core.models.create_model` carry it as ``model.preprocessing``;
+    for any other model, images reach it unchanged (RGB in [0, 1], any size) unless you pass
+    ``preprocess=`` to the render.
+    """
+    found = getattr(model, "preprocessing", None)
+    if found is None:
+        return Preprocessing()
+    if not isinstance(found, Preprocessing):
+        raise TypeError(f"model.preprocessing must be a lucent_core Preprocessing, "
+                        f"got {type(found).__name__}")
+    return found

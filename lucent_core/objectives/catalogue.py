@@ -1,0 +1,243 @@
+"""The standard objectives: neuron, channel, direction, diversity, class logits.
+
+Conventions: activations are ``(B, C, H, W)`` for convolutional layers or ``(B, C)`` for
+vectors (logits, embeddings). Spatial positions are ``x`` = column, ``y`` = row, counted from
+the top-left of the activation map. ``batch=i`` makes an objective read only image ``i`` of the
+batch, so one render can optimise a different target in every image.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from lucent_core.hooks import OUTPUT_LAYER
+from lucent_core.objectives.core import Activations, Objective, wrap_objective
+
+__all__ = ["batch_channels", "channel", "class_logit", "deepdream", "direction",
+           "direction_neuron", "diversity", "neuron"]
+
+
+def _layer(acts: Activations, layer: str, batch: int | None) -> torch.Tensor:
+    t = acts[layer]
+    if batch is None:
+        return t
+    if not -t.shape[0] <= batch < t.shape[0]:
+        raise IndexError(f"batch index {batch} is out of range: the render has a batch of "
+                         f"{t.shape[0]} image(s) (valid: 0..{t.shape[0] - 1})")
+    return t[batch:batch + 1] if batch >= 0 else t[batch:][:1]
+
+
+def _check_unit(t: torch.Tensor, layer: str, unit: int) -> None:
+    if t.dim() < 2:
+        raise ValueError(f"layer {layer!r} has activations of shape {tuple(t.shape)}; "
+                         "expected (B, C, ...)")
+    if not 0 <= unit < t.shape[1]:
+        raise IndexError(f"channel {unit} is out of range for layer {layer!r}, which has "
+                         f"{t.shape[1]} channels (valid: 0..{t.shape[1] - 1})")
+
+
+def _position(t: torch.Tensor, layer: str, x: int | None, y: int | None) -> tuple[int, int]:
+    if t.dim() != 4:
+        raise ValueError(f"a spatial position needs a (B, C, H, W) layer; {layer!r} has shape "
+                         f"{tuple(t.shape)}")
+    height, width = t.shape[-2:]
+    x = width // 2 if x is None else x
+    y = height // 2 if y is None else y
+    if not (0 <= x < width and 0 <= y < height):
+        raise IndexError(f"position (x={x}, y={y}) is outside layer {layer!r}, whose map is "
+                         f"{width} wide and {height} high")
+    return x, y
+
+
+def _as_vector(vector: "torch.Tensor | np.ndarray | Sequence[float]") -> torch.Tensor:
+    v = torch.as_tensor(np.asarray(vector) if not isinstance(vector, torch.Tensor) else vector)
+    if v.dim() != 1:
+        raise ValueError(f"a direction must be a 1-D vector with one value per channel; got "
+                         f"shape {tuple(v.shape)}")
+    return v.float()
+
+
+def _dot_cossim(t: torch.Tensor, vector: torch.Tensor, layer: str, cossim_pow: float
+                ) -> torch.Tensor:
+    """Per-position dot product with ``vector`` along channels, optionally times cos-sim^pow.
+
+    As in Lucid: ``dot * max(0.1, cos)^cossim_pow`` (``cossim_pow=0`` is the plain dot).
+    """
+    if t.shape[1] != vector.shape[0]:
+        raise ValueError(f"direction has {vector.shape[0]} values but layer {layer!r} has "
+                         f"{t.shape[1]} channels")
+    v = vector.to(device=t.device, dtype=t.dtype).reshape(1, -1, *([1] * (t.dim() - 2)))
+    dot = (t * v).sum(1)
+    if cossim_pow == 0:
+        return dot
+    eps = 1e-4
+    cossim = dot / (eps + t.norm(dim=1)) / (eps + v.norm())
+    return dot * cossim.clamp(min=0.1) ** cossim_pow
+
+
+@wrap_objective
+def neuron(layer: str, unit: int, x: int | None = None, y: int | None = None,
+           batch: int | None = None) -> Objective:
+    """Activation of one unit at one position (the centre by default).
+
+    Args:
+        layer: layer name.
+        unit: channel index.
+        x: column of the activation map (default: ``width // 2``).
+        y: row of the activation map (default: ``height // 2``).
+        batch: optimise only this image of the batch.
+
+    Example:
+        >>> obj = neuron("conv", 1)
+        >>> obj({"conv": torch.arange(2 * 9.).reshape(1, 2, 3, 3)}).item()  # centre of channel 1
+        13.0
+    """
+    def inner(acts: Activations) -> torch.Tensor:
+        t = _layer(acts, layer, batch)
+        _check_unit(t, layer, unit)
+        col, row = _position(t, layer, x, y)
+        return t[:, unit, row, col].mean()
+    return Objective(inner, [layer])
+
+
+@wrap_objective
+def channel(layer: str, unit: int, batch: int | None = None) -> Objective:
+    """Mean activation of one channel over all positions (and images, unless ``batch``).
+
+    Example:
+        >>> channel("fc", 2)({"fc": torch.tensor([[1.0, 2.0, 3.0]])}).item()
+        3.0
+    """
+    def inner(acts: Activations) -> torch.Tensor:
+        t = _layer(acts, layer, batch)
+        _check_unit(t, layer, unit)
+        return t[:, unit].mean()
+    return Objective(inner, [layer])
+
+
+@wrap_objective
+def batch_channels(layer: str, units: Sequence[int]) -> Objective:
+    """Image ``i`` of the batch maximises channel ``units[i]``: a whole set of units in one render.
+
+    Equal to ``sum(channel(layer, u, batch=i) for i, u in enumerate(units))``, computed in one
+    vectorised step.
+
+    Example:
+        >>> acts = {"fc": torch.tensor([[1.0, 2.0], [3.0, 4.0]])}
+        >>> batch_channels("fc", [1, 0])(acts).item()  # 2 + 3
+        5.0
+    """
+    units = [int(u) for u in units]
+    index = torch.tensor(units)
+
+    def inner(acts: Activations) -> torch.Tensor:
+        t = acts[layer]
+        if t.shape[0] != len(units):
+            raise ValueError(f"batch_channels got {len(units)} units but the batch has "
+                             f"{t.shape[0]} images; make them equal")
+        for unit in (min(units), max(units)):
+            _check_unit(t, layer, unit)
+        picked = t[torch.arange(len(units), device=t.device), index.to(t.device)]
+        return picked.reshape(len(units), -1).mean(1).sum()
+    return Objective(inner, [layer])
+
+
+@wrap_objective
+def direction(layer: str, vector: "torch.Tensor | np.ndarray | Sequence[float]",
+              batch: int | None = None, cossim_pow: float = 0.0) -> Objective:
+    """Mean over positions of the activation's dot product with a direction in channel space.
+
+    With ``cossim_pow > 0`` each position's dot product is multiplied by its cosine similarity
+    (floored at 0.1) to that power, as Lucid does, which favours aligned rather than merely
+    large activations.
+
+    Args:
+        layer: layer name.
+        vector: shape ``(C,)``, one value per channel of ``layer``.
+        batch: optimise only this image of the batch.
+        cossim_pow: the cosine-similarity exponent (0: plain dot product).
+
+    Example:
+        >>> direction("fc", [1.0, -1.0])({"fc": torch.tensor([[3.0, 1.0]])}).item()
+        2.0
+    """
+    v = _as_vector(vector)
+
+    def inner(acts: Activations) -> torch.Tensor:
+        return _dot_cossim(_layer(acts, layer, batch), v, layer, cossim_pow).mean()
+    return Objective(inner, [layer])
+
+
+@wrap_objective
+def direction_neuron(layer: str, vector: "torch.Tensor | np.ndarray | Sequence[float]",
+                     x: int | None = None, y: int | None = None, batch: int | None = None,
+                     cossim_pow: float = 0.0) -> Objective:
+    """:func:`direction` at a single position (the centre by default).
+
+    Example:
+        >>> acts = {"c": torch.zeros(1, 2, 3, 3)}
+        >>> acts["c"][0, :, 1, 1] = torch.tensor([2.0, 5.0])
+        >>> direction_neuron("c", [1.0, 1.0])(acts).item()
+        7.0
+    """
+    v = _as_vector(vector)
+
+    def inner(acts: Activations) -> torch.Tensor:
+        t = _layer(acts, layer, batch)
+        col, row = _position(t, layer, x, y)
+        return _dot_cossim(t[:, :, row:row + 1, col:col + 1], v, layer, cossim_pow).mean()
+    return Objective(inner, [layer])
+
+
+@wrap_objective
+def diversity(layer: str) -> Objective:
+    """How *similar* the images of a batch are at ``layer`` (Lucid's definition): subtract it.
+
+    Each image's Gram matrix of channel activations is L2-normalised; the value is the sum of
+    dot products between the Gram matrices of all pairs of different images, divided by the
+    batch size. Use it with a minus sign, e.g. ``channel(l, 3) - 1e2 * diversity(l)``.
+
+    Example:
+        >>> same = torch.ones(2, 3, 4, 4)
+        >>> diversity("c")({"c": same}).item()  # two identical images: 2 * 1 / 2
+        1.0
+    """
+    def inner(acts: Activations) -> torch.Tensor:
+        t = acts[layer]
+        batch = t.shape[0]
+        flat = t.reshape(batch, t.shape[1], -1)
+        grams = flat @ flat.transpose(1, 2)
+        grams = grams.reshape(batch, -1)
+        grams = grams / grams.norm(dim=1, keepdim=True).clamp(min=1e-10)
+        similarity = grams @ grams.T
+        return (similarity.sum() - similarity.diagonal().sum()) / batch
+    return Objective(inner, [layer])
+
+
+@wrap_objective
+def deepdream(layer: str, batch: int | None = None) -> Objective:
+    """Mean squared activation of a whole layer (DeepDream).
+
+    Example:
+        >>> deepdream("fc")({"fc": torch.tensor([[1.0, 3.0]])}).item()
+        5.0
+    """
+    def inner(acts: Activations) -> torch.Tensor:
+        return _layer(acts, layer, batch).pow(2).mean()
+    return Objective(inner, [layer])
+
+
+@wrap_objective
+def class_logit(unit: int, layer: str = OUTPUT_LAYER, batch: int | None = None) -> Objective:
+    """A class logit: channel ``unit`` of the model output (or of ``layer``).
+
+    The shorthand ``"labels:N"`` means the same as ``class_logit(N)``.
+
+    Example:
+        >>> class_logit(1)({"output": torch.tensor([[0.5, 2.0]])}).item()
+        2.0
+    """
+    return channel(layer, unit, batch)

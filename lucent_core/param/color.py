@@ -1,0 +1,67 @@
+"""Colour: Lucid's ImageNet colour decorrelation and the map to valid RGB in [0, 1]."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# Square root of the ImageNet RGB colour covariance (from its SVD), as used by Lucid.
+COLOR_CORRELATION_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02],
+                                           [0.27, 0.00, -0.05],
+                                           [0.27, -0.09, 0.03]])
+# The ImageNet mean colour, added when decorrelated colours are clamped rather than squashed.
+COLOR_MEAN = torch.tensor([0.48, 0.46, 0.41])
+
+VALID_RGB_MODES = ("sigmoid", "clamp")
+
+__all__ = ["COLOR_CORRELATION_SVD_SQRT", "COLOR_MEAN", "ToRGB", "straight_through_clamp"]
+
+
+def straight_through_clamp(x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+    """Clamp in the forward pass, identity gradient in the backward pass.
+
+    A hard clamp would give saturated pixels zero gradient forever; this one lets them return.
+
+    Example:
+        >>> straight_through_clamp(torch.tensor([-1.0, 0.5, 2.0]))
+        tensor([0.0000, 0.5000, 1.0000])
+    """
+    return x + (x.clamp(low, high) - x).detach()
+
+
+class ToRGB(nn.Module):
+    """Maps an unconstrained ``(B, 3, H, W)`` tensor to an RGB image in [0, 1].
+
+    Args:
+        decorrelate: treat the input as decorrelated colour (ImageNet colour statistics) and
+            mix it back to RGB with the normalised square-root colour-covariance matrix.
+        mode: ``"sigmoid"`` (smooth squash) or ``"clamp"`` (straight-through clamp to [0, 1],
+            centred on mid-grey or, when decorrelated, the ImageNet mean colour).
+
+    Example:
+        >>> ToRGB()(torch.zeros(1, 3, 2, 2)).unique()
+        tensor([0.5000])
+    """
+
+    def __init__(self, decorrelate: bool = True, mode: str = "sigmoid"):
+        super().__init__()
+        if mode not in VALID_RGB_MODES:
+            raise ValueError(f"unknown RGB mode {mode!r}; choose one of {VALID_RGB_MODES}")
+        self.decorrelate = decorrelate
+        self.mode = mode
+        matrix = COLOR_CORRELATION_SVD_SQRT / COLOR_CORRELATION_SVD_SQRT.norm(dim=0).max()
+        self.register_buffer("color_matrix", matrix, persistent=False)
+        self.register_buffer("color_mean", COLOR_MEAN.clone(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != 3:
+            raise ValueError(f"ToRGB expects 3 channels, got shape {tuple(x.shape)}")
+        if self.decorrelate:
+            x = torch.einsum("ij,bjhw->bihw", self.color_matrix.to(x.dtype), x)
+        if self.mode == "sigmoid":
+            return torch.sigmoid(x)
+        centre = self.color_mean.to(x.dtype).view(1, 3, 1, 1) if self.decorrelate else 0.5
+        return straight_through_clamp(x + centre)
+
+    def extra_repr(self) -> str:
+        return f"decorrelate={self.decorrelate}, mode={self.mode!r}"

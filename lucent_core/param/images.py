@@ -1,0 +1,56 @@
+"""``image()``: the one-line entry point to image parameterisations."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lucent_core.param.color import ToRGB
+from lucent_core.param.spatial import FourierImage, PixelImage
+
+__all__ = ["ImageParam", "image"]
+
+
+class ImageParam(nn.Module):
+    """A spatial parameterisation followed by a map to valid RGB; ``forward()`` gives images.
+
+    Shape: ``forward()`` returns ``(B, 3, H, W)`` with values in [0, 1].
+    """
+
+    def __init__(self, spatial: nn.Module, to_rgb: nn.Module):
+        super().__init__()
+        self.spatial = spatial
+        self.to_rgb = to_rgb
+
+    def forward(self) -> torch.Tensor:
+        return self.to_rgb(self.spatial())
+
+
+def image(w: int, h: int | None = None, batch: int = 1, sd: float = 0.01, fft: bool = True,
+          decorrelate: bool = True, mode: str = "sigmoid", decay_power: float = 1.0
+          ) -> ImageParam:
+    """Make a learnable image: Fourier or pixel basis, decorrelated colour, values in [0, 1].
+
+    Args:
+        w: width in pixels.
+        h: height in pixels (default: ``w``).
+        batch: number of images.
+        sd: standard deviation of the random initialisation.
+        fft: parameterise by the 1/f-scaled Fourier spectrum (else by pixels).
+        decorrelate: optimise in ImageNet-decorrelated colour space.
+        mode: ``"sigmoid"`` or ``"clamp"`` (straight-through) to reach [0, 1].
+        decay_power: the Fourier 1/f exponent (an error with ``fft=False``).
+
+    Example:
+        >>> param = image(128, 96, batch=4)
+        >>> param().shape
+        torch.Size([4, 3, 96, 128])
+    """
+    h = w if h is None else h
+    if fft:
+        spatial: nn.Module = FourierImage(h, w, batch=batch, sd=sd, decay_power=decay_power)
+    else:
+        if decay_power != 1.0:
+            raise ValueError("decay_power only applies to the Fourier parameterisation (fft=True)")
+        spatial = PixelImage(h, w, batch=batch, sd=sd)
+    return ImageParam(spatial, ToRGB(decorrelate=decorrelate, mode=mode))

@@ -1,0 +1,244 @@
+"""The render loop: optimise an image parameterisation so that an objective is maximised."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from lucent_core.hooks import capture, model_device, run_to_layers
+from lucent_core.models.config import Preprocessing, preprocessing_of
+from lucent_core.objectives import Objective, as_objective
+from lucent_core.param import image
+from lucent_core.transforms import Compose, standard_transforms
+
+__all__ = ["RenderResult", "render_vis"]
+
+ParamSpec = Union[nn.Module, Callable[[], nn.Module], None]
+OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+TransformSpec = Union[Callable[[torch.Tensor], torch.Tensor],
+                      Sequence[Callable[[torch.Tensor], torch.Tensor]], None]
+
+DEFAULT_SIZE = 128
+DEFAULT_LR = 0.05
+
+
+@dataclass
+class RenderResult:
+    """What a render returns.
+
+    Attributes:
+        images: one ``(B, H, W, 3)`` float32 array in [0, 1] per entry of ``thresholds``.
+        thresholds: the step after which each image was taken (after an interrupt, the last
+            entry is the step reached).
+        history: the objective's value after each step's forward pass (higher is better).
+        objective: the objective's readable name.
+        param: the optimised parameterisation (call it to get the image as a tensor).
+        interrupted: True if Ctrl-C stopped the render early.
+    """
+
+    images: list[np.ndarray]
+    thresholds: list[int]
+    history: list[float]
+    objective: str
+    param: nn.Module
+    interrupted: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def image(self) -> np.ndarray:
+        """The last images taken, ``(B, H, W, 3)`` in [0, 1]."""
+        if not self.images:
+            raise ValueError("the render was interrupted before its first step: no image")
+        return self.images[-1]
+
+
+def _check_thresholds(thresholds: Sequence[int]) -> list[int]:
+    if isinstance(thresholds, int):
+        thresholds = (thresholds,)
+    checked = []
+    for t in thresholds:
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 1:
+            raise ValueError(f"thresholds must be positive integers (step counts), got {t!r} "
+                             f"in {tuple(thresholds)}")
+        checked.append(int(t))
+    if not checked:
+        raise ValueError("thresholds is empty: give at least one step count, e.g. (512,)")
+    return sorted(set(checked))
+
+
+def _build_param(param_f: ParamSpec, device: torch.device) -> nn.Module:
+    if param_f is None:
+        return image(DEFAULT_SIZE).to(device)
+    if isinstance(param_f, nn.Module):
+        devices = {p.device for p in param_f.parameters()}
+        if devices and devices != {device}:
+            found = ", ".join(sorted(str(d) for d in devices))
+            raise ValueError(f"the parameterisation is on {found} but the model is on {device}; "
+                             f"move it with param.to({str(device)!r}) or pass a factory "
+                             "(e.g. lambda: param.image(128)), which is built on the model's "
+                             "device")
+        return param_f
+    if callable(param_f):
+        built = param_f()
+        if not isinstance(built, nn.Module):
+            raise TypeError(f"param_f() must return an nn.Module, got {type(built).__name__}")
+        return built.to(device)
+    raise TypeError(f"param_f must be an nn.Module, a function returning one, or None; "
+                    f"got {type(param_f).__name__}")
+
+
+def _build_transforms(transforms: TransformSpec) -> Callable[[torch.Tensor], torch.Tensor]:
+    if transforms is None:
+        return standard_transforms()
+    if isinstance(transforms, (list, tuple)):
+        return Compose(transforms)
+    if callable(transforms):
+        return transforms
+    raise TypeError(f"transforms must be a callable, a list of callables or None; "
+                    f"got {type(transforms).__name__}")
+
+
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and no weight gradients inside the block; mode and flags restored after.
+
+    Example:
+        >>> net = nn.Linear(2, 2).train()
+        >>> with frozen(net):
+        ...     net.training, net.weight.requires_grad
+        (False, False)
+        >>> net.training, net.weight.requires_grad
+        (True, True)
+    """
+    modes = {m: m.training for m in model.modules()}
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+@contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Seed torch's RNGs inside the block without disturbing the caller's RNG state."""
+    if seed is None:
+        yield
+        return
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield
+
+
+def _snapshot(param: nn.Module) -> np.ndarray:
+    with torch.no_grad():
+        images = param()
+    return images.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _check_finite(values: list[torch.Tensor], first_step: int) -> None:
+    stacked = torch.stack(values)
+    bad = (~torch.isfinite(stacked)).nonzero()
+    if len(bad):
+        step = first_step + int(bad[0, 0])
+        raise FloatingPointError(
+            f"the objective became {stacked[bad[0, 0]].item()} at step {step}; lower the "
+            "learning rate, check the model for unstable operations, or use a sigmoid-mapped "
+            "parameterisation")
+
+
+def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpec = None,
+               optimizer: OptimizerFactory | None = None, transforms: TransformSpec = None,
+               thresholds: Sequence[int] = (512,), seed: int | None = None,
+               progress: bool = True, preprocess: Preprocessing | None = None) -> RenderResult:
+    """Optimise an image so that ``objective`` is as large as possible.
+
+    Each step: ``param()`` gives images in [0, 1], ``transforms`` perturb them, ``preprocess``
+    turns them into model input, the model runs up to the deepest layer the objective reads,
+    and the optimiser takes a step on ``-objective``. The model is left exactly as it was
+    (mode, ``requires_grad`` flags, no hooks), also when the render fails or is interrupted.
+
+    Args:
+        model: any ``nn.Module``; the render runs on its device.
+        objective: an :class:`~lucent_core.objectives.Objective` or ``"layer:unit"``.
+        param_f: the parameterisation: an ``nn.Module`` on the model's device, a function
+            returning one (built on the model's device), or None for a 128 px Fourier image.
+        optimizer: a function from parameters to a torch optimiser
+            (default: Adam, lr 0.05).
+        transforms: a callable on image batches, a list of them, ``[]`` for none, or None
+            for :func:`~lucent_core.transforms.standard_transforms`.
+        thresholds: steps after which to take the images; the render runs ``max(thresholds)``
+            steps.
+        seed: makes the render exactly repeatable on CPU (the caller's RNG state is kept).
+        progress: show a progress bar.
+        preprocess: how images become model input; default ``model.preprocessing`` if the
+            model has one (zoo models do), else images are passed as RGB in [0, 1].
+
+    Returns:
+        A :class:`RenderResult` with the images at each threshold and the objective history.
+        Ctrl-C stops early and returns what was rendered so far (``interrupted=True``).
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        >>> result = render_vis(net, "0:1", thresholds=(8,), progress=False, seed=0)
+        >>> result.image.shape
+        (1, 128, 128, 3)
+    """
+    objective = as_objective(objective)
+    steps = _check_thresholds(thresholds)
+    device, dtype = model_device(model)
+    preprocess = preprocessing_of(model) if preprocess is None else preprocess
+    transform = _build_transforms(transforms)
+
+    images: list[np.ndarray] = []
+    taken: list[int] = []
+    values: list[torch.Tensor] = []
+    checked = 0
+    interrupted = False
+    with _seeded(seed, device):
+        param = _build_param(param_f, device)
+        params = [p for p in param.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the parameterisation has no trainable parameters")
+        opt = optimizer(params) if optimizer is not None else torch.optim.Adam(params, DEFAULT_LR)
+        bar = tqdm(total=steps[-1], desc=objective.name[:60], disable=not progress, leave=True)
+        with frozen(model), capture(model, sorted(objective.layers)) as acts, bar:
+            try:
+                for step in range(1, steps[-1] + 1):
+                    opt.zero_grad(set_to_none=True)
+                    x = preprocess(transform(param()).to(dtype))
+                    value = objective(run_to_layers(model, x, acts))
+                    if value.dim() != 0:
+                        raise ValueError(f"objective {objective.name} returned shape "
+                                         f"{tuple(value.shape)}, not a scalar")
+                    (-value).backward()
+                    opt.step()
+                    values.append(value.detach())
+                    bar.update(1)
+                    if step == 1 or step in steps:  # the only host-device syncs
+                        _check_finite(values[checked:], checked + 1)
+                        checked = len(values)
+                        bar.set_postfix(objective=f"{values[-1].item():.4g}")
+                    if step in steps:
+                        images.append(_snapshot(param))
+                        taken.append(step)
+            except KeyboardInterrupt:
+                interrupted = True
+                if values and (not taken or taken[-1] != len(values)):
+                    images.append(_snapshot(param))
+                    taken.append(len(values))
+    history = torch.stack(values).float().cpu().tolist() if values else []
+    return RenderResult(images=images, thresholds=taken, history=history,
+                        objective=objective.name, param=param, interrupted=interrupted)

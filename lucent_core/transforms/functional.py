@@ -1,0 +1,66 @@
+"""Pure image operations on ``(B, C, H, W)`` tensors; the random modules sample their arguments."""
+
+from __future__ import annotations
+
+import kornia.geometry.transform as KT
+import torch
+import torch.nn.functional as F
+
+__all__ = ["crop", "pad", "rotate", "scale"]
+
+PAD_MODES = ("constant", "reflect", "replicate")
+
+
+def pad(x: torch.Tensor, width: int, mode: str = "constant", value: float = 0.5) -> torch.Tensor:
+    """Pad all four sides by ``width`` pixels.
+
+    Args:
+        mode: ``"constant"`` (filled with ``value``), ``"reflect"`` or ``"replicate"``.
+
+    Example:
+        >>> pad(torch.zeros(1, 3, 4, 4), 2).shape
+        torch.Size([1, 3, 8, 8])
+    """
+    if mode not in PAD_MODES:
+        raise ValueError(f"unknown pad mode {mode!r}; choose one of {PAD_MODES}")
+    if mode == "constant":
+        return F.pad(x, [width] * 4, mode="constant", value=value)
+    return F.pad(x, [width] * 4, mode=mode)
+
+
+def crop(x: torch.Tensor, top: int, left: int, height: int, width: int) -> torch.Tensor:
+    """The ``height x width`` window whose top-left pixel is (row ``top``, column ``left``).
+
+    Example:
+        >>> crop(torch.arange(16.).reshape(1, 1, 4, 4), 1, 2, 2, 2).flatten().tolist()
+        [6.0, 7.0, 10.0, 11.0]
+    """
+    return x[..., top:top + height, left:left + width]
+
+
+def scale(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Resize by ``factor`` (bilinear); the new size is ``int(factor * size)``.
+
+    Example:
+        >>> scale(torch.zeros(1, 3, 10, 20), 0.5).shape
+        torch.Size([1, 3, 5, 10])
+    """
+    if factor == 1.0:
+        return x
+    size = (max(1, int(factor * x.shape[-2])), max(1, int(factor * x.shape[-1])))
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def rotate(x: torch.Tensor, degrees: "float | torch.Tensor") -> torch.Tensor:
+    """Rotate about the image centre by ``degrees`` (anticlockwise; a float or one per image).
+
+    Example:
+        >>> rotate(torch.ones(2, 3, 8, 8), 0.0).shape
+        torch.Size([2, 3, 8, 8])
+    """
+    angle = torch.as_tensor(degrees, device=x.device, dtype=x.dtype).reshape(-1)
+    if angle.numel() == 1:
+        if angle.item() == 0:
+            return x
+        angle = angle.expand(x.shape[0])
+    return KT.rotate(x, angle, mode="bilinear", padding_mode="zeros", align_corners=False)
