@@ -31,7 +31,8 @@ def to_numpy(images: ImageLike) -> np.ndarray:
     if isinstance(images, Image.Image):
         images = np.asarray(images.convert("RGBA" if "A" in images.getbands() else "RGB"))
     if isinstance(images, torch.Tensor):
-        t = images.detach().float().cpu()
+        t = images.detach().cpu()
+        t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
         if t.dim() == 3:
             t = t.unsqueeze(0)
         if t.dim() != 4 or t.shape[1] not in (1, 3, 4):
@@ -102,7 +103,7 @@ def image_grid(images: ImageLike | Sequence[ImageLike], ncols: int | None = None
     count, height, width, channels = batch.shape
     if labels is not None and len(labels) != count:
         raise ValueError(f"got {len(labels)} labels for {count} images")
-    ncols = ncols or math.ceil(math.sqrt(count))
+    ncols = math.ceil(math.sqrt(count)) if ncols is None else ncols
     if ncols < 1:
         raise ValueError(f"ncols must be positive, got {ncols}")
     nrows = math.ceil(count / ncols)
@@ -141,8 +142,11 @@ def save_png(images: ImageLike, path: Union[str, os.PathLike], labels: Sequence[
         image_grid(array, labels=labels)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    picture.save(partial, format="PNG")
-    os.replace(partial, path)
+    try:
+        picture.save(partial, format="PNG")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 

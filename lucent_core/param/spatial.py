@@ -75,6 +75,8 @@ class FourierImage(nn.Module):
         self.spectrum = nn.Parameter(torch.randn(batch, 3, *freqs.shape, 2) * sd)
 
     def forward(self) -> torch.Tensor:
-        spectrum = torch.view_as_complex(self.spectrum.float().contiguous()) * self.scale
+        # complex half precision is poorly supported: compute in at least float32
+        real = self.spectrum if self.spectrum.dtype == torch.float64 else self.spectrum.float()
+        spectrum = torch.view_as_complex(real.contiguous()) * self.scale.to(real.dtype)
         image = torch.fft.irfft2(spectrum, s=self.size, norm="ortho")
         return (image / 4.0).to(self.spectrum.dtype)

@@ -178,7 +178,7 @@ def standard_transforms() -> Compose:
     """Lucid's default robustness transforms.
 
     Pad 12 px with grey, jitter 8 px, scale by one of 0.9..1.1 (steps of 0.02), rotate by one
-    of -10..10 degrees (0 five times more likely), jitter 4 px.
+    of -10..10 degrees (0 six times as likely as any other angle), jitter 4 px.
 
     Example:
         >>> standard_transforms()(torch.zeros(1, 3, 128, 128)).shape[1]

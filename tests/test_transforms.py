@@ -1,0 +1,313 @@
+"""Tests for lucent_core.transforms: pure ops with known answers, random modules that replay."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lucent_core import transforms
+from lucent_core.transforms import functional as TF
+from lucent_core.transforms.random import (Compose, Jitter, Pad, RandomRotate, RandomScale,
+                                           standard_transforms)
+
+SHAPES = [(2, 3, 32, 32), (3, 3, 37, 64), (1, 3, 50, 29)]
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))]
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def ramp(batch=1, channels=3, height=6, width=6, dtype=torch.float32) -> torch.Tensor:
+    """Every pixel distinct, so any misplacement is visible."""
+    return torch.arange(batch * channels * height * width, dtype=dtype).reshape(
+        batch, channels, height, width)
+
+
+# --- shapes ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_output_shapes(shape):
+    b, c, h, w = shape
+    x = torch.rand(shape)
+    assert TF.pad(x, 5).shape == (b, c, h + 10, w + 10)
+    assert Pad(12)(x).shape == (b, c, h + 24, w + 24)
+    assert Jitter(8)(x, gen(0)).shape == (b, c, h - 8, w - 8)
+    assert TF.scale(x, 0.5).shape == (b, c, int(0.5 * h), int(0.5 * w))
+    assert TF.scale(x, 1.1).shape == (b, c, int(1.1 * h), int(1.1 * w))
+    assert RandomScale([0.9])(x).shape == (b, c, int(0.9 * h), int(0.9 * w))
+    assert TF.rotate(x, 7.0).shape == shape
+    assert RandomRotate([-5, 5])(x, gen(0)).shape == shape
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_standard_transforms_shape_follows_draws(shape, seed):
+    b, c, h, w = shape
+    y, draws = standard_transforms().forward_with_params(torch.rand(shape), gen(seed))
+    factor = draws[2]["factor"]
+    # pad 12 -> jitter 8 -> scale -> rotate (same size) -> jitter 4
+    expected = (b, c, int(factor * (h + 24 - 8)) - 4, int(factor * (w + 24 - 8)) - 4)
+    assert y.shape == expected
+    assert draws[0] == {} and set(draws[1]) == {"top", "left"}
+    assert 0.9 - 1e-9 <= factor <= 1.1 + 1e-9
+    assert draws[3]["degrees"] in [float(a) for a in range(-10, 11)]
+
+
+# --- pad ---------------------------------------------------------------------------------
+
+def test_pad_constant_value():
+    x = torch.rand(2, 3, 4, 5)
+    y = TF.pad(x, 3, value=0.25)
+    assert torch.equal(y[..., 3:-3, 3:-3], x)
+    border = torch.ones(7 + 3, 5 + 6, dtype=torch.bool)
+    border[3:-3, 3:-3] = False
+    assert (y[..., border] == 0.25).all()
+    assert (Pad(2)(x)[..., 0, :] == 0.5).all()  # default grey
+
+
+@pytest.mark.parametrize("mode, np_mode", [("reflect", "reflect"), ("replicate", "edge")])
+def test_pad_reflect_and_replicate_content(mode, np_mode):
+    x = ramp(1, 2, 4, 5)
+    y = Pad(2, mode=mode)(x)
+    expected = np.pad(x.numpy(), [(0, 0), (0, 0), (2, 2), (2, 2)], mode=np_mode)
+    np.testing.assert_array_equal(y.numpy(), expected)
+
+
+def test_pad_reflect_known_corner():
+    x = torch.arange(16.).reshape(1, 1, 4, 4)
+    y = TF.pad(x, 2, mode="reflect")
+    # padded (row -2, col -2) reflects to (row 2, col 2) = 10; row -1 col 0 -> (1, 0) = 4
+    assert y[0, 0, 0, 0] == 10 and y[0, 0, 1, 2] == 4 and y[0, 0, 7, 7] == 5
+
+
+@pytest.mark.parametrize("bad", ["wrap", "circular", "zeros"])
+def test_unknown_pad_mode_names_valid_modes(bad):
+    for make in (lambda: Pad(2, mode=bad), lambda: TF.pad(torch.zeros(1, 3, 4, 4), 2, bad)):
+        with pytest.raises(ValueError) as info:
+            make()
+        message = str(info.value)
+        assert bad in message
+        assert all(m in message for m in ("constant", "reflect", "replicate"))
+
+
+# --- crop / jitter -----------------------------------------------------------------------
+
+def test_crop_picks_exact_window():
+    x = torch.arange(16.).reshape(1, 1, 4, 4)
+    assert TF.crop(x, 1, 2, 2, 2).flatten().tolist() == [6.0, 7.0, 10.0, 11.0]
+    x = ramp(2, 3, 7, 9)
+    assert torch.equal(TF.crop(x, 2, 3, 4, 5), x[:, :, 2:6, 3:8])
+
+
+def test_jitter_applies_the_drawn_window():
+    x = ramp(2, 3, 10, 13)
+    jitter = Jitter(4)
+    for seed in range(5):
+        params = jitter.sample(x, gen(seed))
+        y = jitter.apply_transform(x, params)
+        top, left = params["top"], params["left"]
+        assert torch.equal(y, x[..., top:top + 6, left:left + 9])
+
+
+def test_jitter_covers_every_shift_0_to_d():
+    jitter, g = Jitter(3), gen(0)
+    x = torch.zeros(1, 3, 8, 8)
+    draws = [jitter.sample(x, g) for _ in range(200)]
+    assert {d["top"] for d in draws} == {0, 1, 2, 3}
+    assert {d["left"] for d in draws} == {0, 1, 2, 3}
+
+
+def test_jitter_errors():
+    with pytest.raises(ValueError, match="at least 1"):
+        Jitter(0)
+    with pytest.raises(ValueError, match="too large"):
+        Jitter(8)(torch.zeros(1, 3, 8, 20))
+    with pytest.raises(ValueError, match="too large"):
+        Jitter(8)(torch.zeros(1, 3, 20, 8))
+
+
+# --- scale -------------------------------------------------------------------------------
+
+def test_scale_one_is_identity():
+    x = torch.rand(2, 3, 9, 11)
+    assert torch.equal(TF.scale(x, 1.0), x)
+    assert torch.equal(RandomScale([1.0])(x), x)
+
+
+def test_scale_half_is_2x2_average():
+    # bilinear, align_corners=False, factor 1/2 samples exactly between pixel pairs
+    x = torch.rand(2, 3, 8, 12)
+    torch.testing.assert_close(TF.scale(x, 0.5), F.avg_pool2d(x, 2))
+
+
+def test_scale_keeps_constant_images_constant():
+    x = torch.full((1, 3, 10, 14), 0.3)
+    for factor in (0.9, 1.1, 2.0):
+        torch.testing.assert_close(TF.scale(x, factor), torch.full_like(TF.scale(x, factor), 0.3))
+
+
+def test_random_scale_draws_only_from_list():
+    scale, g = RandomScale([0.5, 2.0]), gen(0)
+    factors = {scale.sample(torch.zeros(1, 3, 4, 4), g)["factor"] for _ in range(50)}
+    assert factors == {0.5, 2.0}
+
+
+# --- rotate ------------------------------------------------------------------------------
+
+def test_rotate_zero_is_identity():
+    x = torch.rand(2, 3, 9, 13)
+    assert torch.equal(TF.rotate(x, 0.0), x)
+    assert torch.equal(RandomRotate([0])(x), x)
+
+
+def test_rotate_90_is_anticlockwise_marked_pixel():
+    n = 6
+    x = torch.zeros(1, 1, n, n)
+    x[0, 0, 0, n - 1] = 1.0     # top-right corner
+    x[0, 0, 0, 4] = 0.5         # row 0, col 4
+    y = TF.rotate(x, 90.0)
+    # anticlockwise about the centre: (row r, col c) -> (row n-1-c, col r)
+    assert y[0, 0, 0, 0] == pytest.approx(1.0, abs=1e-4)   # top-right -> top-left
+    assert y[0, 0, 1, 0] == pytest.approx(0.5, abs=1e-4)
+    assert y.sum() == pytest.approx(1.5, abs=1e-4)
+    # and -90 (clockwise) sends the top-right corner to the bottom-right
+    assert TF.rotate(x, -90.0)[0, 0, n - 1, n - 1] == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("n", [7, 8])
+def test_rotate_matches_rot90(n):
+    x = torch.rand(2, 3, n, n)
+    torch.testing.assert_close(TF.rotate(x, 90.0), torch.rot90(x, 1, dims=(-2, -1)),
+                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(TF.rotate(x, 180.0), torch.flip(x, dims=(-2, -1)),
+                               atol=1e-5, rtol=0)
+
+
+def test_rotate_per_image_angles():
+    x = torch.rand(2, 3, 8, 8)
+    y = TF.rotate(x, torch.tensor([0.0, 90.0]))
+    torch.testing.assert_close(y[0], x[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(y[1], torch.rot90(x[1], 1, dims=(-2, -1)), atol=1e-5, rtol=0)
+
+
+def test_random_rotate_draws_only_from_list():
+    rotate, g = RandomRotate([-10, 10]), gen(0)
+    angles = {rotate.sample(torch.zeros(1, 3, 4, 4), g)["degrees"] for _ in range(50)}
+    assert angles == {-10.0, 10.0}
+
+
+def test_empty_choice_lists():
+    with pytest.raises(ValueError, match="at least one scale"):
+        RandomScale([])
+    with pytest.raises(ValueError, match="at least one angle"):
+        RandomRotate([])
+
+
+# --- reproducibility and replay ----------------------------------------------------------
+
+def test_same_seed_same_output_different_seed_different_draws():
+    x = torch.rand(2, 3, 48, 40)
+    t = standard_transforms()
+    runs = {}
+    for seed in (0, 0, 1):
+        g = gen(seed)
+        outputs, draws = [], []
+        for _ in range(6):
+            y, d = t.forward_with_params(x, g)
+            outputs.append(y)
+            draws.append(d)
+        if seed in runs:
+            first_outputs, first_draws = runs[seed]
+            assert first_draws == draws
+            assert all(torch.equal(a, b) for a, b in zip(first_outputs, outputs))
+        runs[seed] = (outputs, draws)
+    assert runs[0][1] != runs[1][1]
+    # draws also vary from call to call within one generator
+    assert len({repr(d) for d in runs[0][1]}) > 1
+
+
+def test_forward_with_generator_matches_forward_with_params():
+    x = torch.rand(1, 3, 40, 40)
+    t = standard_transforms()
+    assert torch.equal(t(x, gen(3)), t.forward_with_params(x, gen(3))[0])
+
+
+def test_compose_replay_is_exact():
+    x = torch.rand(2, 3, 37, 64)
+    t = standard_transforms()
+    for seed in range(4):
+        y, draws = t.forward_with_params(x, gen(seed))
+        assert torch.equal(t.apply_transform(x, draws), y)
+
+
+def test_compose_with_plain_callable_and_replay():
+    x = torch.rand(1, 3, 10, 10)
+    t = Compose([Pad(2, value=0.0), lambda im: im * 2, Jitter(3)])
+    y, draws = t.forward_with_params(x, gen(0))
+    assert draws[1] == {}
+    top, left = draws[2]["top"], draws[2]["left"]
+    expected = (F.pad(x, [2] * 4) * 2)[..., top:top + 11, left:left + 11]
+    assert torch.equal(y, expected)
+    assert torch.equal(t.apply_transform(x, draws), y)
+
+
+def test_compose_errors():
+    with pytest.raises(TypeError, match="callable"):
+        Compose([Pad(2), 3])
+    t = Compose([Pad(2), Jitter(2)])
+    with pytest.raises(ValueError, match="expected 2 draws, got 1"):
+        t.apply_transform(torch.zeros(1, 3, 8, 8), [{}])
+
+
+def test_package_exports():
+    assert transforms.standard_transforms is standard_transforms
+    assert transforms.functional is TF
+
+
+# --- dtype, device, gradients ------------------------------------------------------------
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_transforms_keep_dtype_and_device(device, dtype):
+    x = torch.rand(2, 3, 37, 48, dtype=dtype, device=device)
+    outputs = [TF.pad(x, 3), TF.pad(x, 3, mode="reflect"), TF.crop(x, 1, 1, 5, 5),
+               TF.scale(x, 0.9), TF.rotate(x, 10.0), TF.rotate(x, torch.tensor([5.0, -5.0])),
+               standard_transforms()(x, gen(0))]
+    for y in outputs:
+        assert y.dtype == dtype and y.device == x.device
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_same_seed_same_draws_on_cpu_and_cuda():
+    x = torch.rand(1, 3, 40, 40)
+    t = standard_transforms()
+    y_cpu, d_cpu = t.forward_with_params(x, gen(5))
+    y_gpu, d_gpu = t.forward_with_params(x.cuda(), gen(5))
+    assert d_cpu == d_gpu
+    torch.testing.assert_close(y_gpu.cpu(), y_cpu, atol=1e-4, rtol=0)
+
+
+def test_gradients_flow_through_standard_transforms():
+    x = torch.rand(2, 3, 48, 48, requires_grad=True)
+    t = standard_transforms()
+    for seed in range(3):
+        x.grad = None
+        t(x, gen(seed)).sum().backward()
+        assert x.grad is not None and torch.isfinite(x.grad).all()
+        assert x.grad.abs().sum() > 0
+
+
+def test_jitter_gradient_is_window_indicator():
+    x = torch.rand(1, 3, 10, 10, requires_grad=True)
+    t = Compose([Jitter(4)])
+    y, draws = t.forward_with_params(x, gen(1))
+    y.sum().backward()
+    top, left = draws[0]["top"], draws[0]["left"]
+    expected = torch.zeros_like(x)
+    expected[..., top:top + 6, left:left + 6] = 1
+    assert torch.equal(x.grad, expected)
