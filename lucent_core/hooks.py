@@ -18,12 +18,15 @@ from torch import nn
 OUTPUT_LAYER = "output"
 OUTPUT_ALIASES = ("output", "labels", "logits")
 
-__all__ = ["LayerInfo", "capture", "list_layers", "model_device", "resolve_layer", "run_to_layers",
+__all__ = ["LayerInfo", "capture", "frozen", "list_layers", "model_device", "resolve_layer", "run_to_layers",
            "OUTPUT_LAYER"]
 
 
-class _StopForward(Exception):
-    """Raised inside a hook once every requested layer has been captured."""
+class _StopForward(BaseException):
+    """Raised inside a hook once every requested layer has been captured.
+
+    A ``BaseException`` so that a model whose forward catches ``Exception`` cannot swallow it.
+    """
 
 
 def _module_names(model: nn.Module) -> dict[str, nn.Module]:
@@ -81,6 +84,9 @@ def capture(model: nn.Module, layers: Sequence[str], stop_early: bool = True
         layers: layer names as accepted by :func:`resolve_layer`.
         stop_early: abandon the forward pass once all layers are captured.
 
+    A module that runs more than once in a forward pass (a ReLU reused inside a torchvision
+    ``BasicBlock``, say) is captured at its *first* call, with or without ``stop_early``.
+
     Yields:
         A dict from each requested name (as given) to its activation of the latest forward.
 
@@ -103,6 +109,8 @@ def capture(model: nn.Module, layers: Sequence[str], stop_early: bool = True
 
     def make_hook(names: list[str]):
         def hook(_module, _inputs, output):
+            if names[0] in acts:  # a module called again: keep its first output
+                return
             for name in names:
                 acts[name] = output
             if acts.stop_early and all(name in acts for name in acts.requested):
@@ -158,11 +166,38 @@ def run_to_layers(model: nn.Module, x: torch.Tensor, acts: dict[str, torch.Tenso
 
 
 def model_device(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """The device and floating dtype of the model's first parameter or buffer (CPU/float32 if none)."""
+    """Device and floating dtype of the model's first parameter or buffer (else CPU, float32)."""
     for tensor in list(model.parameters()) + list(model.buffers()):
         if tensor.is_floating_point():
             return tensor.device, tensor.dtype
     return torch.device("cpu"), torch.float32
+
+
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and no weight gradients inside the block; every module's mode and every
+    parameter's ``requires_grad`` flag are restored after.
+
+    Example:
+        >>> net = nn.Linear(2, 2).train()
+        >>> with frozen(net):
+        ...     net.training, net.weight.requires_grad
+        (False, False)
+        >>> net.training, net.weight.requires_grad
+        (True, True)
+    """
+    modes = {m: m.training for m in model.modules()}
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 @dataclass(frozen=True)
@@ -203,13 +238,8 @@ def list_layers(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)) -> 
         handles.append(module.register_forward_hook(hook))
     try:
         device, dtype = model_device(model)
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                model(torch.zeros(1, *input_size, device=device, dtype=dtype))
-        finally:
-            model.train(was_training)
+        with frozen(model), torch.no_grad():
+            model(torch.zeros(1, *input_size, device=device, dtype=dtype))
     finally:
         for handle in handles:
             handle.remove()

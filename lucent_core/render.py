@@ -11,8 +11,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from lucent_core.hooks import capture, model_device, run_to_layers
+from lucent_core.hooks import capture, frozen, model_device, run_to_layers
 from lucent_core.models.config import Preprocessing, preprocessing_of
+from lucent_core.models.relu import redirecting
 from lucent_core.objectives import Objective, as_objective
 from lucent_core.param import image
 from lucent_core.transforms import Compose, standard_transforms
@@ -59,6 +60,9 @@ class RenderResult:
 
 
 def _check_thresholds(thresholds: Sequence[int]) -> list[int]:
+    if isinstance(thresholds, (str, bytes)):
+        raise ValueError(f"thresholds must be positive integers (step counts), got the string "
+                         f"{thresholds!r}; e.g. thresholds=(512,)")
     if isinstance(thresholds, int):
         thresholds = (thresholds,)
     checked = []
@@ -105,32 +109,6 @@ def _build_transforms(transforms: TransformSpec) -> Callable[[torch.Tensor], tor
 
 
 @contextmanager
-def frozen(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and no weight gradients inside the block; mode and flags restored after.
-
-    Example:
-        >>> net = nn.Linear(2, 2).train()
-        >>> with frozen(net):
-        ...     net.training, net.weight.requires_grad
-        (False, False)
-        >>> net.training, net.weight.requires_grad
-        (True, True)
-    """
-    modes = {m: m.training for m in model.modules()}
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        model.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield model
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
-@contextmanager
 def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
     """Seed torch's RNGs inside the block without disturbing the caller's RNG state."""
     if seed is None:
@@ -162,7 +140,8 @@ def _check_finite(values: list[torch.Tensor], first_step: int) -> None:
 def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpec = None,
                optimizer: OptimizerFactory | None = None, transforms: TransformSpec = None,
                thresholds: Sequence[int] = (512,), seed: int | None = None,
-               progress: bool = True, preprocess: Preprocessing | None = None) -> RenderResult:
+               progress: bool = True, preprocess: Preprocessing | None = None,
+               redirected_relu: bool = True) -> RenderResult:
     """Optimise an image so that ``objective`` is as large as possible.
 
     Each step: ``param()`` gives images in [0, 1], ``transforms`` perturb them, ``preprocess``
@@ -185,6 +164,10 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
         progress: show a progress bar.
         preprocess: how images become model input; default ``model.preprocessing`` if the
             model has one (zoo models do), else images are passed as RGB in [0, 1].
+        redirected_relu: during the render, give the model's
+            :class:`~lucent_core.models.relu.RedirectedReLU` modules Lucid's redirected
+            gradient, so units that start dead can still be reached (zoo models use them;
+            plain ``nn.ReLU`` modules are not affected).
 
     Returns:
         A :class:`RenderResult` with the images at each threshold and the objective history.
@@ -214,7 +197,8 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
             raise ValueError("the parameterisation has no trainable parameters")
         opt = optimizer(params) if optimizer is not None else torch.optim.Adam(params, DEFAULT_LR)
         bar = tqdm(total=steps[-1], desc=objective.name[:60], disable=not progress, leave=True)
-        with frozen(model), capture(model, sorted(objective.layers)) as acts, bar:
+        with frozen(model), redirecting(model, redirected_relu), \
+                capture(model, sorted(objective.layers)) as acts, bar:
             try:
                 for step in range(1, steps[-1] + 1):
                     opt.zero_grad(set_to_none=True)
@@ -227,7 +211,8 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
                     opt.step()
                     values.append(value.detach())
                     bar.update(1)
-                    if step == 1 or step in steps:  # the only host-device syncs
+                    # Host-device syncs: at thresholds, and every 50 steps for a visible bar.
+                    if step == 1 or step in steps or (progress and step % 50 == 0):
                         _check_finite(values[checked:], checked + 1)
                         checked = len(values)
                         bar.set_postfix(objective=f"{values[-1].item():.4g}")
@@ -236,6 +221,8 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
                         taken.append(step)
             except KeyboardInterrupt:
                 interrupted = True
+                if values[checked:]:
+                    _check_finite(values[checked:], checked + 1)
                 if values and (not taken or taken[-1] != len(values)):
                     images.append(_snapshot(param))
                     taken.append(len(values))

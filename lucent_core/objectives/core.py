@@ -245,4 +245,5 @@ def as_objective(objective: "Objective | str") -> Objective:
             return channel(layer, int(unit))
         raise ValueError(f"cannot read objective {objective!r}: the shorthand is 'layer:unit', "
                          "e.g. 'mixed4a:476' (channel 476 of mixed4a) or 'labels:208'")
-    raise TypeError(f"expected an Objective or a 'layer:unit' string, got {type(objective).__name__}")
+    raise TypeError("expected an Objective or a 'layer:unit' string, "
+                    f"got {type(objective).__name__}")

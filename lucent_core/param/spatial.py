@@ -1,4 +1,4 @@
-"""Spatial parameterisations: learnable tensors that produce unconstrained ``(B, 3, H, W)`` images."""
+"""Spatial parameterisations: learnable tensors giving unconstrained ``(B, 3, H, W)`` images."""
 
 from __future__ import annotations
 

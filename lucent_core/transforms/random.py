@@ -2,8 +2,9 @@
 
 Every random module has ``sample(x, generator=None)`` (returns the drawn arguments, a dict) and
 ``apply_transform(x, params)``; ``forward(x)`` does both. Passing the same ``generator``
-state, or a replayed ``params`` dict, reproduces a draw exactly. Random numbers are drawn on the CPU, so a
-seed gives the same draws on any device. One draw is shared by the whole batch, as in Lucid.
+state, or a replayed ``params`` dict, reproduces a draw exactly. Random numbers are drawn on the
+CPU, so a seed gives the same draws on any device. One draw is shared by the whole batch, as
+in Lucid.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ class Jitter(RandomTransform):
     def apply_transform(self, x: torch.Tensor, params: dict) -> torch.Tensor:
         height, width = x.shape[-2] - self.d, x.shape[-1] - self.d
         if height < 1 or width < 1:
-            raise ValueError(f"jitter of {self.d} px is too large for a {tuple(x.shape[-2:])} image")
+            raise ValueError(f"jitter of {self.d} px is too large for a "
+                             f"{tuple(x.shape[-2:])} image")
         return TF.crop(x, params["top"], params["left"], height, width)
 
 
@@ -169,7 +171,7 @@ class Compose(nn.Module):
         """Replay the draws returned by :meth:`forward_with_params`."""
         if len(draws) != len(self.steps):
             raise ValueError(f"expected {len(self.steps)} draws, got {len(draws)}")
-        for t, params in zip(self.steps, draws):
+        for t, params in zip(self.steps, draws, strict=True):
             x = t.apply_transform(x, params) if isinstance(t, RandomTransform) else t(x)
         return x
 

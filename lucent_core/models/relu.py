@@ -1,0 +1,117 @@
+"""ReLU with Lucid's "redirected" gradient, switchable per model.
+
+A unit whose input starts negative everywhere gets no gradient through a plain ReLU and can
+never be reached by gradient ascent. Lucid's redirected ReLU fixes that: for an image whose
+ordinary ReLU gradient is zero everywhere, the gradient is passed through at negative inputs
+wherever it would push the input *up* (towards activating), and blocked where it would push it
+further down. Images that already get an ordinary gradient keep it unchanged. The forward pass
+is an ordinary ReLU.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+__all__ = ["RedirectedReLU", "redirected_relu", "redirecting", "set_redirected_relu"]
+
+
+class _RedirectedReLUFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        negative = x < 0
+        relu_grad = torch.where(negative, torch.zeros_like(grad), grad)
+        # ``grad`` is the gradient of the quantity being minimised: grad > 0 at a negative
+        # input would push it lower still, so that part stays blocked.
+        redirected = torch.where(negative & (grad > 0), torch.zeros_like(grad), grad)
+        has_relu_grad = relu_grad.flatten(1).abs().amax(1) > 0
+        has_relu_grad = has_relu_grad.view(-1, *([1] * (x.dim() - 1)))
+        return torch.where(has_relu_grad, relu_grad, redirected)
+
+
+def redirected_relu(x: torch.Tensor) -> torch.Tensor:
+    """ReLU forward; Lucid's redirected gradient backward (see the module docstring).
+
+    Example:
+        >>> x = torch.tensor([[-1.0, -2.0]], requires_grad=True)
+        >>> redirected_relu(x).sum().backward()   # a plain ReLU would give zero gradient
+        >>> x.grad
+        tensor([[1., 1.]])
+    """
+    return _RedirectedReLUFunction.apply(x)
+
+
+class RedirectedReLU(nn.Module):
+    """A ReLU whose backward can be switched to Lucid's redirected gradient.
+
+    Args:
+        redirect: use the redirected gradient (forward is a plain ReLU either way).
+
+    Example:
+        >>> RedirectedReLU()(torch.tensor([-1.0, 2.0]))
+        tensor([0., 2.])
+    """
+
+    def __init__(self, redirect: bool = False):
+        super().__init__()
+        self.redirect = redirect
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.redirect and torch.is_grad_enabled() and x.requires_grad and x.dim() >= 2:
+            return redirected_relu(x)
+        return torch.relu(x)
+
+    def extra_repr(self) -> str:
+        return f"redirect={self.redirect}"
+
+
+def _relus(model: nn.Module) -> Iterator[RedirectedReLU]:
+    return (m for m in model.modules() if isinstance(m, RedirectedReLU))
+
+
+def set_redirected_relu(model: nn.Module, redirect: bool) -> int:
+    """Switch every :class:`RedirectedReLU` in ``model``; returns how many were switched.
+
+    Example:
+        >>> set_redirected_relu(nn.Sequential(RedirectedReLU(), RedirectedReLU()), True)
+        2
+    """
+    count = 0
+    for relu in _relus(model):
+        relu.redirect = redirect
+        count += 1
+    return count
+
+
+@contextmanager
+def redirecting(model: nn.Module, redirect: bool = True) -> Iterator[int]:
+    """Switch the model's :class:`RedirectedReLU`\\ s inside the block; restored after.
+
+    Yields the number of switchable ReLUs (0 for models built with plain ``nn.ReLU``).
+
+    Example:
+        >>> net = nn.Sequential(RedirectedReLU())
+        >>> with redirecting(net) as count:
+        ...     count, net[0].redirect
+        (1, True)
+        >>> net[0].redirect
+        False
+    """
+    relus = list(_relus(model))
+    before = [relu.redirect for relu in relus]
+    try:
+        for relu in relus:
+            relu.redirect = redirect
+        yield len(relus)
+    finally:
+        for relu, flag in zip(relus, before, strict=True):
+            relu.redirect = flag

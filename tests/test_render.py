@@ -1,0 +1,576 @@
+"""Tests for lucent_core.render: result structure, exact repeatability, the model left unchanged
+(also after failures and Ctrl-C), NaN detection, argument checks, devices and dtypes,
+preprocessing, transforms, the optimiser factory and the progress bar."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lucent_core import Preprocessing, RenderResult, frozen, param, render_vis
+from lucent_core.models.config import preprocessing_of
+from lucent_core.objectives import Objective, channel
+from lucent_core.render import _build_param
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny tensors: one intra-op thread avoids oversubscribing the shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --- tiny models -----------------------------------------------------------------------------
+
+class Recorder(nn.Module):
+    """Identity that records what it sees: the input, its size and dtype, and its own mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.inputs: list[torch.Tensor] = []
+        self.modes: list[bool] = []
+
+    def forward(self, x):
+        self.inputs.append(x.detach().clone())
+        self.modes.append(self.training)
+        return x
+
+    @property
+    def sizes(self) -> list[tuple[int, int]]:
+        return [tuple(x.shape[-2:]) for x in self.inputs]
+
+
+class InterruptAt(nn.Module):
+    """Raises KeyboardInterrupt on its ``k``-th call."""
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.k, self.calls = k, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.k:
+            raise KeyboardInterrupt
+        return x
+
+
+def make_net(recorder: nn.Module | None = None) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(OrderedDict(
+        rec=recorder if recorder is not None else Recorder(),
+        conv=nn.Conv2d(3, 4, 3, padding=1),
+        bn=nn.BatchNorm2d(4),
+        relu=nn.ReLU(),
+        head=nn.Conv2d(4, 2, 1),
+    ))
+
+
+def all_hooks(model: nn.Module) -> list:
+    return [h for m in model.modules() for h in (*m._forward_hooks.values(),
+                                                  *m._forward_pre_hooks.values())]
+
+
+def counted(obj: Objective, at: int, exc: BaseException) -> Objective:
+    """``obj``, except that its ``at``-th evaluation raises ``exc``."""
+    calls = [0]
+
+    def fn(acts):
+        calls[0] += 1
+        if calls[0] == at:
+            raise exc
+        return obj(acts)
+    return Objective(fn, obj.layers, "counted")
+
+
+def image_factory(w: int = 16, h: int | None = None, batch: int = 1):
+    return lambda: param.image(w, h, batch=batch)
+
+
+def sgd0(params):
+    return torch.optim.SGD(params, lr=0.0)
+
+
+def quick(model, obj="conv:1", **kwargs):
+    kwargs.setdefault("param_f", image_factory())
+    kwargs.setdefault("transforms", [])
+    kwargs.setdefault("thresholds", (3,))
+    kwargs.setdefault("progress", False)
+    kwargs.setdefault("seed", 0)
+    return render_vis(model, obj, **kwargs)
+
+
+# --- result structure -------------------------------------------------------------------------
+
+def test_result_structure():
+    result = quick(make_net(), channel("conv", 1), param_f=image_factory(16, batch=2),
+                   thresholds=(5, 1, 3))
+    assert isinstance(result, RenderResult)
+    assert result.thresholds == [1, 3, 5]
+    assert len(result.images) == 3
+    for img in result.images:
+        assert isinstance(img, np.ndarray)
+        assert img.shape == (2, 16, 16, 3) and img.dtype == np.float32
+        assert img.min() >= 0.0 and img.max() <= 1.0
+    assert len(result.history) == 5 and all(isinstance(v, float) for v in result.history)
+    assert result.objective == "channel('conv', 1)"
+    assert result.interrupted is False
+    assert result.image is result.images[-1]
+    # the last image is the parameterisation's final state
+    with torch.no_grad():
+        final = result.param().permute(0, 2, 3, 1).numpy()
+    assert np.array_equal(result.image, final)
+    # the images really are snapshots taken at different steps
+    assert not np.array_equal(result.images[0], result.images[2])
+
+
+def test_history_is_objective_before_each_step():
+    torch.manual_seed(0)
+    p = param.image(16)
+    with torch.no_grad():
+        start = p().clone()
+    model = make_net().eval()
+    result = quick(model, channel("head", 0), param_f=p, thresholds=(4,))
+    with torch.no_grad():
+        expected = model(start)[:, 0].mean().item()
+    assert result.history[0] == pytest.approx(expected, rel=1e-6)
+    assert result.history[-1] > result.history[0]
+
+
+def test_non_square_param():
+    result = quick(make_net(), param_f=param.image(48, 32), thresholds=(2,))
+    assert result.image.shape == (1, 32, 48, 3)
+
+
+def test_duplicate_and_integer_thresholds():
+    assert quick(make_net(), thresholds=(2, 2, 1)).thresholds == [1, 2]
+    assert quick(make_net(), thresholds=2).thresholds == [2]
+    assert quick(make_net(), thresholds=[np.int64(2)]).thresholds == [2]
+
+
+def test_default_param_is_128px():
+    result = render_vis(make_net(), "conv:0", transforms=[], thresholds=(1,), progress=False,
+                        seed=0)
+    assert result.image.shape == (1, 128, 128, 3)
+
+
+def test_string_objective():
+    result = quick(make_net(), "head:1")
+    assert result.objective == "channel('head', 1)"
+
+
+# --- repeatability -----------------------------------------------------------------------------
+
+def seeded_render(seed, model=None):
+    model = make_net() if model is None else model
+    return render_vis(model, channel("head", 1), image_factory(24), transforms=None,
+                      thresholds=(2, 4), progress=False, seed=seed)
+
+
+def test_same_seed_is_exactly_repeatable():
+    torch.manual_seed(123)
+    a = seeded_render(0)
+    torch.manual_seed(456)           # the caller's global state does not matter
+    b = seeded_render(0)
+    assert a.history == b.history
+    for x, y in zip(a.images, b.images):
+        assert np.array_equal(x, y)
+
+
+def test_different_seeds_differ():
+    a, b = seeded_render(0), seeded_render(1)
+    assert a.history != b.history
+    assert not np.array_equal(a.image, b.image)
+
+
+def test_seeded_render_keeps_caller_rng_state():
+    model = make_net()                # (make_net seeds the global RNG itself)
+    torch.manual_seed(7)
+    state = torch.get_rng_state()
+    seeded_render(0, model)
+    assert torch.equal(torch.get_rng_state(), state)
+    # and the next draw is what it would have been without the render
+    after = torch.rand(3)
+    torch.set_rng_state(state)
+    assert torch.equal(torch.rand(3), after)
+
+
+# --- model left unchanged -----------------------------------------------------------------------
+
+def model_with_mixed_state():
+    rec = Recorder()
+    model = make_net(rec).train()
+    model.conv.weight.requires_grad_(False)          # a mix of flags
+    model.head.eval()                                 # a submodule with its own mode
+    snapshot = {
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "flags": {n: p.requires_grad for n, p in model.named_parameters()},
+        "modes": {n: m.training for n, m in model.named_modules()},
+    }
+    assert snapshot["flags"]["conv.weight"] is False and snapshot["flags"]["conv.bias"] is True
+    return model, rec, snapshot
+
+
+def assert_unchanged(model, snapshot):
+    for key, value in model.state_dict().items():   # weights and BatchNorm statistics
+        assert torch.equal(value, snapshot["state"][key]), key
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == snapshot["flags"]
+    assert {n: m.training for n, m in model.named_modules()} == snapshot["modes"]
+    assert all(p.grad is None for p in model.parameters())
+    assert all_hooks(model) == []
+
+
+def test_model_unchanged_after_render():
+    model, rec, snapshot = model_with_mixed_state()
+    quick(model, channel("head", 0), thresholds=(3,))
+    assert rec.modes == [False, False, False]        # eval during the render
+    assert_unchanged(model, snapshot)
+    assert model.training and model.bn.training and not model.head.training
+
+
+def test_model_unchanged_after_failing_render():
+    model, rec, snapshot = model_with_mixed_state()
+    failing = counted(channel("head", 0), 2, RuntimeError("objective failed"))
+    with pytest.raises(RuntimeError, match="objective failed"):
+        quick(model, failing, thresholds=(5,))
+    assert rec.modes == [False, False]
+    assert_unchanged(model, snapshot)
+
+
+def test_model_unchanged_after_keyboard_interrupt():
+    model, _, snapshot = model_with_mixed_state()
+    result = quick(model, counted(channel("head", 0), 3, KeyboardInterrupt()), thresholds=(5,))
+    assert result.interrupted
+    assert_unchanged(model, snapshot)
+
+
+def test_frozen_restores_modes_and_flags():
+    model, _, snapshot = model_with_mixed_state()
+    with frozen(model):
+        assert not any(m.training for m in model.modules())
+        assert not any(p.requires_grad for p in model.parameters())
+    assert_unchanged(model, snapshot)
+    with pytest.raises(KeyboardInterrupt):
+        with frozen(model):
+            raise KeyboardInterrupt
+    assert_unchanged(model, snapshot)
+
+
+# --- Ctrl-C -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_interrupt_in_objective_returns_partial_result(k):
+    obj = channel("head", 1)
+    result = quick(make_net(), counted(obj, k, KeyboardInterrupt()), thresholds=(10,))
+    assert result.interrupted is True
+    assert len(result.history) == k - 1
+    assert result.thresholds == [k - 1]
+    assert len(result.images) == 1
+    # the image is exactly where a k-1 step render gets to
+    reference = quick(make_net(), obj, thresholds=(k - 1,))
+    assert np.array_equal(result.image, reference.image)
+    assert result.history == reference.history
+
+
+def test_interrupt_in_model_module():
+    interrupt = InterruptAt(3)
+    model = make_net(interrupt)
+    result = quick(model, channel("head", 0), thresholds=(10,))
+    assert interrupt.calls == 3
+    assert result.interrupted and len(result.history) == 2 and result.thresholds == [2]
+    assert len(result.images) == 1
+    assert all_hooks(model) == [] and model.training
+
+
+def test_interrupt_right_after_a_threshold_does_not_duplicate_images():
+    result = quick(make_net(), counted(channel("head", 1), 3, KeyboardInterrupt()),
+                   thresholds=(2, 10))
+    assert result.thresholds == [2] and len(result.images) == 1 and len(result.history) == 2
+
+
+def test_interrupt_before_first_step_has_no_image():
+    result = quick(make_net(), counted(channel("head", 1), 1, KeyboardInterrupt()))
+    assert result.interrupted and result.images == [] and result.history == []
+    with pytest.raises(ValueError, match="interrupted"):
+        _ = result.image
+
+
+# --- non-finite objectives ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_objective_names_the_step(bad):
+    obj = Objective(lambda acts: acts["conv"].mean() * bad, ["conv"], "bad")
+    with pytest.raises(FloatingPointError, match="step 1"):
+        quick(make_net(), obj)
+
+
+def test_non_finite_later_step_is_named():
+    calls = [0]
+
+    def fn(acts):
+        calls[0] += 1
+        value = acts["conv"].mean()
+        return value * float("nan") if calls[0] >= 3 else value
+    model = make_net()
+    with pytest.raises(FloatingPointError, match="at step 3"):
+        quick(model, Objective(fn, ["conv"], "late nan"), thresholds=(5,))
+    assert all_hooks(model) == []
+
+
+# --- argument checks ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [(0,), (-1,), (2.5,), ("10",), "10", (True,), (), [], 0, (4, 0)])
+def test_bad_thresholds(bad):
+    with pytest.raises(ValueError, match="positive integers|empty"):
+        quick(make_net(), thresholds=bad)
+
+
+def test_bad_threshold_message_names_the_value():
+    with pytest.raises(ValueError, match="2.5"):
+        quick(make_net(), thresholds=(4, 2.5))
+
+
+def test_string_thresholds_message_names_the_string():
+    with pytest.raises(ValueError, match="'10'"):
+        quick(make_net(), thresholds="10")
+
+
+def test_objective_must_be_scalar():
+    obj = Objective(lambda acts: acts["conv"].mean((2, 3)).sum(1), ["conv"], "vector")
+    model = make_net()
+    with pytest.raises(ValueError, match="not a scalar"):
+        quick(model, obj)
+    assert all_hooks(model) == []
+
+
+def test_param_without_trainable_parameters():
+    p = param.image(8)
+    p.requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        quick(make_net(), param_f=p)
+
+
+# --- devices and dtypes ----------------------------------------------------------------------
+
+def test_param_on_another_device_errors():
+    with pytest.raises(ValueError, match="meta") as info:
+        quick(make_net(), param_f=param.image(16).to("meta"))
+    assert "cpu" in str(info.value)
+
+
+def test_param_factory_is_built_on_model_device():
+    built = _build_param(image_factory(8), torch.device("meta"))
+    assert {p.device.type for p in built.parameters()} == {"meta"}
+    assert {b.device.type for b in built.buffers()} == {"meta"}
+    calls = []
+
+    def factory():
+        calls.append(1)
+        return param.image(8)
+    result = quick(make_net(), param_f=factory)
+    assert calls == [1]
+    assert {p.device.type for p in result.param.parameters()} == {"cpu"}
+
+
+def test_param_factory_must_return_module():
+    with pytest.raises(TypeError, match="nn.Module"):
+        quick(make_net(), param_f=lambda: torch.zeros(1, 3, 8, 8))
+    with pytest.raises(TypeError, match="param_f"):
+        quick(make_net(), param_f=5)
+
+
+def test_float64_model():
+    rec = Recorder()
+    model = make_net(rec).double()
+    result = quick(model, channel("head", 0), thresholds=(3,))
+    assert {x.dtype for x in rec.inputs} == {torch.float64}
+    assert np.isfinite(result.history).all() and result.history[-1] > result.history[0]
+    assert result.image.dtype == np.float32
+
+
+# --- preprocessing --------------------------------------------------------------------------
+
+def fixed_image(w=16, h=12):
+    torch.manual_seed(0)
+    p = param.image(w, h, sd=0.5)
+    with torch.no_grad():
+        return p, p().clone()
+
+
+def test_model_preprocessing_is_used():
+    p, img = fixed_image()
+    rec = Recorder()
+    model = make_net(rec)
+    model.preprocessing = Preprocessing(value_range=(-117.0, 138.0), channel_order="BGR",
+                                        mean=(1.0, 2.0, 3.0), std=(2.0, 4.0, 8.0),
+                                        input_size=(10, 20))
+    quick(model, param_f=p, optimizer=sgd0, thresholds=(2,))
+    # by hand: resize, map [0, 1] -> [-117, 138], RGB -> BGR, subtract mean, divide by std
+    x = F.interpolate(img, size=(10, 20), mode="bilinear", align_corners=False)
+    x = x * 255.0 - 117.0
+    x = torch.stack([x[:, 2], x[:, 1], x[:, 0]], 1)
+    x = (x - torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1)) / torch.tensor(
+        [2.0, 4.0, 8.0]).view(1, 3, 1, 1)
+    assert rec.sizes == [(10, 20), (10, 20)]
+    for seen in rec.inputs:
+        torch.testing.assert_close(seen, x, rtol=1e-5, atol=1e-4)
+
+
+def test_value_range_only():
+    p, img = fixed_image()
+    rec = Recorder()
+    model = make_net(rec)
+    model.preprocessing = Preprocessing(value_range=(0, 255))
+    quick(model, param_f=p, optimizer=sgd0, thresholds=(1,))
+    torch.testing.assert_close(rec.inputs[0], img * 255)
+    assert rec.inputs[0].max() > 1.5   # not in [0, 1] any more
+
+
+def test_explicit_preprocess_overrides_model_preprocessing():
+    p, img = fixed_image()
+    rec = Recorder()
+    model = make_net(rec)
+    model.preprocessing = Preprocessing(value_range=(0, 255), input_size=(30, 30))
+    quick(model, param_f=p, optimizer=sgd0, thresholds=(1,),
+          preprocess=Preprocessing(channel_order="BGR"))
+    assert torch.equal(rec.inputs[0], img.flip(1))
+
+
+def test_no_preprocessing_means_rgb_in_unit_range():
+    p, img = fixed_image()
+    rec = Recorder()
+    quick(make_net(rec), param_f=p, optimizer=sgd0, thresholds=(1,))
+    assert torch.equal(rec.inputs[0], img)
+
+
+def test_preprocessing_exact_values():
+    rgb = torch.tensor([0.0, 0.5, 1.0]).view(1, 3, 1, 1).expand(2, 3, 2, 3).contiguous()
+    assert torch.equal(Preprocessing()(rgb), rgb)
+    assert Preprocessing(value_range=(-1, 1))(rgb)[0, :, 0, 0].tolist() == [-1.0, 0.0, 1.0]
+    assert Preprocessing(value_range=(0, 255))(rgb)[1, :, 1, 2].tolist() == [0.0, 127.5, 255.0]
+    assert Preprocessing(channel_order="BGR")(rgb)[0, :, 0, 0].tolist() == [1.0, 0.5, 0.0]
+    # mean and std are in the model's channel order (after the flip) and value range
+    bgr = Preprocessing(value_range=(0, 255), channel_order="BGR", mean=(100.0, 50.0, 0.0),
+                        std=(5.0, 2.5, 1.0))(rgb)
+    assert bgr[0, :, 0, 0].tolist() == [31.0, 31.0, 0.0]
+    imagenet = Preprocessing(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    out = imagenet(torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+    assert out.abs().max().item() < 1e-6
+    resized = Preprocessing(input_size=(4, 5))(rgb)
+    assert resized.shape == (2, 3, 4, 5)
+    assert resized[0, :, 3, 4].tolist() == [0.0, 0.5, 1.0]   # constant planes stay constant
+    same = Preprocessing(input_size=(2, 3))(rgb)
+    assert torch.equal(same, rgb)
+
+
+def test_preprocessing_float64():
+    x = torch.full((1, 3, 2, 2), 0.5, dtype=torch.float64)
+    out = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.1, 0.1, 0.1))(x)
+    assert out.dtype == torch.float64 and out.abs().max().item() == 0.0
+
+
+@pytest.mark.parametrize("order", ["rgb", "GBR", "", "BGRA"])
+def test_invalid_channel_order(order):
+    with pytest.raises(ValueError, match="channel order") as info:
+        Preprocessing(channel_order=order)
+    assert "RGB" in str(info.value) and "BGR" in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [{"mean": (0.5,)}, (0, 255), lambda x: x])
+def test_non_preprocessing_attribute_is_rejected(bad):
+    model = make_net()
+    model.preprocessing = bad
+    with pytest.raises(TypeError, match="Preprocessing"):
+        quick(model)
+    with pytest.raises(TypeError, match="Preprocessing"):
+        preprocessing_of(model)
+
+
+def test_preprocessing_of_plain_model_is_identity():
+    assert preprocessing_of(nn.Linear(1, 1)) == Preprocessing()
+
+
+# --- transforms -------------------------------------------------------------------------------
+
+def test_transforms_none_uses_standard_transforms():
+    rec = Recorder()
+    quick(make_net(rec), param_f=image_factory(32), transforms=None, thresholds=(6,))
+    sizes = rec.sizes
+    # pad 12 on each side (56), jitter 8 (48), scale 0.9..1.1 (43..53), rotate, jitter 4
+    assert len(sizes) == 6
+    assert all(39 <= h <= 49 and h == w for h, w in sizes), sizes
+    assert len(set(sizes)) > 1            # the scale is random: the size changes between steps
+
+
+def test_empty_transforms_means_none():
+    p, img = fixed_image(20, 14)
+    rec = Recorder()
+    quick(make_net(rec), param_f=p, transforms=[], optimizer=sgd0, thresholds=(3,))
+    assert rec.sizes == [(14, 20)] * 3
+    for seen in rec.inputs:
+        assert torch.equal(seen, img)
+
+
+def test_list_of_transforms_is_composed_in_order():
+    p, img = fixed_image()
+    rec = Recorder()
+    quick(make_net(rec), param_f=p, optimizer=sgd0, thresholds=(1,),
+          transforms=[lambda x: x * 0.5, lambda x: x + 0.25, lambda x: x[..., 1:, :]])
+    expected = (img * 0.5 + 0.25)[..., 1:, :]
+    torch.testing.assert_close(rec.inputs[0], expected)
+
+
+def test_single_callable_transform():
+    p, img = fixed_image()
+    rec = Recorder()
+    quick(make_net(rec), param_f=p, optimizer=sgd0, thresholds=(1,), transforms=lambda x: 1 - x)
+    torch.testing.assert_close(rec.inputs[0], 1 - img)
+
+
+def test_bad_transforms_type():
+    with pytest.raises(TypeError, match="transforms"):
+        quick(make_net(), transforms=5)
+
+
+# --- optimiser ---------------------------------------------------------------------------------
+
+def test_optimizer_factory_is_used():
+    p, img = fixed_image()
+    seen = []
+
+    def factory(params):
+        params = list(params)
+        seen.append(params)
+        return torch.optim.SGD(params, lr=0.0)
+    result = quick(make_net(), channel("head", 0), param_f=p, optimizer=factory, thresholds=(4,))
+    assert len(seen) == 1
+    assert {id(t) for t in seen[0]} == {id(t) for t in p.parameters()}
+    assert np.array_equal(result.image, img.permute(0, 2, 3, 1).numpy())
+    assert len(set(result.history)) == 1      # nothing moved: the same value every step
+
+
+def test_default_optimizer_moves_the_image():
+    p, img = fixed_image()
+    result = quick(make_net(), channel("head", 0), param_f=p, thresholds=(4,))
+    assert not np.array_equal(result.image, img.permute(0, 2, 3, 1).numpy())
+
+
+# --- progress bar --------------------------------------------------------------------------
+
+def test_progress_off_is_silent(capsys):
+    quick(make_net(), thresholds=(3,), progress=False)
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+def test_progress_on_writes_a_bar(capsys):
+    quick(make_net(), "head:1", thresholds=(3,), progress=True)
+    captured = capsys.readouterr()
+    assert "channel('head', 1)" in captured.err
+    assert "3/3" in captured.err
