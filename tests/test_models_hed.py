@@ -8,6 +8,7 @@ import torch
 
 from lucent_core.models.hed import (HED_MEAN_BGR, VGG16HED, VGG16_HED_BLOCKS, find_hed_weights,
                                     load_hed_h5)
+from lucent_core.models.relu import RedirectedReLU
 
 SIZE = 128          # synthetic image: dark background, bright square [LO, HI) x [LO, HI)
 LO, HI = 32, 96
@@ -81,7 +82,7 @@ def test_layer_names():
         for j in range(1, n_convs + 1):
             assert isinstance(names[f"block{k}_conv{j}_conv"], torch.nn.Conv2d)
             assert isinstance(names[f"block{k}_conv{j}_pre_relu"], torch.nn.Identity)
-            assert isinstance(names[f"block{k}_conv{j}"], torch.nn.ReLU)
+            assert isinstance(names[f"block{k}_conv{j}"], RedirectedReLU)
         assert isinstance(names[f"dsn{k}"], torch.nn.Conv2d)
     assert {"pool1", "pool2", "pool3", "pool4", "fuse"} <= set(names)
     assert "pool5" not in names and "block4_conv4" not in names

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lucent_core.models.relu import RedirectedReLU
+
 __all__ = ["HED_MEAN_BGR", "HED_INPUT_RANGE", "VGG16_HED_BLOCKS", "VGG16HED", "find_hed_weights",
            "load_hed_h5"]
 
@@ -63,7 +65,8 @@ class VGG16HED(nn.Module):
 
     * ``blockK_convJ_conv``: the ``nn.Conv2d`` holding the weights (3x3, padding 1);
     * ``blockK_convJ_pre_relu``: ``nn.Identity`` whose output is the pre-ReLU activation;
-    * ``blockK_convJ``: ``nn.ReLU`` whose output is the post-ReLU activation;
+    * ``blockK_convJ``: a :class:`~lucent_core.models.relu.RedirectedReLU` whose output is
+      the post-ReLU activation (the render loop switches on its redirected gradient);
     * ``pool1`` .. ``pool4``: max pools after blocks 1-4 (HED has no ``pool5``);
     * ``dsn1`` .. ``dsn5``: 1x1 side-output convs (to 1 channel, logits at block resolution)
       applied to ``block1_conv2``, ``block2_conv2``, ``block3_conv3``, ``block4_conv3``,
@@ -98,7 +101,7 @@ class VGG16HED(nn.Module):
                 name = f"block{k}_conv{j}"
                 self.add_module(f"{name}_conv", nn.Conv2d(in_channels, channels, 3, padding=1))
                 self.add_module(f"{name}_pre_relu", nn.Identity())
-                self.add_module(name, nn.ReLU())
+                self.add_module(name, RedirectedReLU())
                 names.append(name)
                 in_channels = channels
             self._blocks.append(names)

@@ -43,9 +43,10 @@ def redirected_relu(x: torch.Tensor) -> torch.Tensor:
 
     Example:
         >>> x = torch.tensor([[-1.0, -2.0]], requires_grad=True)
-        >>> redirected_relu(x).sum().backward()   # a plain ReLU would give zero gradient
-        >>> x.grad
-        tensor([[1., 1.]])
+        >>> loss = -redirected_relu(x).sum()  # minimising this maximises the activations
+        >>> loss.backward()                   # a plain ReLU would give zero gradient
+        >>> x.grad                            # descent on it raises x
+        tensor([[-1., -1.]])
     """
     return _RedirectedReLUFunction.apply(x)
 

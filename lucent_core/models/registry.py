@@ -1,0 +1,117 @@
+"""The model registry: a config per model, ``list_models()`` and ``create_model()``."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+from torch import nn
+
+from lucent_core.models.config import Preprocessing
+from lucent_core.models.weights import WeightsSource, load_weights
+
+__all__ = ["ModelConfig", "create_model", "get_config", "list_models", "register_model"]
+
+TORCHVISION_PREFIX = "torchvision:"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything the library needs to know about a model besides its code.
+
+    Attributes:
+        name: registry name.
+        description: one line for listings.
+        build: makes the architecture with random weights.
+        preprocessing: how rendered RGB [0, 1] images become model input.
+        input_size: the usual ``(height, width)`` of one input (for listing layer shapes).
+        layers: the main layers researchers target, with their channel counts.
+        weights: where the trained weights come from, or None.
+    """
+
+    name: str
+    description: str
+    build: Callable[[], nn.Module]
+    preprocessing: Preprocessing
+    input_size: tuple[int, int] = (224, 224)
+    layers: dict[str, int] = field(default_factory=dict)
+    weights: WeightsSource | None = None
+
+
+_REGISTRY: dict[str, Callable[[], ModelConfig]] = {}
+
+
+def register_model(name: str) -> Callable[[Callable[[], ModelConfig]], Callable[[], ModelConfig]]:
+    """Decorator registering a function that returns a model's :class:`ModelConfig`.
+
+    Example:
+        >>> @register_model("tiny_example")
+        ... def _tiny():
+        ...     return ModelConfig("tiny_example", "a 1x1 conv", lambda: nn.Conv2d(3, 2, 1),
+        ...                        Preprocessing())
+        >>> "tiny_example" in list_models()
+        True
+    """
+    def decorator(make_config: Callable[[], ModelConfig]) -> Callable[[], ModelConfig]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        _REGISTRY[name] = make_config
+        return make_config
+    return decorator
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`create_model` (plus any ``"torchvision:<name>"``).
+
+    Example:
+        >>> "inceptionv1" in list_models() and "vgg16_hed" in list_models()
+        True
+    """
+    return sorted(_REGISTRY)
+
+
+def get_config(name: str) -> ModelConfig:
+    """The :class:`ModelConfig` of a registered model or of ``"torchvision:<name>"``."""
+    if name.startswith(TORCHVISION_PREFIX):
+        from lucent_core.models.zoo import torchvision_config
+        return torchvision_config(name[len(TORCHVISION_PREFIX):])
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown model {name!r}.{hint} Registered models: "
+                         f"{', '.join(list_models())}; any torchvision classifier works as "
+                         f"'torchvision:<name>', e.g. 'torchvision:resnet50'.")
+    return _REGISTRY[name]()
+
+
+def create_model(name: str, pretrained: bool = True, weights: str | os.PathLike | None = None
+                 ) -> nn.Module:
+    """Build a registered model in eval mode, carrying its config and preprocessing.
+
+    Args:
+        name: a name from :func:`list_models` or ``"torchvision:<name>"``.
+        pretrained: load the trained weights (see :mod:`lucent_core.models.weights` for where
+            they are looked for); ``False`` gives random weights, offline.
+        weights: a local weights file to load instead (implies ``pretrained``).
+
+    Returns:
+        The model, with ``model.config`` (:class:`ModelConfig`) and ``model.preprocessing``
+        set, so :func:`~lucent_core.render_vis` preprocesses correctly by itself.
+
+    Example:
+        >>> model = create_model("inceptionv1", pretrained=False)
+        >>> model.preprocessing.value_range
+        (-117.0, 138.0)
+    """
+    config = get_config(name)
+    model = config.build()
+    if pretrained or weights is not None:
+        if config.weights is None:
+            raise ValueError(f"model {name!r} has no trained weights; use pretrained=False")
+        model.load_state_dict(load_weights(config.weights, weights))
+    model.eval()
+    model.config = config
+    model.preprocessing = config.preprocessing
+    return model

