@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -83,6 +84,9 @@ def _objective(args: argparse.Namespace) -> objectives.Objective:
 def _cmd_render(args: argparse.Namespace) -> int:
     if args.steps < 1 or args.size < 1 or args.batch < 1:
         raise ValueError("--steps, --size and --batch must be positive integers")
+    if Path(args.output).is_dir():
+        raise ValueError(f"-o {args.output} is a directory; give a file name such as "
+                         f"{Path(args.output) / 'unit.png'}")
     model = _load(args)
     objective = _objective(args)
     started = time.perf_counter()
@@ -156,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.run(args)
-    except (ValueError, IndexError, RuntimeError, FloatingPointError) as error:
+    except (ValueError, IndexError, RuntimeError, FloatingPointError, OSError) as error:
         print(f"lucent-core: error: {error}", file=sys.stderr)
         return 2
 

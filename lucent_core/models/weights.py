@@ -33,7 +33,11 @@ class WeightsError(RuntimeError):
 
 
 def _torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # not a torch file, or pickled code that weights_only refuses
+        raise WeightsError(f"cannot read {path} as PyTorch weights "
+                           f"({type(error).__name__}: {error})") from error
     if not isinstance(state, dict):
         raise WeightsError(f"{path} does not hold a state dict (found {type(state).__name__})")
     return state
@@ -85,13 +89,16 @@ def _cache_path(source: WeightsSource) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / source.filename
 
 
-def _verify(path: Path, source: WeightsSource) -> Path:
+def _verify(path: Path, source: WeightsSource, downloaded: bool = False) -> Path:
     if source.sha256 is not None:
         found = sha256sum(path)
         if found != source.sha256:
-            raise WeightsError(f"{path} has SHA256 {found}, but {source.filename} should have "
+            what = f"the download from {source.url}" if downloaded else str(path)
+            advice = "It was not kept; try again later." if downloaded else \
+                "Delete it and download it again."
+            raise WeightsError(f"{what} has SHA256 {found}, but {source.filename} should have "
                                f"{source.sha256}: the file is corrupt or a different version. "
-                               "Delete it and download it again.")
+                               + advice)
     return path
 
 
@@ -141,7 +148,7 @@ def _download(source: WeightsSource, destination: Path) -> Path:
     partial = destination.with_name(destination.name + ".partial")
     try:
         torch.hub.download_url_to_file(source.url, str(partial), progress=True)
-        _verify(partial, source)
+        _verify(partial, source, downloaded=True)
         os.replace(partial, destination)
     except WeightsError:
         raise

