@@ -133,7 +133,7 @@ def find_weights(source: WeightsSource, weights: str | os.PathLike | None = None
 
 
 def _missing_message(source: WeightsSource, cached: Path, reason: str = "") -> str:
-    places = [f"pass weights='/path/to/{source.filename}'",
+    places = [f"pass weights='/path/to/{source.filename}' (command line: --weights PATH)",
               f"put {source.filename} in the directory named by ${WEIGHTS_ENV}",
               f"put it at {cached}"]
     if source.install_hint:
