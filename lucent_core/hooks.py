@@ -17,9 +17,12 @@ from torch import nn
 
 OUTPUT_LAYER = "output"
 OUTPUT_ALIASES = ("output", "labels", "logits")
+#: The pseudo-layer holding the rendered image itself (the parameterisation's output, before
+#: transforms), for objectives on the image: regularisers, alpha penalties.
+INPUT_LAYER = "input"
 
 __all__ = ["LayerInfo", "capture", "frozen", "list_layers", "model_device", "resolve_layer", "run_to_layers",
-           "OUTPUT_LAYER"]
+           "INPUT_LAYER", "OUTPUT_LAYER"]
 
 
 class _StopForward(BaseException):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from lucent_core.hooks import capture, frozen, model_device, run_to_layers
+from lucent_core.hooks import INPUT_LAYER, capture, frozen, model_device, run_to_layers
 from lucent_core.models.config import Preprocessing, preprocessing_of
 from lucent_core.models.relu import redirecting
 from lucent_core.objectives import Objective, as_objective
@@ -151,7 +151,9 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
 
     Args:
         model: any ``nn.Module``; the render runs on its device.
-        objective: an :class:`~lucent_core.objectives.Objective` or ``"layer:unit"``.
+        objective: an :class:`~lucent_core.objectives.Objective` or ``"layer:unit"``. The
+            pseudo-layer ``"input"`` is the rendered image itself, before transforms (for
+            regularisers); an objective that reads only ``"input"`` never runs the model.
         param_f: the parameterisation: an ``nn.Module`` on the model's device, a function
             returning one (built on the model's device), or None for a 128 px Fourier image.
         optimizer: a function from parameters to a torch optimiser
@@ -184,6 +186,8 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
     device, dtype = model_device(model)
     preprocess = preprocessing_of(model) if preprocess is None else preprocess
     transform = _build_transforms(transforms)
+    reads_input = INPUT_LAYER in objective.layers
+    model_layers = sorted(objective.layers - {INPUT_LAYER})
 
     images: list[np.ndarray] = []
     taken: list[int] = []
@@ -198,12 +202,16 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
         opt = optimizer(params) if optimizer is not None else torch.optim.Adam(params, DEFAULT_LR)
         bar = tqdm(total=steps[-1], desc=objective.name[:60], disable=not progress, leave=True)
         with frozen(model), redirecting(model, redirected_relu), \
-                capture(model, sorted(objective.layers)) as acts, bar:
+                capture(model, model_layers) as acts, bar:
             try:
                 for step in range(1, steps[-1] + 1):
                     opt.zero_grad(set_to_none=True)
-                    x = preprocess(transform(param()).to(dtype))
-                    value = objective(run_to_layers(model, x, acts))
+                    rendered = param()
+                    if model_layers:
+                        run_to_layers(model, preprocess(transform(rendered).to(dtype)), acts)
+                    if reads_input:
+                        acts[INPUT_LAYER] = rendered
+                    value = objective(acts)
                     if value.dim() != 0:
                         raise ValueError(f"objective {objective.name} returned shape "
                                          f"{tuple(value.shape)}, not a scalar")

@@ -574,3 +574,25 @@ def test_progress_on_writes_a_bar(capsys):
     captured = capsys.readouterr()
     assert "channel('head', 1)" in captured.err
     assert "3/3" in captured.err
+
+
+def test_input_pseudo_layer_is_the_rendered_image_and_skips_the_model():
+    calls = []
+
+    class Recorder(nn.Module):
+        def forward(self, x):
+            calls.append(x.shape)
+            return x
+
+    seen = []
+
+    def read_input(acts):
+        seen.append(acts["input"].detach().clone())
+        return -(acts["input"] - 0.8).abs().mean()
+
+    result = render_vis(Recorder(), Objective(read_input, ["input"], "fit 0.8"),
+                        param_f=lambda: param.image(12, 10), thresholds=(60,), progress=False,
+                        seed=0)
+    assert calls == []  # an image-only objective never runs the model
+    assert seen[0].shape == (1, 3, 10, 12)  # the image before transforms
+    assert result.history[-1] > result.history[0] + 0.1
