@@ -26,15 +26,6 @@ RANDOM_RENDER = ["render", "--model", "vgg16_hed", "--random-weights", "--layer"
 
 
 @pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny CPU workloads: extra intra-op threads only oversubscribe a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
 def no_network(monkeypatch):
     """Nothing here may download: a download attempt fails at once, as on an offline machine."""
     import urllib.error

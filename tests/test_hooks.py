@@ -13,15 +13,6 @@ from lucent_core.hooks import (OUTPUT_LAYER, LayerInfo, capture, list_layers, mo
                                resolve_layer, run_to_layers)
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscribing the shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --- tiny deterministic models -------------------------------------------------------------
 
 class Scale(nn.Module):

@@ -49,15 +49,6 @@ def expected_layers() -> dict[str, tuple[int, int]]:
     return layers
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Small tensors: extra intra-op threads oversubscribe a shared CPU (see test_param)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def shapes() -> dict[str, list[int]]:
     return json.loads(FIXTURE.read_text())

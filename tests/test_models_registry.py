@@ -71,15 +71,6 @@ BAND_MIN_MEAN = 0.6
 FLAT_MAX_MEAN = 0.05
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny CPU workloads: extra intra-op threads only oversubscribe a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def build(name: str) -> nn.Module:
     torch.manual_seed(0)
     return create_model(name, pretrained=False)

@@ -16,17 +16,6 @@ from lucent_core.param.spatial import FourierImage, PixelImage, fourier_frequenc
 SIZES = [(32, 32), (37, 64), (33, 17), (1, 5)]   # (height, width): square, odd, tiny
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """These tensors are tiny: extra intra-op threads buy nothing, and on a shared 2-core
-    machine they oversubscribe the CPU (measured: a 400-step fit took 0.3 s on one thread but
-    9-13 s on two while another process kept one core busy)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --- shapes and ranges -------------------------------------------------------------------
 
 @pytest.mark.parametrize("fft", [True, False])

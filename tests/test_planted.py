@@ -15,14 +15,6 @@ from torch import nn
 from lucent_core import objectives, param, render_vis
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def fixed_conv(weights: torch.Tensor, padding: int | str = 0) -> nn.Sequential:
     conv = nn.Conv2d(weights.shape[1], weights.shape[0], weights.shape[-1], padding=padding)
     with torch.no_grad():

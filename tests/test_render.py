@@ -18,15 +18,6 @@ from lucent_core.objectives import Objective, channel
 from lucent_core.render import _build_param
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscribing the shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --- tiny models -----------------------------------------------------------------------------
 
 class Recorder(nn.Module):

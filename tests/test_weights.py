@@ -19,15 +19,6 @@ URL = "https://example.invalid/models/tiny-weights.pth"
 
 
 @pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny CPU workloads: extra intra-op threads only oversubscribe a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
 def hub_dir(tmp_path, monkeypatch) -> Path:
     """An empty torch hub cache, and no $LUCENT_CORE_WEIGHTS from the user's environment."""
     monkeypatch.delenv(WEIGHTS_ENV, raising=False)
