@@ -8,7 +8,13 @@ Example:
 
 from lucent_core.param.color import ToRGB, straight_through_clamp
 from lucent_core.param.images import ImageParam, image
+from lucent_core.param.maco import (MacoImage, RandomCrops, maco, maco_transforms,
+                                    magnitude_from_images, natural_magnitude, render_maco)
+from lucent_core.param.multiscale import (LaplacianPyramid, LowResImage, laplacian_pyramid_image,
+                                          lowres_image)
 from lucent_core.param.spatial import FourierImage, PixelImage, fourier_frequencies
 
-__all__ = ["FourierImage", "ImageParam", "PixelImage", "ToRGB", "fourier_frequencies", "image",
-           "straight_through_clamp"]
+__all__ = ["FourierImage", "ImageParam", "LaplacianPyramid", "LowResImage", "MacoImage",
+           "PixelImage", "RandomCrops", "ToRGB", "fourier_frequencies", "image",
+           "laplacian_pyramid_image", "lowres_image", "maco", "maco_transforms",
+           "magnitude_from_images", "natural_magnitude", "render_maco", "straight_through_clamp"]

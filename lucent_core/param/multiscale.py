@@ -1,0 +1,220 @@
+"""Multi-scale image parameterisations: a low-resolution image, and a Laplacian pyramid.
+
+Both give an unconstrained ``(B, 3, H, W)`` tensor (the ``spatial`` part) that the same
+:class:`~lucent_core.param.color.ToRGB` as :func:`~lucent_core.param.image` maps to RGB in
+[0, 1]. Upsampling is bilinear with ``align_corners=False`` (pixel centres line up the way
+``F.interpolate`` and image libraries resize).
+
+Example:
+    >>> lowres_image(64, 48, scale=4)().shape
+    torch.Size([1, 3, 48, 64])
+    >>> laplacian_pyramid_image(64, 48, levels=4)().shape
+    torch.Size([1, 3, 48, 64])
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lucent_core.param.color import ToRGB
+from lucent_core.param.images import ImageParam
+from lucent_core.param.spatial import FourierImage, PixelImage
+
+__all__ = ["LaplacianPyramid", "LowResImage", "laplacian_pyramid_image", "lowres_image",
+           "max_pyramid_levels"]
+
+
+def _check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class LowResImage(nn.Module):
+    """A small learnable image (pixel or Fourier basis) bilinearly upsampled to full size.
+
+    The small image is ``ceil(height / scale) x ceil(width / scale)`` pixels, so any size and
+    aspect ratio works; only detail coarser than about ``scale`` pixels can be expressed.
+
+    Args:
+        height, width: output size in pixels.
+        batch: number of images.
+        scale: downsampling factor of the learnable image (1: full resolution).
+        sd: standard deviation of the random initialisation.
+        fft: parameterise the small image by its 1/f-scaled spectrum (else by pixels).
+
+    Shape: ``forward()`` returns ``(batch, 3, height, width)``, unconstrained values.
+
+    Example:
+        >>> module = LowResImage(10, 15, scale=4)
+        >>> tuple(module.inner().shape), tuple(module().shape)
+        ((1, 3, 3, 4), (1, 3, 10, 15))
+    """
+
+    def __init__(self, height: int, width: int, batch: int = 1, scale: int = 4,
+                 sd: float = 0.01, fft: bool = False):
+        super().__init__()
+        for name, value in (("batch", batch), ("height", height), ("width", width),
+                            ("scale", scale)):
+            _check_positive_int(name, value)
+        self.size = (height, width)
+        self.scale = scale
+        small = (math.ceil(height / scale), math.ceil(width / scale))
+        self.inner: nn.Module = (FourierImage(*small, batch=batch, sd=sd) if fft
+                                 else PixelImage(*small, batch=batch, sd=sd))
+
+    def forward(self) -> torch.Tensor:
+        return _upsample(self.inner(), self.size)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, scale={self.scale}"
+
+
+def max_pyramid_levels(height: int, width: int) -> int:
+    """The most pyramid levels for an image: the coarsest level is the first that is 1 pixel
+    in its longer side (each level halves the size, rounding up).
+
+    Example:
+        >>> max_pyramid_levels(64, 64), max_pyramid_levels(65, 20), max_pyramid_levels(1, 1)
+        (7, 8, 1)
+    """
+    return 1 + math.ceil(math.log2(max(height, width)))
+
+
+class LaplacianPyramid(nn.Module):
+    """An image that is the sum of ``levels`` learnable tensors at halving resolutions.
+
+    Level ``k`` (``k = 0`` finest) is a ``(B, 3, ceil(H / 2^k), ceil(W / 2^k))`` tensor; each
+    level is upsampled bilinearly to ``(H, W)``, multiplied by its weight and summed, so coarse
+    levels move large regions at once and fine levels add detail. Since a weight ``w`` makes a
+    level's effective step ``w`` times larger under Adam (``w**2`` under plain SGD), weights act
+    as per-level learning rates: ``level_weights=2.0`` gives level ``k`` the weight ``2**k``,
+    favouring coarse structure.
+
+    Args:
+        height, width: output size in pixels.
+        batch: number of images.
+        levels: number of levels (1: a plain pixel image); at most
+            :func:`max_pyramid_levels` ``(height, width)``.
+        sd: standard deviation of each level's random initialisation.
+        level_weights: a float ``w`` (level ``k`` gets ``w**k``) or one weight per level,
+            finest first.
+
+    Shape: ``forward()`` returns ``(batch, 3, height, width)``, unconstrained values.
+
+    Example:
+        >>> pyramid = LaplacianPyramid(12, 20, levels=3)
+        >>> [tuple(level.shape[-2:]) for level in pyramid.pyramid]
+        [(12, 20), (6, 10), (3, 5)]
+        >>> pyramid().shape
+        torch.Size([1, 3, 12, 20])
+    """
+
+    def __init__(self, height: int, width: int, batch: int = 1, levels: int = 4,
+                 sd: float = 0.01, level_weights: "float | Sequence[float]" = 1.0):
+        super().__init__()
+        for name, value in (("batch", batch), ("height", height), ("width", width),
+                            ("levels", levels)):
+            _check_positive_int(name, value)
+        most = max_pyramid_levels(height, width)
+        if levels > most:
+            raise ValueError(f"levels={levels} is too many for a {height}x{width} image: at "
+                             f"most {most} (the coarsest level is then 1 pixel); choose "
+                             f"1..{most}")
+        self.size = (height, width)
+        if isinstance(level_weights, (int, float)) and not isinstance(level_weights, bool):
+            weights = [float(level_weights) ** k for k in range(levels)]
+        else:
+            weights = [float(w) for w in level_weights]
+            if len(weights) != levels:
+                raise ValueError(f"level_weights has {len(weights)} values but there are "
+                                 f"{levels} levels; give one per level (finest first) or a "
+                                 "single float")
+        if not all(math.isfinite(w) for w in weights):
+            raise ValueError(f"level_weights must be finite numbers, got {weights}")
+        self.register_buffer("level_weights", torch.tensor(weights), persistent=False)
+        self.pyramid = nn.ParameterList(
+            nn.Parameter(torch.randn(batch, 3, math.ceil(height / 2 ** k),
+                                     math.ceil(width / 2 ** k)) * sd)
+            for k in range(levels))
+
+    def forward(self) -> torch.Tensor:
+        weights = self.level_weights.to(self.pyramid[0].dtype)
+        total = self.pyramid[0] * weights[0]
+        for level, weight in zip(self.pyramid[1:], weights[1:]):
+            total = total + _upsample(level, self.size) * weight
+        return total
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, levels={len(self.pyramid)}"
+
+
+def lowres_image(w: int, h: int | None = None, batch: int = 1, scale: int = 4,
+                 sd: float = 0.01, fft: bool = False, decorrelate: bool = True,
+                 mode: str = "sigmoid") -> ImageParam:
+    """A learnable image optimised at ``1/scale`` resolution and upsampled: smooth by design.
+
+    Args:
+        w: width in pixels.
+        h: height in pixels (default: ``w``).
+        batch: number of images.
+        scale: how many times smaller the learnable image is (``ceil`` of the division).
+        sd: standard deviation of the random initialisation.
+        fft: parameterise the small image by its Fourier spectrum (else by pixels).
+        decorrelate: optimise in ImageNet-decorrelated colour space.
+        mode: ``"sigmoid"`` or ``"clamp"`` (straight-through) to reach [0, 1].
+
+    Returns:
+        An :class:`~lucent_core.param.ImageParam` whose ``spatial`` is a :class:`LowResImage`.
+
+    Example:
+        >>> param = lowres_image(100, 60, batch=2, scale=8)
+        >>> param().shape, tuple(param.spatial.inner.pixels.shape)
+        (torch.Size([2, 3, 60, 100]), (2, 3, 8, 13))
+    """
+    h = w if h is None else h
+    return ImageParam(LowResImage(h, w, batch=batch, scale=scale, sd=sd, fft=fft),
+                      ToRGB(decorrelate=decorrelate, mode=mode))
+
+
+def laplacian_pyramid_image(w: int, h: int | None = None, batch: int = 1, levels: int = 4,
+                            sd: float = 0.01, level_weights: "float | Sequence[float]" = 1.0,
+                            decorrelate: bool = True, mode: str = "sigmoid") -> ImageParam:
+    """A learnable image that is a sum of upsampled levels, coarse to fine.
+
+    Args:
+        w: width in pixels.
+        h: height in pixels (default: ``w``).
+        batch: number of images.
+        levels: pyramid levels; level ``k`` has ``1/2^k`` of the resolution.
+        sd: standard deviation of each level's random initialisation.
+        level_weights: per-level multipliers, acting like per-level learning rates: a float
+            ``w`` gives level ``k`` the weight ``w**k`` (``> 1`` favours coarse structure), or
+            a sequence with one weight per level, finest first.
+        decorrelate: optimise in ImageNet-decorrelated colour space.
+        mode: ``"sigmoid"`` or ``"clamp"`` (straight-through) to reach [0, 1].
+
+    Returns:
+        An :class:`~lucent_core.param.ImageParam` whose ``spatial`` is a
+        :class:`LaplacianPyramid`.
+
+    Example:
+        >>> param = laplacian_pyramid_image(64, 32, levels=3, level_weights=2.0)
+        >>> param().shape, param.spatial.level_weights.tolist()
+        (torch.Size([1, 3, 32, 64]), [1.0, 2.0, 4.0])
+    """
+    h = w if h is None else h
+    return ImageParam(LaplacianPyramid(h, w, batch=batch, levels=levels, sd=sd,
+                                       level_weights=level_weights),
+                      ToRGB(decorrelate=decorrelate, mode=mode))
