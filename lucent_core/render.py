@@ -34,7 +34,8 @@ class RenderResult:
     """What a render returns.
 
     Attributes:
-        images: one ``(B, H, W, 3)`` float32 array in [0, 1] per entry of ``thresholds``.
+        images: one ``(B, H, W, 3)`` (or ``(B, H, W, 4)`` for RGBA parameterisations) float32
+            array in [0, 1] per entry of ``thresholds``.
         thresholds: the step after which each image was taken (after an interrupt, the last
             entry is the step reached).
         history: the objective's value after each step's forward pass (higher is better).
@@ -208,7 +209,14 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
                     opt.zero_grad(set_to_none=True)
                     rendered = param()
                     if model_layers:
-                        run_to_layers(model, preprocess(transform(rendered).to(dtype)), acts)
+                        x = transform(rendered)
+                        if x.shape[1] == 4:
+                            raise ValueError(
+                                "the parameterisation gives RGBA images and the transforms kept "
+                                "4 channels; composite them first: transforms="
+                                "param.alpha_transforms() (or param.CompositeBackground() first "
+                                "in the list)")
+                        run_to_layers(model, preprocess(x.to(dtype)), acts)
                     if reads_input:
                         acts[INPUT_LAYER] = rendered
                     value = objective(acts)

@@ -587,3 +587,13 @@ def test_input_pseudo_layer_is_the_rendered_image_and_skips_the_model():
     assert calls == []  # an image-only objective never runs the model
     assert seen[0].shape == (1, 3, 10, 12)  # the image before transforms
     assert result.history[-1] > result.history[0] + 0.1
+
+
+def test_rgba_images_must_be_composited_before_the_model():
+    net = nn.Sequential(nn.Conv2d(3, 2, 1))
+    with pytest.raises(ValueError, match="alpha_transforms"):
+        render_vis(net, "0:0", param_f=lambda: param.image_rgba(16), transforms=[],
+                   thresholds=(2,), progress=False)
+    result = render_vis(net, "0:0", param_f=lambda: param.image_rgba(16),
+                        transforms=param.alpha_transforms(), thresholds=(2,), progress=False)
+    assert result.image.shape == (1, 16, 16, 4)

@@ -6,7 +6,11 @@ Example:
     torch.Size([2, 3, 64, 64])
 """
 
+from lucent_core.param.alpha import (CompositeBackground, RGBAImage, alpha_penalty,
+                                     alpha_transforms, composite, image_rgba, mean_alpha,
+                                     random_background)
 from lucent_core.param.color import ToRGB, straight_through_clamp
+from lucent_core.param.cppn import CPPNImage, cppn
 from lucent_core.param.images import ImageParam, image
 from lucent_core.param.maco import (MacoImage, RandomCrops, maco, maco_transforms,
                                     magnitude_from_images, natural_magnitude, render_maco)
@@ -14,7 +18,9 @@ from lucent_core.param.multiscale import (LaplacianPyramid, LowResImage, laplaci
                                           lowres_image)
 from lucent_core.param.spatial import FourierImage, PixelImage, fourier_frequencies
 
-__all__ = ["FourierImage", "ImageParam", "LaplacianPyramid", "LowResImage", "MacoImage",
+__all__ = ["CPPNImage", "CompositeBackground", "RGBAImage", "alpha_penalty", "alpha_transforms",
+           "composite", "cppn", "image_rgba", "mean_alpha", "random_background",
+           "FourierImage", "ImageParam", "LaplacianPyramid", "LowResImage", "MacoImage",
            "PixelImage", "RandomCrops", "ToRGB", "fourier_frequencies", "image",
            "laplacian_pyramid_image", "lowres_image", "maco", "maco_transforms",
            "magnitude_from_images", "natural_magnitude", "render_maco", "straight_through_clamp"]
