@@ -76,15 +76,19 @@ def test_gabor_units_render_gratings_at_their_orientation():
 OPPONENT = torch.tensor([[1.0, -0.5, -0.5], [-0.5, 1.0, -0.5], [-0.5, -0.5, 1.0]])
 
 
-@pytest.mark.parametrize("unit, colour", [(0, "red"), (1, "green"), (2, "blue")])
-def test_colour_units_render_their_colour(colour_render, unit, colour):
-    pixels = colour_render[unit].reshape(-1, 3)
-    opponent = pixels @ OPPONENT.numpy().T  # per pixel: red-, green- and blue-opponent value
+def assert_renders_colour(image: np.ndarray, unit: int) -> None:
+    """``image`` (H, W, 3) shows the colour of opponent unit ``unit`` (0 red, 1 green, 2 blue)."""
+    opponent = image.reshape(-1, 3) @ OPPONENT.numpy().T  # per pixel: R-, G-, B-opponent value
     others = [c for c in range(3) if c != unit]
     assert opponent[:, unit].mean() > 0.5
     assert opponent[:, others].mean(0).max() < -0.2
     # the colour fills most of the image, not only a few pixels (edges may saturate)
     assert (opponent[:, unit] > 0.2).mean() > 0.7
+
+
+@pytest.mark.parametrize("unit, colour", [(0, "red"), (1, "green"), (2, "blue")])
+def test_colour_units_render_their_colour(colour_render, unit, colour):
+    assert_renders_colour(colour_render[unit], unit)
 
 
 @pytest.fixture(scope="module")
