@@ -21,8 +21,8 @@ OUTPUT_ALIASES = ("output", "labels", "logits")
 #: transforms), for objectives on the image: regularisers, alpha penalties.
 INPUT_LAYER = "input"
 
-__all__ = ["LayerInfo", "capture", "frozen", "list_layers", "model_device", "resolve_layer", "run_to_layers",
-           "INPUT_LAYER", "OUTPUT_LAYER"]
+__all__ = ["INPUT_LAYER", "LayerInfo", "OUTPUT_LAYER", "capture", "frozen", "list_layers",
+           "model_device", "resolve_layer", "run_to_layers"]
 
 
 class _StopForward(BaseException):

@@ -39,7 +39,7 @@ from torch import nn
 from lucent_core.hooks import INPUT_LAYER
 from lucent_core.objectives import Objective, as_objective, wrap_objective
 from lucent_core.param.color import ToRGB
-from lucent_core.param.spatial import FourierImage, PixelImage, fourier_frequencies
+from lucent_core.param.spatial import FourierImage, PixelImage, fourier_scale, spectrum_to_image
 from lucent_core.transforms import Compose, RandomTransform, standard_transforms
 
 __all__ = ["BACKGROUNDS", "CompositeBackground", "RGBAImage", "alpha_penalty",
@@ -183,11 +183,9 @@ def random_background(batch: int, height: int, width: int, kind: str = "fourier"
             batch, 3, height, width).to(dtype)
     if kind == "noise":
         return torch.rand(batch, 3, height, width, generator=generator, dtype=work).to(dtype)
-    freqs = fourier_frequencies(height, width).to(work)
-    scale = 1.0 / freqs.clamp(min=1.0 / max(height, width)) ** decay_power
-    spectrum = torch.randn(batch, 3, *freqs.shape, 2, generator=generator, dtype=work) * sd
-    image = torch.fft.irfft2(torch.view_as_complex(spectrum) * scale, s=(height, width),
-                             norm="ortho") / 4.0
+    scale = fourier_scale(height, width, decay_power)
+    spectrum = torch.randn(batch, 3, *scale.shape, 2, generator=generator, dtype=work) * sd
+    image = spectrum_to_image(spectrum, scale, (height, width))
     return ToRGB(decorrelate=decorrelate).to(work)(image).to(dtype)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["FourierImage", "PixelImage", "fourier_frequencies"]
+__all__ = ["FourierImage", "PixelImage", "fourier_frequencies", "fourier_scale",
+           "spectrum_to_image"]
 
 
 def _check_size(batch: int, height: int, width: int) -> None:
@@ -46,6 +47,30 @@ def fourier_frequencies(height: int, width: int) -> torch.Tensor:
     return torch.sqrt(fx * fx + fy * fy)
 
 
+def fourier_scale(height: int, width: int, decay_power: float = 1.0) -> torch.Tensor:
+    """The 1/f scaling of each ``rfft2`` coefficient: ``1 / max(f, 1 / max(H, W)) ** decay_power``.
+
+    Example:
+        >>> fourier_scale(4, 4)[0, 0].item()  # the mean colour: f = 0, floored at 1/4
+        4.0
+    """
+    freqs = fourier_frequencies(height, width)
+    return 1.0 / freqs.clamp(min=1.0 / max(height, width)) ** decay_power
+
+
+def spectrum_to_image(spectrum: torch.Tensor, scale: torch.Tensor, size: tuple[int, int]
+                      ) -> torch.Tensor:
+    """Image from a real-valued ``(..., H, W // 2 + 1, 2)`` spectrum, scaled, orthonormal FFT.
+
+    Computed in at least float32 (complex half precision is poorly supported); divided by 4 as
+    in Lucid, so a unit-variance spectrum gives a gently varying image.
+    """
+    real = spectrum if spectrum.dtype == torch.float64 else spectrum.float()
+    complex_spectrum = torch.view_as_complex(real.contiguous()) * scale.to(real.dtype)
+    image = torch.fft.irfft2(complex_spectrum, s=size, norm="ortho")
+    return (image / 4.0).to(spectrum.dtype)
+
+
 class FourierImage(nn.Module):
     """An image parameterised by its 2-D real Fourier spectrum, scaled like natural images (1/f).
 
@@ -69,14 +94,9 @@ class FourierImage(nn.Module):
         super().__init__()
         _check_size(batch, height, width)
         self.size = (height, width)
-        freqs = fourier_frequencies(height, width)
-        scale = 1.0 / freqs.clamp(min=1.0 / max(height, width)) ** decay_power
+        scale = fourier_scale(height, width, decay_power)
         self.register_buffer("scale", scale, persistent=False)
-        self.spectrum = nn.Parameter(torch.randn(batch, 3, *freqs.shape, 2) * sd)
+        self.spectrum = nn.Parameter(torch.randn(batch, 3, *scale.shape, 2) * sd)
 
     def forward(self) -> torch.Tensor:
-        # complex half precision is poorly supported: compute in at least float32
-        real = self.spectrum if self.spectrum.dtype == torch.float64 else self.spectrum.float()
-        spectrum = torch.view_as_complex(real.contiguous()) * self.scale.to(real.dtype)
-        image = torch.fft.irfft2(spectrum, s=self.size, norm="ortho")
-        return (image / 4.0).to(self.spectrum.dtype)
+        return spectrum_to_image(self.spectrum, self.scale, self.size)
