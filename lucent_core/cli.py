@@ -62,8 +62,10 @@ def _cmd_layers(args: argparse.Namespace) -> int:
     height, width = model.config.input_size
     infos = list_layers(model, (3, height, width))
     print(f"{'layer':40s} {'type':18s} output shape at {height}x{width}")
+    main = model.config.layers
     for info in infos:
-        if args.all or info.name in model.config.layers or not model.config.layers:
+        # main layers: the config's list, else (torchvision) the modules at most two deep
+        if args.all or (info.name in main if main else info.name.count(".") <= 1):
             shape = "x".join(map(str, info.shape)) if info.shape else "(not run)"
             print(f"{info.name:40s} {info.type:18s} {shape}")
     return 0

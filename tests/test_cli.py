@@ -288,3 +288,12 @@ def test_console_script_error_exit_status():
     assert done.returncode == 2
     assert done.stderr.startswith("lucent-core: error: unknown model 'nope'")
     assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_layers_of_a_torchvision_model_lists_its_top_two_levels(capsys):
+    rc, out, err = run_cli(capsys, "layers", "--model", "torchvision:resnet18", "--random-weights")
+    assert rc == 0 and err == ""
+    lines = layer_lines(out)
+    assert lines["layer4"].split()[-1] == "512x7x7"
+    assert lines["layer3.1"].split()[-1] == "256x14x14"
+    assert "layer3.1.conv1" not in lines  # deeper modules only with --all
