@@ -12,7 +12,7 @@ from lucent_core.models.registry import (ModelConfig, create_model, get_config, 
                                          register_model)
 from lucent_core.models.relu import RedirectedReLU, redirected_relu, set_redirected_relu
 from lucent_core.models.weights import WEIGHTS_ENV, WeightsError, WeightsSource
-from lucent_core.models import zoo  # noqa: F401  (registers the models)
+from lucent_core.models import clip, zoo  # noqa: F401  (register the models)
 
 __all__ = ["ModelConfig", "Preprocessing", "RedirectedReLU", "WEIGHTS_ENV", "WeightsError",
            "WeightsSource", "create_model", "get_config", "list_models", "preprocessing_of",

@@ -29,6 +29,8 @@ class ModelConfig:
         input_size: the usual ``(height, width)`` of one input (for listing layer shapes).
         layers: the main layers researchers target, with their channel counts.
         weights: where the trained weights come from, or None.
+        load_pretrained: for models whose own library fetches their trained weights (CLIP via
+            open_clip): builds the model with them. Used when ``weights`` is None.
     """
 
     name: str
@@ -38,6 +40,7 @@ class ModelConfig:
     input_size: tuple[int, int] = (224, 224)
     layers: dict[str, int] = field(default_factory=dict)
     weights: WeightsSource | None = None
+    load_pretrained: Callable[[], nn.Module] | None = None
 
 
 _REGISTRY: dict[str, Callable[[], ModelConfig]] = {}
@@ -106,11 +109,16 @@ def create_model(name: str, pretrained: bool = True, weights: str | os.PathLike 
         (-117.0, 138.0)
     """
     config = get_config(name)
-    model = config.build()
-    if pretrained or weights is not None:
-        if config.weights is None:
-            raise ValueError(f"model {name!r} has no trained weights; use pretrained=False")
-        model.load_state_dict(load_weights(config.weights, weights))
+    if pretrained and weights is None and config.weights is None \
+            and config.load_pretrained is not None:
+        model = config.load_pretrained()
+    else:
+        model = config.build()
+        if pretrained or weights is not None:
+            if config.weights is None:
+                raise ValueError(f"model {name!r} has no trained weights file; use "
+                                 "pretrained=False")
+            model.load_state_dict(load_weights(config.weights, weights))
     model.eval()
     model.config = config
     model.preprocessing = config.preprocessing

@@ -1,0 +1,377 @@
+"""CLIP (RN50, RN50x4, ViT-B/32) as visualisation targets, and text-defined objectives.
+
+The models come from ``open_clip`` (``pip install 'lucent_core[clip]'``), imported only when
+a CLIP model is built. Registered names: ``clip_rn50``, ``clip_rn50x4``, ``clip_vit_b32``.
+
+* ``create_model("clip_rn50", pretrained=False)`` gives random weights (offline).
+* :func:`clip_model` with ``pretrained=True`` gives OpenAI's weights, which ``open_clip``
+  downloads and caches itself (``open_clip.create_model(name, pretrained="openai",
+  force_quick_gelu=True)``: OpenAI's models use QuickGELU); they do
+  not go through :mod:`lucent_core.models.weights`, so ``ModelConfig.weights`` is None.
+
+The built model is a :class:`CLIPVisual`: ``forward(image)`` returns the (unnormalised) image
+embedding, its layers are the image tower's (``visual.layer1`` .. ``visual.layer4`` and their
+blocks ``visual.layer3.2`` for the ResNets, ``visual.transformer.resblocks.N`` for the ViT)
+plus ``image_embedding``, and ``encode_text`` embeds prompts with the text tower.
+
+Example:
+    >>> from lucent_core.models import create_model
+    >>> model = create_model("clip_vit_b32", pretrained=False)  # doctest: +SKIP
+    >>> obj = clip_text(model, "a photo of a dog", negative="a photo of a cat")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lucent_core.hooks import INPUT_LAYER
+from lucent_core.models.config import Preprocessing
+from lucent_core.models.registry import ModelConfig, get_config, register_model
+from lucent_core.objectives.core import Activations, Objective, wrap_objective
+
+__all__ = ["CLIP_MEAN", "CLIP_MODELS", "CLIP_STD", "CLIPVisual", "EMBEDDING_LAYER", "clip_image",
+           "clip_model", "clip_text", "vit_channel"]
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+EMBEDDING_LAYER = "image_embedding"
+VIT_BLOCKS = "visual.transformer.resblocks"
+INSTALL_HINT = "pip install 'lucent_core[clip]'"
+
+# registry name -> (open_clip name, fallback architecture used only when open_clip is absent:
+# image size, ResNet width or ViT width, number of ResNet stages / ViT blocks, embedding size)
+CLIP_MODELS: dict[str, str] = {"clip_rn50": "RN50", "clip_rn50x4": "RN50x4",
+                               "clip_vit_b32": "ViT-B-32"}
+_FALLBACK = {"RN50": {"image_size": 224, "width": 64, "layers": (3, 4, 6, 3), "embed_dim": 1024},
+             "RN50x4": {"image_size": 288, "width": 80, "layers": (4, 6, 10, 6),
+                        "embed_dim": 640},
+             "ViT-B-32": {"image_size": 224, "width": 768, "layers": 12, "embed_dim": 512}}
+
+
+def _import_open_clip():
+    try:
+        import open_clip
+    except ImportError as error:
+        raise ImportError(f"CLIP models need the open_clip package: {INSTALL_HINT} "
+                          "(or pip install open_clip_torch)") from error
+    return open_clip
+
+
+def _architecture(open_clip_name: str) -> dict:
+    """Image size, tower widths and depth from open_clip's config (no model is built)."""
+    try:
+        import open_clip
+        cfg = open_clip.get_model_config(open_clip_name)
+    except ImportError:
+        cfg = None
+    if not cfg:
+        return dict(_FALLBACK[open_clip_name])
+    vision = cfg["vision_cfg"]
+    return {"image_size": vision["image_size"], "width": vision["width"],
+            "layers": vision["layers"], "embed_dim": cfg["embed_dim"]}
+
+
+def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(image_size, int):
+        return (image_size, image_size)
+    return (int(image_size[0]), int(image_size[1]))
+
+
+class CLIPVisual(nn.Module):
+    """A CLIP model seen as an image network: ``forward(image)`` is the image embedding.
+
+    Submodules, in ``named_modules()`` order: ``visual`` (the image tower, so its layers are
+    named ``visual.layer4.2`` or ``visual.transformer.resblocks.7``), ``image_embedding`` (an
+    identity on the embedding, a layer to hook) and ``clip`` (the whole open_clip model, for
+    the text tower; its image tower is the same module as ``visual`` and is listed only once).
+
+    Args:
+        clip: an open_clip ``CLIP`` model.
+        name: the open_clip model name, used to pick the tokenizer.
+
+    Example:
+        >>> import open_clip  # doctest: +SKIP
+        >>> model = CLIPVisual(open_clip.create_model("RN50"), "RN50")  # doctest: +SKIP
+        >>> model(torch.rand(1, 3, 224, 224)).shape  # doctest: +SKIP
+        torch.Size([1, 1024])
+    """
+
+    def __init__(self, clip: nn.Module, name: str):
+        super().__init__()
+        self.visual = clip.visual
+        self.image_embedding = nn.Identity()
+        self.clip = clip
+        self.open_clip_name = name
+        self._tokenizer = None
+
+    @property
+    def batch_first(self) -> bool | None:
+        """Layout of the ViT residual stream: True ``(B, N, C)``, False ``(N, B, C)``.
+
+        open_clip >= 2.2x runs its transformer batch-first and says so in
+        ``visual.transformer.batch_first``; older versions had no such attribute and were
+        sequence-first. None for the ResNets.
+        """
+        transformer = getattr(self.visual, "transformer", None)
+        if transformer is None:
+            return None
+        return bool(getattr(transformer, "batch_first", False))
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """The fixed ``(height, width)`` the image tower takes."""
+        return _size(self.visual.image_size)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.image_embedding(self.visual(image))
+
+    def tokenize(self, texts: str | Sequence[str]) -> torch.Tensor:
+        """Token ids of ``texts`` with this model's own open_clip tokenizer."""
+        if self._tokenizer is None:
+            self._tokenizer = _import_open_clip().get_tokenizer(self.open_clip_name)
+        return self._tokenizer([texts] if isinstance(texts, str) else list(texts))
+
+    def encode_text(self, texts: str | Sequence[str]) -> torch.Tensor:
+        """Unnormalised text embeddings ``(len(texts), D)``, on the model's device."""
+        device = next(self.clip.parameters()).device
+        return self.clip.encode_text(self.tokenize(texts).to(device))
+
+
+def _config(registry_name: str) -> ModelConfig:
+    open_clip_name = CLIP_MODELS[registry_name]
+    arch = _architecture(open_clip_name)
+    size = _size(arch["image_size"])
+    if isinstance(arch["layers"], int):  # ViT: residual stream of the given width
+        layers = {f"{VIT_BLOCKS}.{i}": arch["width"] for i in range(arch["layers"])}
+    else:  # ModifiedResNet: bottleneck stages of width * 4 * 2**i channels
+        layers = {f"visual.layer{i + 1}": arch["width"] * 4 * 2 ** i
+                  for i in range(len(arch["layers"]))}
+    layers[EMBEDDING_LAYER] = arch["embed_dim"]
+
+    return ModelConfig(
+        name=registry_name,
+        description=f"OpenAI CLIP {open_clip_name} image tower (output: image embedding); "
+                    f"needs {INSTALL_HINT}",
+        build=lambda: _create(open_clip_name, pretrained=None),
+        load_pretrained=lambda: _create(open_clip_name, pretrained="openai"),
+        preprocessing=Preprocessing(mean=CLIP_MEAN, std=CLIP_STD, input_size=size),
+        input_size=size,
+        layers=layers,
+        weights=None,  # open_clip downloads and caches OpenAI's weights itself
+    )
+
+
+def _create(open_clip_name: str, pretrained: str | None, cache_dir: str | None = None
+            ) -> CLIPVisual:
+    open_clip = _import_open_clip()
+    # OpenAI trained with QuickGELU; open_clip >= 2.2x only warns when it is not forced
+    return CLIPVisual(open_clip.create_model(open_clip_name, pretrained=pretrained,
+                                             force_quick_gelu=True, cache_dir=cache_dir),
+                      open_clip_name)
+
+
+@register_model("clip_rn50")
+def _clip_rn50() -> ModelConfig:
+    return _config("clip_rn50")
+
+
+@register_model("clip_rn50x4")
+def _clip_rn50x4() -> ModelConfig:
+    return _config("clip_rn50x4")
+
+
+@register_model("clip_vit_b32")
+def _clip_vit_b32() -> ModelConfig:
+    return _config("clip_vit_b32")
+
+
+def clip_model(name: str, pretrained: bool = True, cache_dir: str | None = None) -> CLIPVisual:
+    """A CLIP model in eval mode, with OpenAI's weights, carrying config and preprocessing.
+
+    The same as :func:`~lucent_core.models.create_model` (the weights are fetched and cached by
+    ``open_clip`` itself, ``open_clip.create_model(name, pretrained="openai")``), plus a choice
+    of open_clip's cache directory.
+
+    Args:
+        name: ``"clip_rn50"``, ``"clip_rn50x4"`` or ``"clip_vit_b32"``.
+        pretrained: False gives random weights (offline).
+        cache_dir: where open_clip keeps downloaded weights (default: its own cache).
+
+    Raises:
+        ValueError: for an unknown name. ImportError: if open_clip is not installed.
+
+    Example:
+        >>> model = clip_model("clip_rn50", pretrained=False)  # doctest: +SKIP
+        >>> model.preprocessing.input_size  # doctest: +SKIP
+        (224, 224)
+    """
+    if name not in CLIP_MODELS:
+        raise ValueError(f"unknown CLIP model {name!r}; choose one of {sorted(CLIP_MODELS)}")
+    config = get_config(name)
+    model = _create(CLIP_MODELS[name], "openai" if pretrained else None, cache_dir)
+    model.eval()
+    model.config = config
+    model.preprocessing = config.preprocessing
+    return model
+
+
+# --- objectives ----------------------------------------------------------------------------
+
+def _as_prompts(prompts: str | Sequence[str] | None, what: str) -> list[str]:
+    if prompts is None:
+        return []
+    found = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not all(isinstance(p, str) and p for p in found):
+        raise TypeError(f"{what} must be a non-empty string or a list of them; got {prompts!r}")
+    return found
+
+
+def _check_clip(model: nn.Module) -> None:
+    if not isinstance(model, CLIPVisual):
+        raise TypeError(f"text objectives need a CLIP model (CLIPVisual, from "
+                        f"create_model('clip_rn50' | 'clip_rn50x4' | 'clip_vit_b32') or "
+                        f"clip_model); got {type(model).__name__}")
+
+
+def _cosine(embedding: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``(B, T)`` cosine similarities of image embeddings with unit target embeddings."""
+    image = F.normalize(embedding.flatten(1), dim=1)
+    return image @ targets.to(device=image.device, dtype=image.dtype).T
+
+
+@torch.no_grad()
+def _text_targets(model: CLIPVisual, prompts: list[str]) -> torch.Tensor:
+    return F.normalize(model.encode_text(prompts).float(), dim=1).detach()
+
+
+@wrap_objective
+def clip_text(model: nn.Module, prompts: str | Sequence[str],
+              weights: Sequence[float] | None = None,
+              negative: str | Sequence[str] | None = None) -> Objective:
+    """Cosine similarity of the image embedding with text prompts' embeddings.
+
+    The prompts are tokenised with the model's own open_clip tokenizer and embedded once, here,
+    without gradient; the render then only runs the image tower. The value is, averaged over
+    the images of the batch, ``sum_i weights[i] * cos(image, prompt_i)`` minus the mean cosine
+    similarity with the ``negative`` prompts.
+
+    Args:
+        model: a CLIP model (:class:`CLIPVisual`).
+        prompts: one prompt or a list of them.
+        weights: one weight per prompt (default: 1 each).
+        negative: prompt(s) to move away from.
+
+    Example:
+        >>> model = clip_model("clip_vit_b32", pretrained=False)  # doctest: +SKIP
+        >>> obj = clip_text(model, ["a red apple"], negative="a green apple")  # doctest: +SKIP
+    """
+    _check_clip(model)
+    positive = _as_prompts(prompts, "prompts")
+    if not positive:
+        raise ValueError("clip_text needs at least one prompt")
+    negatives = _as_prompts(negative, "negative")
+    w = torch.ones(len(positive)) if weights is None else torch.as_tensor(weights).float()
+    if w.shape != (len(positive),):
+        raise ValueError(f"got {w.numel()} weights for {len(positive)} prompts; give one each")
+    targets = _text_targets(model, positive)
+    away = _text_targets(model, negatives) if negatives else None
+
+    def inner(acts: Activations) -> torch.Tensor:
+        embedding = acts[EMBEDDING_LAYER]
+        value = (_cosine(embedding, targets) * w.to(embedding.device, embedding.dtype)).sum(1)
+        if away is not None:
+            value = value - _cosine(embedding, away).mean(1)
+        return value.mean()
+    return Objective(inner, [EMBEDDING_LAYER])
+
+
+@wrap_objective
+def clip_image(model: nn.Module, image) -> Objective:
+    """Cosine similarity of the image embedding with a reference image's embedding.
+
+    Args:
+        model: a CLIP model (:class:`CLIPVisual`).
+        image: anything :func:`~lucent_core.objectives.load_image` accepts; it is preprocessed
+            with the model's own preprocessing (resized to its fixed input size).
+
+    Example:
+        >>> model = clip_model("clip_rn50", pretrained=False)  # doctest: +SKIP
+        >>> obj = clip_image(model, torch.rand(3, 64, 64))  # doctest: +SKIP
+    """
+    from lucent_core.objectives.matching import image_activations
+    _check_clip(model)
+    reference = F.normalize(image_activations(model, EMBEDDING_LAYER, image).flatten(1).float(),
+                            dim=1)
+
+    def inner(acts: Activations) -> torch.Tensor:
+        return _cosine(acts[EMBEDDING_LAYER], reference).mean()
+    return Objective(inner, [EMBEDDING_LAYER])
+
+
+def _tokens_last(t: torch.Tensor, layer: str, batch_first: bool | None,
+                 acts: Activations) -> torch.Tensor:
+    """The residual stream as ``(B, N, C)`` whatever its layout."""
+    if t.dim() != 3:
+        raise ValueError(f"layer {layer!r} has activations of shape {tuple(t.shape)}; a ViT "
+                         "block gives (B, N, C) or (N, B, C)")
+    if batch_first is None:
+        if INPUT_LAYER not in acts:
+            raise ValueError("cannot tell the layout of the ViT residual stream: pass "
+                             "batch_first=model.batch_first")
+        batch = acts[INPUT_LAYER].shape[0]
+        if t.shape[0] == batch and t.shape[1] != batch:
+            batch_first = True
+        elif t.shape[1] == batch and t.shape[0] != batch:
+            batch_first = False
+        else:
+            raise ValueError(f"cannot tell the layout of {layer!r}, shape {tuple(t.shape)}, from "
+                             f"the batch size {batch}: pass batch_first=model.batch_first")
+    return t if batch_first else t.transpose(0, 1)
+
+
+@wrap_objective
+def vit_channel(layer: str | int, unit: int, token: str | int = "mean",
+                batch_first: bool | None = None) -> Objective:
+    """One channel of a ViT block's residual stream, at the class token or over the patches.
+
+    open_clip's ViT blocks output ``(B, N, C)`` (batch-first, open_clip >= 2.2x) or
+    ``(N, B, C)`` (sequence-first, older versions), with the class token at index 0. Give
+    ``batch_first`` (``model.batch_first`` of a :class:`CLIPVisual`), or leave it None: the
+    objective then also reads the rendered image (pseudo-layer ``"input"``) and picks the axis
+    whose length is the batch size (it refuses to guess when both axes have that length).
+
+    Args:
+        layer: ``"visual.transformer.resblocks.N"`` or just the block number ``N``.
+        unit: channel of the residual stream.
+        token: ``"mean"`` (mean over the patch tokens, the class token excluded), ``"cls"``
+            (the class token) or a token index.
+        batch_first: the layout, or None to detect it.
+
+    Example:
+        >>> acts = {"blk": torch.zeros(2, 5, 4)}  # (B, N, C)
+        >>> acts["blk"][:, 0, 3] = 7.0            # class token, channel 3
+        >>> vit_channel("blk", 3, token="cls", batch_first=True)(acts).item()
+        7.0
+    """
+    name = f"{VIT_BLOCKS}.{layer}" if isinstance(layer, int) else layer
+    tokens = ("mean", "cls")
+    if not (isinstance(token, int) or token in tokens):
+        raise ValueError(f"unknown token {token!r}; choose one of {tokens} or a token index")
+
+    def inner(acts: Activations) -> torch.Tensor:
+        t = _tokens_last(acts[name], name, batch_first, acts)
+        if not 0 <= unit < t.shape[2]:
+            raise IndexError(f"channel {unit} is out of range for layer {name!r}, which has "
+                             f"{t.shape[2]} channels (valid: 0..{t.shape[2] - 1})")
+        if token == "cls":
+            return t[:, 0, unit].mean()
+        if token == "mean":
+            return t[:, 1:, unit].mean()
+        if not -t.shape[1] <= token < t.shape[1]:
+            raise IndexError(f"token {token} is out of range: {name!r} has {t.shape[1]} tokens")
+        return t[:, token, unit].mean()
+    return Objective(inner, [name] if batch_first is not None else [name, INPUT_LAYER])

@@ -1,0 +1,208 @@
+"""Tests for lucent_core.models.clip: CLIP models (random weights, offline) and objectives."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("open_clip",
+                    reason="CLIP tests need open_clip: pip install 'lucent_core[clip]'")
+
+from lucent_core import render_vis  # noqa: E402
+from lucent_core.models import create_model, get_config  # noqa: E402
+from lucent_core.models.clip import (CLIP_MEAN, CLIP_STD, CLIPVisual, clip_image,  # noqa: E402
+                                     clip_model, clip_text, vit_channel)
+from lucent_core.objectives import channel  # noqa: E402
+from lucent_core.param import image  # noqa: E402
+
+SIZE = 32  # parameterised image; preprocessing resizes it to the model's fixed input size
+
+
+def _random(name: str) -> CLIPVisual:
+    torch.manual_seed(0)
+    return create_model(name, pretrained=False)
+
+
+@pytest.fixture(scope="module")
+def rn50() -> CLIPVisual:
+    return _random("clip_rn50")
+
+
+@pytest.fixture(scope="module")
+def rn50x4() -> CLIPVisual:
+    return _random("clip_rn50x4")
+
+
+@pytest.fixture(scope="module")
+def vit() -> CLIPVisual:
+    return _random("clip_vit_b32")
+
+
+def _render(model, objective, steps=3, batch=1, seed=0):
+    return render_vis(model, objective, param_f=lambda: image(SIZE, batch=batch),
+                      transforms=[], thresholds=(steps,), seed=seed, progress=False)
+
+
+def _similarity(model: CLIPVisual, pictures: np.ndarray, prompt: str) -> float:
+    x = torch.from_numpy(pictures).permute(0, 3, 1, 2).float()
+    with torch.no_grad():
+        img = F.normalize(model(model.preprocessing(x)), dim=1)
+        txt = F.normalize(model.encode_text([prompt]), dim=1)
+    return (img @ txt.T).mean().item()
+
+
+@pytest.mark.parametrize("fixture, size, towers, embed", [
+    ("rn50", 224, ["visual.layer1", "visual.layer4", "visual.layer4.2", "visual.attnpool"], 1024),
+    ("rn50x4", 288, ["visual.layer1", "visual.layer4", "visual.layer3.9"], 640),
+    ("vit", 224, ["visual.transformer.resblocks.0", "visual.transformer.resblocks.11"], 512),
+])
+def test_entries_build_with_layers_and_fixed_size(request, fixture, size, towers, embed):
+    model = request.getfixturevalue(fixture)
+    names = dict(model.named_modules())
+    for layer in towers + ["image_embedding"]:
+        assert layer in names, layer
+    assert not any(n.startswith("clip.visual") for n in names)  # image tower listed once
+    # size taken from open_clip, equal to the built tower's own
+    assert model.config.input_size == (size, size) == model.image_size
+    assert model.preprocessing.input_size == (size, size)
+    assert model.preprocessing.mean == CLIP_MEAN and model.preprocessing.std == CLIP_STD
+    assert model.config.layers["image_embedding"] == embed
+    assert set(model.config.layers) <= set(names)
+    with torch.no_grad():
+        out = model(model.preprocessing(torch.rand(1, 3, SIZE, SIZE)))
+    assert out.shape == (1, embed)
+    assert not model.training
+
+
+def test_config_layer_widths_match_activations(rn50):
+    from lucent_core.objectives import image_activations
+    for layer, width in rn50.config.layers.items():
+        assert image_activations(rn50, layer, torch.rand(3, SIZE, SIZE)).shape[1] == width
+
+
+def test_channel_renders_on_resnet_blocks(rn50x4):
+    objective = channel("visual.layer3.2", 5)
+    result = _render(rn50x4, objective, steps=2)
+    assert result.image.shape == (1, SIZE, SIZE, 3)
+    assert result.history[-1] > result.history[0]
+
+
+def test_vit_channel_renders(vit):
+    result = _render(vit, vit_channel(5, 7, token="cls"), steps=3)
+    assert result.history[-1] > result.history[0]
+    # the layout detector agrees with the model's own flag
+    same = _render(vit, vit_channel(5, 7, token="cls", batch_first=vit.batch_first), steps=3)
+    assert same.history == pytest.approx(result.history, rel=1e-5)
+
+
+def test_clip_text_raises_similarity_and_negative_lowers_it(vit):
+    # random text towers embed similar prompts almost identically ("a photo of a dog" vs
+    # "... cat": cosine 0.96), so compare renders with and without the negative prompt
+    plain = _render(vit, clip_text(vit, "a photo of a dog"), steps=6)
+    # history[0] is the cosine similarity of the initial image (no transforms)
+    assert plain.history[-1] > plain.history[0] + 0.02
+    assert _similarity(vit, plain.image, "a photo of a dog") > plain.history[0] + 0.02
+    away = _render(vit, clip_text(vit, "a photo of a dog", negative="a photo of a cat"),
+                   steps=6)
+    assert _similarity(vit, away.image, "a photo of a cat") < \
+        _similarity(vit, plain.image, "a photo of a cat") - 0.02
+
+
+def test_text_embedded_once_per_render(vit, monkeypatch):
+    calls = []
+    original = vit.clip.encode_text
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+    monkeypatch.setattr(vit.clip, "encode_text", counting)
+    objective = clip_text(vit, ["a red apple", "a tree"], weights=[1.0, 0.5], negative="a car")
+    built = len(calls)
+    assert built >= 1
+    _render(vit, objective, steps=3)
+    assert len(calls) == built  # no text encoding during the 3 steps
+
+
+def test_clip_image_objective_matches_reference(rn50):
+    reference = torch.rand(3, 40, 40)
+    objective = clip_image(rn50, reference)
+    with torch.no_grad():
+        emb = rn50(rn50.preprocessing(reference[None]))
+    assert objective({"image_embedding": emb}).item() == pytest.approx(1.0, abs=1e-5)
+    result = _render(rn50, objective, steps=3)
+    assert result.history[-1] > result.history[0]
+
+
+@pytest.mark.parametrize("batch_first", [True, False, None])
+def test_vit_channel_reads_the_intended_axis(batch_first):
+    batch, tokens, width = 2, 5, 4
+    stream = torch.zeros(batch, tokens, width)      # (B, N, C)
+    stream[:, 0, 3] = 10.0                          # class token, channel 3
+    stream[:, 1:, 3] = torch.tensor([1.0, 2.0, 3.0, 4.0])  # patch tokens
+    stream[1, 2, 3] += 8.0                          # one image, one patch: mean +1 over 2x4
+    layout = stream if batch_first in (True, None) else stream.transpose(0, 1).contiguous()
+    acts = {"blk": layout, "input": torch.zeros(batch, 3, 8, 8)}
+    for shape_known in ([True] if batch_first is None else [batch_first, None]):
+        bf = None if shape_known is None else batch_first
+        assert vit_channel("blk", 3, "cls", batch_first=bf)(acts).item() == 10.0
+        assert vit_channel("blk", 3, "mean", batch_first=bf)(acts).item() == pytest.approx(3.5)
+        assert vit_channel("blk", 3, 2, batch_first=bf)(acts).item() == pytest.approx(6.0)
+    if batch_first is False:  # reading it with the wrong layout gives something else
+        assert vit_channel("blk", 3, "cls", batch_first=True)(acts).item() != 10.0
+
+
+def test_vit_channel_errors():
+    with pytest.raises(ValueError, match="mean"):
+        vit_channel(3, 0, token="first")
+    square = {"blk": torch.zeros(2, 2, 4), "input": torch.zeros(2, 3, 8, 8)}
+    with pytest.raises(ValueError, match="batch_first"):
+        vit_channel("blk", 0)(square)
+    with pytest.raises(IndexError, match="0..3"):
+        vit_channel("blk", 9, batch_first=True)(square)
+    assert vit_channel(4, 0).layers == {"visual.transformer.resblocks.4", "input"}
+
+
+def test_text_objectives_need_a_clip_model():
+    with pytest.raises(TypeError, match="CLIP"):
+        clip_text(torch.nn.Linear(2, 2), "a dog")
+    with pytest.raises(ValueError, match="clip_rn50"):
+        clip_model("clip_rn51", pretrained=False)
+
+
+def test_clip_text_weights_checked(vit):
+    with pytest.raises(ValueError, match="one each"):
+        clip_text(vit, ["a", "b"], weights=[1.0])
+
+
+def test_missing_open_clip_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "open_clip", None)
+    config = get_config("clip_rn50x4")  # the config itself needs no open_clip
+    assert config.input_size == (288, 288)
+    with pytest.raises(ImportError, match=r"lucent_core\[clip\]"):
+        create_model("clip_rn50", pretrained=False)
+    with pytest.raises(ImportError, match=r"lucent_core\[clip\]"):
+        clip_model("clip_vit_b32", pretrained=True)
+
+
+def test_pretrained_route_asks_open_clip_for_openai_weights(vit, monkeypatch):
+    import open_clip
+    seen = {}
+
+    def fake_create_model(name, **kwargs):  # offline stand-in for the download
+        seen.update(kwargs, name=name)
+        return vit.clip
+    monkeypatch.setattr(open_clip, "create_model", fake_create_model)
+    model = clip_model("clip_vit_b32")
+    assert seen["name"] == "ViT-B-32" and seen["pretrained"] == "openai"
+    seen.clear()
+    same = create_model("clip_vit_b32")  # the registry takes the same route (pretrained=True)
+    assert seen["pretrained"] == "openai" and isinstance(same, CLIPVisual)
+    assert seen["force_quick_gelu"] is True  # OpenAI's weights were trained with QuickGELU
+    assert isinstance(model, CLIPVisual) and not model.training
+    assert model.preprocessing.input_size == (224, 224)
+    # the random build uses the same (QuickGELU) architecture
+    assert any(type(m).__name__ == "QuickGELU" for m in vit.modules())
