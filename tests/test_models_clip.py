@@ -15,6 +15,7 @@ pytest.importorskip("open_clip",
 from lucent_core import render_vis  # noqa: E402
 from lucent_core.models import create_model, get_config  # noqa: E402
 from lucent_core.models.clip import (CLIP_MEAN, CLIP_STD, CLIPVisual, clip_image,  # noqa: E402
+                                     render_prompts, text_direction, text_direction_vector,
                                      clip_model, clip_text, vit_channel)
 from lucent_core.objectives import channel  # noqa: E402
 from lucent_core.param import image  # noqa: E402
@@ -206,3 +207,40 @@ def test_pretrained_route_asks_open_clip_for_openai_weights(vit, monkeypatch):
     assert model.preprocessing.input_size == (224, 224)
     # the random build uses the same (QuickGELU) architecture
     assert any(type(m).__name__ == "QuickGELU" for m in vit.modules())
+
+
+@pytest.mark.parametrize("fixture, layer", [("rn50", "visual.layer3"), ("vit", 6)])
+def test_text_direction_moves_the_embedding_towards_the_prompt(request, fixture, layer):
+    model = request.getfixturevalue(fixture)
+    vector = text_direction_vector(model, layer, "a photo of a spider")
+    assert vector.shape == ((1024,) if fixture == "rn50" else (768,))
+    assert torch.isclose(vector.norm(), torch.tensor(1.0))
+    # the direction is the linearisation of the text similarity: maximising it raises that
+    # similarity in a short render from grey
+    text = clip_text(model, "a photo of a spider")
+    objective = text_direction(model, layer, "a photo of a spider")
+    result = render_vis(model, objective, param_f=lambda: image(32), transforms=[],
+                        thresholds=(4,), progress=False, seed=0)
+    assert result.history[-1] > result.history[0]
+    with torch.no_grad():
+        before = text({"image_embedding": model(model.preprocessing(torch.full((1, 3, 32, 32),
+                                                                               0.5)))})
+        after = text({"image_embedding": model(model.preprocessing(
+            torch.from_numpy(result.image).permute(0, 3, 1, 2)))})
+    assert after > before
+
+
+def test_text_direction_needs_a_spatial_or_token_layer(rn50):
+    with pytest.raises(ValueError, match="needs a"):
+        text_direction_vector(rn50, "image_embedding", "a dog")
+
+
+def test_render_prompts_renders_one_image_per_prompt_with_a_grid(vit):
+    prompts = ["a photo of a spider", "a red sports car"]
+    result, grid = render_prompts(vit, prompts, size=24, steps=3, progress=False, seed=0,
+                                  transforms=[])
+    assert result.image.shape == (2, 24, 24, 3)
+    assert grid.size[0] > 2 * 24 and grid.size[1] > 24  # two cells plus the label strip
+    assert result.history[-1] > result.history[0]
+    with pytest.raises(ValueError, match="at least one prompt"):
+        render_prompts(vit, [])

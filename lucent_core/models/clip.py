@@ -22,19 +22,26 @@ Example:
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lucent_core.hooks import INPUT_LAYER
+from PIL import Image
+
+from lucent_core.hooks import INPUT_LAYER, capture, frozen, model_device, run_to_layers
 from lucent_core.models.config import Preprocessing
 from lucent_core.models.registry import ModelConfig, get_config, register_model
+from lucent_core.objectives.catalogue import direction
 from lucent_core.objectives.core import Activations, Objective, wrap_objective
 
-__all__ = ["CLIP_MEAN", "CLIP_MODELS", "CLIP_STD", "CLIPVisual", "EMBEDDING_LAYER", "clip_image",
-           "clip_model", "clip_text", "vit_channel"]
+if TYPE_CHECKING:
+    from lucent_core.render import RenderResult
+
+__all__ = ["CLIPVisual", "CLIP_MEAN", "CLIP_MODELS", "CLIP_STD", "EMBEDDING_LAYER", "clip_image",
+           "clip_model", "clip_text", "render_prompts", "text_direction", "text_direction_vector",
+           "vit_channel"]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -375,3 +382,101 @@ def vit_channel(layer: str | int, unit: int, token: str | int = "mean",
             raise IndexError(f"token {token} is out of range: {name!r} has {t.shape[1]} tokens")
         return t[:, token, unit].mean()
     return Objective(inner, [name] if batch_first is not None else [name, INPUT_LAYER])
+
+
+def text_direction_vector(model: nn.Module, layer: str | int, prompt: str,
+                          reference: torch.Tensor | None = None) -> torch.Tensor:
+    """The channel direction at ``layer`` that moves the image towards ``prompt``'s embedding.
+
+    How it is defined: the image tower is not linear, so a text embedding has no exact
+    counterpart inside it. This takes the linear approximation around a reference image
+    (mid-grey by default): the gradient of ``cos(image embedding, text embedding)`` with
+    respect to the layer's activations, averaged over spatial positions (ResNet stages) or
+    over the patch tokens (ViT blocks), normalised to unit length. It is defined for every
+    layer whose activations are ``(B, C, H, W)`` or a ViT residual stream.
+
+    Args:
+        model: a CLIP model from the registry.
+        layer: a layer name, or a ViT block number.
+        prompt: the text.
+        reference: ``(1, 3, H, W)`` image in [0, 1] to linearise around (default: grey).
+
+    Returns:
+        A ``(C,)`` unit vector (on the CPU).
+    """
+    _check_clip(model)
+    name = f"{VIT_BLOCKS}.{layer}" if isinstance(layer, int) else layer
+    device, _ = model_device(model)
+    size = model.preprocessing.input_size
+    image = torch.full((1, 3, *size), 0.5) if reference is None else reference
+    image = image.to(device).requires_grad_(True)
+    target = _text_targets(model, [prompt])
+    with frozen(model), capture(model, [name, EMBEDDING_LAYER]) as acts:
+        run_to_layers(model, model.preprocessing(image), acts)
+        similarity = _cosine(acts[EMBEDDING_LAYER], target).sum()
+        (grad,) = torch.autograd.grad(similarity, acts[name])
+    if grad.dim() == 4:
+        vector = grad.mean((0, 2, 3))
+    elif grad.dim() == 3:
+        vector = _tokens_last(grad, name, model.batch_first, {})[:, 1:].mean((0, 1))
+    else:
+        raise ValueError(f"a text direction needs a (B, C, H, W) layer or a ViT block; {name!r} "
+                         f"has shape {tuple(grad.shape)}")
+    return F.normalize(vector.float(), dim=0).cpu()
+
+
+@wrap_objective
+def text_direction(model: nn.Module, layer: str | int, prompt: str,
+                   cossim_pow: float = 0.0) -> Objective:
+    """Maximise, at an intermediate layer, the direction that ``prompt`` defines there.
+
+    The direction is :func:`text_direction_vector` (computed once, here). For a ResNet stage
+    this is :func:`~lucent_core.objectives.direction`; for a ViT block, the dot product of
+    the mean patch token with the direction.
+
+    Example:
+        >>> model = create_model("clip_rn50", pretrained=False)  # doctest: +SKIP
+        >>> obj = text_direction(model, "visual.layer3", "a photo of a spider")  # doctest: +SKIP
+    """
+    name = f"{VIT_BLOCKS}.{layer}" if isinstance(layer, int) else layer
+    vector = text_direction_vector(model, name, prompt)
+    if not name.startswith(VIT_BLOCKS):
+        return direction(name, vector, cossim_pow=cossim_pow)
+    batch_first = model.batch_first
+
+    def inner(acts: Activations) -> torch.Tensor:
+        tokens = _tokens_last(acts[name], name, batch_first, acts)[:, 1:]
+        return (tokens @ vector.to(tokens.device, tokens.dtype)).mean()
+    return Objective(inner, [name])
+
+
+def render_prompts(model: nn.Module, prompts: Sequence[str], size: int = 128, steps: int = 256,
+                   **render_kwargs) -> "tuple[RenderResult, Image.Image]":
+    """Render one image per prompt in one batch and return them with a labelled grid.
+
+    Image ``i`` maximises ``clip_text(model, prompts[i])`` (and only reads its own image).
+
+    Returns:
+        The :class:`~lucent_core.render.RenderResult` and a PIL grid labelled with the prompts,
+        ready to display in a notebook.
+
+    Example:
+        >>> result, grid = render_prompts(model, ["a spider", "a cat"])  # doctest: +SKIP
+    """
+    from lucent_core.io import image_grid
+    from lucent_core.param import image as image_param
+    from lucent_core.render import render_vis
+
+    prompts = _as_prompts(prompts, "prompts")
+    if not prompts:
+        raise ValueError("render_prompts needs at least one prompt")
+    _check_clip(model)
+    targets = _text_targets(model, prompts)
+
+    def per_image(acts: Activations) -> torch.Tensor:
+        cosines = _cosine(acts[EMBEDDING_LAYER], targets)  # (B, prompts)
+        return cosines.diagonal().sum()
+    objective = Objective(per_image, [EMBEDDING_LAYER], f"clip_text per image {prompts}")
+    render_kwargs.setdefault("param_f", lambda: image_param(size, batch=len(prompts)))
+    result = render_vis(model, objective, thresholds=(steps,), **render_kwargs)
+    return result, image_grid(result.image, labels=[p[:24] for p in prompts])
