@@ -29,9 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from lucent_core.hooks import capture, frozen, model_device, run_to_layers
-from lucent_core.models.config import preprocessing_of
-from lucent_core.objectives import Objective, direction, load_image
+from lucent_core.objectives import Objective, direction, image_activations, load_image
 from lucent_core.param import image as image_param
 from lucent_core.render import RenderResult, render_vis
 
@@ -224,16 +222,11 @@ class NeuronGroups:
         return groups_overlay(self, image)
 
 
-def _layer_activation(model: nn.Module, layer: str, image: torch.Tensor) -> torch.Tensor:
-    device, dtype = model_device(model)
-    preprocess = preprocessing_of(model)
-    with frozen(model), torch.no_grad(), capture(model, [layer]) as acts:
-        run_to_layers(model, preprocess(image.to(device=device, dtype=dtype)), acts)
-    activation = acts[layer]
-    if not isinstance(activation, torch.Tensor) or activation.dim() != 4:
-        shape = tuple(activation.shape) if isinstance(activation, torch.Tensor) else None
+def _conv_activation(model: nn.Module, layer: str, pixels: torch.Tensor) -> torch.Tensor:
+    activation = image_activations(model, layer, pixels)
+    if activation.dim() != 4:
         raise ValueError(f"neuron groups need a convolutional layer with (B, C, H, W) "
-                         f"activations; {layer!r} gives shape {shape}")
+                         f"activations; {layer!r} gives shape {tuple(activation.shape)}")
     return activation
 
 
@@ -274,7 +267,7 @@ def neuron_groups(model: nn.Module, layer: str, image: ImageInput, k: int = 6, *
         (2, (2, 16, 24), (16, 24))
     """
     pixels = load_image(image, size)
-    activation = _layer_activation(model, layer, pixels)[0].detach()
+    activation = _conv_activation(model, layer, pixels)[0]
     channels, height, width = activation.shape
     matrix = activation.reshape(channels, height * width).T
     lowest = matrix.min().item()
