@@ -319,6 +319,11 @@ def clip_image(model: nn.Module, image) -> Objective:
     return Objective(inner, [EMBEDDING_LAYER])
 
 
+def _layer_name(layer: str | int) -> str:
+    """A layer name, or a ViT block number turned into its name."""
+    return f"{VIT_BLOCKS}.{layer}" if isinstance(layer, int) else layer
+
+
 def _tokens_last(t: torch.Tensor, layer: str, batch_first: bool | None,
                  acts: Activations) -> torch.Tensor:
     """The residual stream as ``(B, N, C)`` whatever its layout."""
@@ -364,7 +369,7 @@ def vit_channel(layer: str | int, unit: int, token: str | int = "mean",
         >>> vit_channel("blk", 3, token="cls", batch_first=True)(acts).item()
         7.0
     """
-    name = f"{VIT_BLOCKS}.{layer}" if isinstance(layer, int) else layer
+    name = _layer_name(layer)
     tokens = ("mean", "cls")
     if not (isinstance(token, int) or token in tokens):
         raise ValueError(f"unknown token {token!r}; choose one of {tokens} or a token index")
@@ -405,7 +410,7 @@ def text_direction_vector(model: nn.Module, layer: str | int, prompt: str,
         A ``(C,)`` unit vector (on the CPU).
     """
     _check_clip(model)
-    name = f"{VIT_BLOCKS}.{layer}" if isinstance(layer, int) else layer
+    name = _layer_name(layer)
     device, _ = model_device(model)
     size = model.preprocessing.input_size
     image = torch.full((1, 3, *size), 0.5) if reference is None else reference
@@ -438,7 +443,7 @@ def text_direction(model: nn.Module, layer: str | int, prompt: str,
         >>> model = create_model("clip_rn50", pretrained=False)  # doctest: +SKIP
         >>> obj = text_direction(model, "visual.layer3", "a photo of a spider")  # doctest: +SKIP
     """
-    name = f"{VIT_BLOCKS}.{layer}" if isinstance(layer, int) else layer
+    name = _layer_name(layer)
     vector = text_direction_vector(model, name, prompt)
     if not name.startswith(VIT_BLOCKS):
         return direction(name, vector, cossim_pow=cossim_pow)
