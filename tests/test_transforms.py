@@ -311,3 +311,60 @@ def test_jitter_gradient_is_window_indicator():
     expected = torch.zeros_like(x)
     expected[..., top:top + 6, left:left + 6] = 1
     assert torch.equal(x.grad, expected)
+
+
+# --- RandomAffine: the fused, per-image version of the standard transforms -----------------
+
+def test_affine_without_scale_or_rotation_is_pad_and_two_crops():
+    x = torch.rand(3, 3, 20, 24)
+    t = transforms.RandomAffine(pad=5, jitter=(4, 2), scales=[1.0], angles=[0])
+    params = t.sample(x, gen(0))
+    y = t.apply_transform(x, params)
+    assert y.shape == (3, 3, 24, 28)
+    for i, (top1, left1, _, _, top2, left2) in enumerate(params["draws"].int().tolist()):
+        ref = TF.pad(x[i:i + 1], 5)
+        ref = TF.crop(ref, top1, left1, 26, 30)
+        ref = TF.crop(ref, top2, left2, 24, 28)
+        torch.testing.assert_close(y[i:i + 1], ref, atol=2e-5, rtol=0)
+
+
+def test_affine_rotation_and_scale_agree_with_the_separate_ops():
+    x = torch.rand(2, 3, 20, 24)
+    black = {"pad": 0, "jitter": (0, 0), "pad_value": 0.0}   # kornia fills with zeros
+    rotated = transforms.RandomAffine(scales=[1.0], angles=[7], **black)(x)
+    torch.testing.assert_close(rotated, TF.rotate(x, 7.0), atol=2e-5, rtol=0)
+    zoomed = transforms.RandomAffine(scales=[1.1], angles=[0], **black)(x)
+    import kornia.geometry.transform as KT
+    torch.testing.assert_close(zoomed, KT.scale(x, torch.tensor([1.1, 1.1])), atol=2e-5, rtol=0)
+
+
+def test_affine_draws_per_image_make_each_image_independent_of_its_batch():
+    t = transforms.standard_affine()
+    x = torch.rand(4, 3, 32, 32)
+    together = t(x, [gen(s) for s in (10, 11, 12, 13)])
+    for i, s in enumerate((10, 11, 12, 13)):
+        torch.testing.assert_close(together[i:i + 1], t(x[i:i + 1], [gen(s)]), atol=1e-6, rtol=0)
+    draws = t.sample(torch.zeros(16, 3, 8, 8), gen(0))["draws"]
+    assert len({tuple(row) for row in draws.tolist()}) > 8   # one generator: draws still differ
+
+
+def test_affine_replays_and_counts_generators():
+    t = transforms.standard_affine()
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(t(x, gen(3)), t(x, gen(3)), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="3 generators for a batch of 2"):
+        t(x, [gen(0), gen(1), gen(2)])
+    with pytest.raises(ValueError, match="pad mode 'wrap'"):
+        transforms.RandomAffine(pad_mode="wrap")
+    with pytest.raises(ValueError, match="leave nothing"):
+        transforms.RandomAffine(pad=0, jitter=(8, 4))(torch.rand(1, 3, 8, 8))
+
+
+@pytest.mark.parametrize("mode, corner", [("constant", 0.25), ("replicate", 1.0)])
+def test_affine_fills_outside_the_image_like_its_pad_mode(mode, corner):
+    x = torch.ones(1, 3, 16, 16)
+    y = transforms.RandomAffine(pad=6, jitter=(0, 0), scales=[1.0], angles=[0], pad_mode=mode,
+                                pad_value=0.25)(x)
+    assert y.shape == (1, 3, 28, 28)
+    assert y[..., 0, 0].allclose(torch.full((1, 3), corner), atol=1e-5)
+    assert y[..., 14, 14].allclose(torch.ones(1, 3), atol=1e-5)

@@ -8,8 +8,9 @@ Example:
 """
 
 from lucent_core.transforms import functional
+from lucent_core.transforms.affine import RandomAffine, standard_affine
 from lucent_core.transforms.random import (Compose, Jitter, Pad, RandomRotate, RandomScale,
                                            RandomTransform, standard_transforms)
 
-__all__ = ["Compose", "Jitter", "Pad", "RandomRotate", "RandomScale", "RandomTransform",
-           "functional", "standard_transforms"]
+__all__ = ["Compose", "Jitter", "Pad", "RandomAffine", "RandomRotate", "RandomScale",
+           "RandomTransform", "functional", "standard_affine", "standard_transforms"]
