@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Callable, Sequence, Union
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 ImageLike = Union[np.ndarray, torch.Tensor, Image.Image]
 
-__all__ = ["image_grid", "save_png", "show", "to_numpy", "to_pil"]
+__all__ = ["image_grid", "save_png", "show", "to_numpy", "to_pil", "write_atomically"]
 
 
 def to_numpy(images: ImageLike) -> np.ndarray:
@@ -140,10 +140,28 @@ def save_png(images: ImageLike, path: Union[str, os.PathLike], labels: Sequence[
     array = to_numpy(images)
     picture = to_pil(array) if array.shape[0] == 1 and labels is None else \
         image_grid(array, labels=labels)
+    return write_atomically(path, lambda partial: picture.save(partial, format="PNG"))
+
+
+def write_atomically(path: Union[str, os.PathLike], write: Callable[[Path], object]) -> Path:
+    """Call ``write(temporary_path)``, then rename the result to ``path`` in one step.
+
+    Readers never see a half-written ``path``: it either does not exist (or keeps its old
+    content) or is complete. The temporary name is unique to the process, so processes
+    writing the same file do not disturb each other; it is removed if ``write`` fails (a full
+    disk, a crash inside ``write``). The parent directory is created if needed.
+
+    Example:
+        >>> import tempfile
+        >>> target = Path(tempfile.mkdtemp()) / "note.txt"
+        >>> write_atomically(target, lambda tmp: tmp.write_text("done")).read_text()
+        'done'
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     try:
-        picture.save(partial, format="PNG")
+        write(partial)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

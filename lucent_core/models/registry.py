@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
 from dataclasses import dataclass, field
 from typing import Callable
@@ -75,17 +76,49 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _imported_config(name: str) -> ModelConfig:
+    """The config of ``"package.module:function"``: a function returning a config or a model."""
+    module_name, _, attribute = name.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"cannot import model {name!r} ({error}); write it as "
+                         "'package.module:function', importable from the current "
+                         "directory or PYTHONPATH") from None
+    made = factory()
+    if isinstance(made, ModelConfig):
+        return made
+    if not isinstance(made, nn.Module):
+        raise ValueError(f"{name} returned {type(made).__name__}; it must return an nn.Module "
+                         "or a ModelConfig")
+    return ModelConfig(name=name, description=f"{type(made).__name__} from {module_name}",
+                       build=lambda: made, load_pretrained=lambda: made,
+                       preprocessing=getattr(made, "preprocessing", None) or Preprocessing())
+
+
 def get_config(name: str) -> ModelConfig:
-    """The :class:`ModelConfig` of a registered model or of ``"torchvision:<name>"``."""
+    """The :class:`ModelConfig` of a registered model, ``"torchvision:<name>"``, or your own.
+
+    Your own models: ``"package.module:function"`` imports ``function``, which returns a
+    :class:`ModelConfig` or an ``nn.Module`` (then with its ``preprocessing`` attribute, if
+    any, else RGB in [0, 1]) with whatever weights the function gives it.
+
+    Example:
+        >>> get_config("torch.nn:Identity").description
+        'Identity from torch.nn'
+    """
     if name.startswith(TORCHVISION_PREFIX):
         from lucent_core.models.zoo import torchvision_config
         return torchvision_config(name[len(TORCHVISION_PREFIX):])
+    if ":" in name:
+        return _imported_config(name)
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown model {name!r}.{hint} Registered models: "
                          f"{', '.join(list_models())}; any torchvision classifier works as "
-                         f"'torchvision:<name>', e.g. 'torchvision:resnet50'.")
+                         f"'torchvision:<name>', e.g. 'torchvision:resnet50', and your own as "
+                         f"'package.module:function'.")
     return _REGISTRY[name]()
 
 

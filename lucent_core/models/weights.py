@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 
 __all__ = ["WEIGHTS_ENV", "WeightsError", "WeightsSource", "find_weights", "load_weights",
-           "sha256sum"]
+           "sha256sum", "state_dict_sha256"]
 
 WEIGHTS_ENV = "LUCENT_CORE_WEIGHTS"
 
@@ -82,6 +82,30 @@ def sha256sum(path: str | os.PathLike) -> str:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
+    return digest.hexdigest()
+
+
+def state_dict_sha256(model: torch.nn.Module) -> str:
+    """SHA256 of a model's weights: every state-dict entry's name, dtype, shape and values.
+
+    Identifies the exact weights a picture was rendered with, whatever file (or random seed)
+    they came from. Equal for the same weights on any device.
+
+    Example:
+        >>> torch.manual_seed(0) and None
+        >>> a = torch.nn.Linear(2, 2)
+        >>> state_dict_sha256(a) == state_dict_sha256(a.to(torch.float64).to(torch.float32))
+        True
+        >>> state_dict_sha256(a) == state_dict_sha256(torch.nn.Linear(2, 2))
+        False
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16: hash the raw bits
+            tensor = tensor.view(torch.int16)
+        digest.update(tensor.numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
 
 
