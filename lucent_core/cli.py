@@ -5,11 +5,16 @@ Examples::
     lucent-core models
     lucent-core layers --model vgg16_hed
     lucent-core render --model vgg16_hed --layer block4_conv3 --channel 300 -o neuron.png
+    lucent-core atlas --model vgg16_hed --layer block4_conv3 --units 0:64 --out atlas
+    torchrun --nproc-per-node 4 -m lucent_core.cli atlas --model inceptionv1 --layer mixed4a \
+        --out atlas
+    lucent-core atlas-index atlas
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,21 +33,35 @@ __all__ = ["main"]
 
 def _device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        # under torchrun, each rank takes the GPU of its local rank
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: no CUDA device is available; use --device cpu")
     return torch.device(name)
 
 
 def _load(args: argparse.Namespace) -> torch.nn.Module:
-    model = create_model(args.model, pretrained=not args.random_weights, weights=args.weights)
+    if args.random_weights and args.weights:
+        raise ValueError("--random-weights and --weights exclude each other")
+    # random weights are seeded, so every process of a sharded atlas builds the same model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(getattr(args, "seed", 0))
+        model = create_model(args.model, pretrained=not args.random_weights,
+                             weights=args.weights)
     return model.to(_device(args.device))
+
+
+def _weights_description(args: argparse.Namespace) -> str:
+    return "random" if args.random_weights else (args.weights or "pretrained")
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="vgg16_hed",
-                        help="registry name (see `lucent-core models`) or torchvision:<name> "
-                             "(default: vgg16_hed, which works offline)")
+                        help="registry name (see `lucent-core models`), torchvision:<name>, or "
+                             "your own package.module:function (default: vgg16_hed, which "
+                             "works offline)")
     parser.add_argument("--weights", help="a local weights file to load")
     parser.add_argument("--random-weights", action="store_true",
                         help="use randomly initialised weights (offline; for testing)")
@@ -109,6 +128,83 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_atlas(args: argparse.Namespace) -> int:
+    from lucent_core import atlas
+    if args.directions and len(args.layer) != 1:
+        raise ValueError("--directions belong to one layer: give exactly one --layer")
+    if args.directions and args.neuron:
+        raise ValueError("--neuron and --directions exclude each other")
+    model = _load(args)
+    if args.directions:
+        series = [atlas.Series(args.layer[0], "direction", atlas.load_directions(args.directions),
+                               source=args.directions)]
+    else:
+        series = [atlas.Series(layer, "neuron" if args.neuron else "channel")
+                  for layer in args.layer]
+    summary = atlas.render_atlas(
+        model, args.out, series, units=args.units, batch=args.batch, shard=args.shard,
+        progress=not args.quiet, index=not args.no_index, model_name=args.model,
+        weights=_weights_description(args), steps=args.steps, size=args.size, param=args.param,
+        decorrelate=not args.no_decorrelate, transforms=args.transforms, lr=args.lr,
+        seed=args.seed, redirected_relu=not args.no_redirect)
+    print(summary)
+    return 130 if summary.interrupted else 0
+
+
+def _cmd_atlas_index(args: argparse.Namespace) -> int:
+    from lucent_core import atlas
+    page = atlas.build_index(args.atlas)
+    manifest = atlas.load_manifest(args.atlas)
+    for series in manifest["series"]:
+        print(f"{series['name']:40s} {series['count']:6d} of {series['total']} units")
+    print(f"gallery: {page}")
+    return 0
+
+
+def _add_atlas_parser(commands: argparse._SubParsersAction) -> None:
+    from lucent_core.atlas.plan import PARAMS, TRANSFORMS
+    parser = commands.add_parser(
+        "atlas", help="render every unit of layers into a resumable atlas with an HTML gallery",
+        description="Render many units, a batch at a time, into OUT (one PNG + JSON record per "
+                    "unit). Re-running the same command resumes. Split the work with --shard "
+                    "i/n (job arrays) or torchrun --nproc-per-node N -m lucent_core.cli atlas.")
+    _add_model_arguments(parser)
+    parser.add_argument("--layer", action="append", required=True,
+                        help="layer to render (repeat for several layers)")
+    parser.add_argument("--units", help="which units: 0:64, 3,7,9, 0:512:2 ... (default: all)")
+    parser.add_argument("--neuron", action="store_true",
+                        help="optimise each channel at the centre position only")
+    parser.add_argument("--directions", metavar="FILE",
+                        help="render the rows of an N x C matrix (.pt or .npy) as directions in "
+                             "the layer's channel space (e.g. an SAE dictionary)")
+    parser.add_argument("--out", required=True, help="the atlas directory")
+    parser.add_argument("--steps", type=int, default=512, help="optimisation steps (512)")
+    parser.add_argument("--size", type=int, default=128, help="image size in pixels (128)")
+    parser.add_argument("--batch", type=int, default=64, help="units optimised together (64)")
+    parser.add_argument("--param", choices=PARAMS, default="fourier",
+                        help="image parameterisation (fourier)")
+    parser.add_argument("--no-decorrelate", action="store_true",
+                        help="plain RGB instead of decorrelated colour (fourier/pixel)")
+    parser.add_argument("--transforms", choices=TRANSFORMS, default="standard",
+                        help="robustness transforms, drawn per unit (standard)")
+    parser.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (0.05)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="base seed; each unit's seed is derived from it (0)")
+    parser.add_argument("--no-redirect", action="store_true",
+                        help="plain ReLU gradients instead of Lucid's redirected ReLU")
+    parser.add_argument("--shard", default="0/1", metavar="I/N",
+                        help="render only shard I of N (e.g. $SLURM_ARRAY_TASK_ID/8)")
+    parser.add_argument("--no-index", action="store_true",
+                        help="do not build the manifest and gallery at the end")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_cmd_atlas)
+
+    index = commands.add_parser("atlas-index",
+                                help="merge an atlas's records into manifest.json + gallery")
+    index.add_argument("atlas", help="the atlas directory")
+    index.set_defaults(run=_cmd_atlas_index)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``lucent-core``."""
     parser = argparse.ArgumentParser(prog="lucent-core",
@@ -150,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="plain ReLU gradients instead of Lucid's redirected ReLU")
     render.add_argument("--quiet", action="store_true", help="no progress bar")
     render.set_defaults(run=_cmd_render)
+    _add_atlas_parser(commands)
     return parser
 
 
@@ -165,6 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, IndexError, RuntimeError, FloatingPointError, OSError) as error:
         print(f"lucent-core: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("lucent-core: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

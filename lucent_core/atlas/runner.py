@@ -1,0 +1,455 @@
+"""The atlas renderer: many units per optimisation batch, resumable, split over ranks and shards."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+import lucent_core
+from lucent_core import param as param_lib
+from lucent_core.atlas.plan import AtlasSettings, Batch, Series, parse_units, plan_batches, \
+    unit_seed
+from lucent_core.atlas.store import AtlasStore
+from lucent_core.hooks import capture, frozen, model_device, run_to_layers
+from lucent_core.models.config import Preprocessing, preprocessing_of
+from lucent_core.models.weights import state_dict_sha256
+from lucent_core.objectives import Objective
+from lucent_core.render import render_vis
+from lucent_core.transforms import standard_affine
+
+__all__ = ["AtlasSummary", "render_atlas", "reproduce_command", "unit_values"]
+
+SeriesSpec = Union[str, Series, Sequence[Union[str, Series]]]
+HISTORY_POINTS = 17
+_TRANSFORM_SALT = 0x5EED_7A45  # transform draws use a different stream from the initialisation
+
+
+@dataclass
+class AtlasSummary:
+    """What one :func:`render_atlas` call did.
+
+    Attributes:
+        out: the atlas directory.
+        rendered: units rendered by this call.
+        skipped: units of this call's share that were already done (resumed).
+        missing: requested units (all workers) still without a picture at the end.
+        seconds: wall time of this call.
+        interrupted: Ctrl-C stopped it (finished units are saved).
+        index: the gallery's ``index.html`` if this call built the index, else None.
+        worker: this call's share, ``(index, count)``.
+    """
+
+    out: Path
+    rendered: int
+    skipped: int
+    missing: int
+    seconds: float
+    interrupted: bool = False
+    index: Path | None = None
+    worker: tuple[int, int] = (0, 1)
+
+    def __str__(self) -> str:
+        rate = f" ({self.rendered / self.seconds:.2f} units/s)" if self.rendered else ""
+        share = f"worker {self.worker[0]}/{self.worker[1]}: " if self.worker[1] > 1 else ""
+        lines = [f"{share}rendered {self.rendered} units in {self.seconds:.1f}s{rate}, "
+                 f"{self.skipped} already done"]
+        if self.interrupted:
+            lines.append("interrupted: every finished unit is saved; run the same command "
+                         "again to resume")
+        elif self.missing:
+            lines.append(f"{self.missing} requested units are not rendered yet (other shards or "
+                         f"ranks); the index is built when the last one finishes, or run "
+                         f"`lucent-core atlas-index {self.out}`")
+        if self.index is not None:
+            lines.append(f"gallery: {self.index}")
+        return "\n".join(lines)
+
+
+def unit_values(acts: torch.Tensor, series: Series, units: torch.Tensor,
+                directions: torch.Tensor | None = None) -> torch.Tensor:
+    """Each image's objective value: image ``i`` scored on unit ``units[i]`` of the series.
+
+    Equal to ``channel(layer, units[i], batch=i)`` (or ``neuron`` / ``direction``) for each
+    ``i``, computed for the whole batch at once.
+
+    Args:
+        acts: the layer's activations, ``(B, C, ...)``.
+        series: says which kind of unit.
+        units: ``(B,)`` unit numbers.
+        directions: ``(B, C)`` rows, for a direction series.
+
+    Returns:
+        ``(B,)`` values.
+
+    Example:
+        >>> acts = torch.arange(8.).reshape(2, 4)
+        >>> unit_values(acts, Series("fc"), torch.tensor([3, 0])).tolist()
+        [3.0, 4.0]
+    """
+    batch = acts.shape[0]
+    if units.shape != (batch,):
+        raise ValueError(f"got {units.numel()} units for a batch of {batch} images")
+    rows = torch.arange(batch, device=acts.device)
+    if series.kind == "channel":
+        return acts[rows, units].reshape(batch, -1).mean(1)
+    if series.kind == "neuron":
+        if acts.dim() != 4:
+            raise ValueError(f"neurons need a (B, C, H, W) layer; {series.layer!r} has shape "
+                             f"{tuple(acts.shape)}: render its channels instead")
+        return acts[rows, units, acts.shape[2] // 2, acts.shape[3] // 2]
+    v = directions.to(device=acts.device, dtype=acts.dtype)
+    dot = (acts * v.reshape(*v.shape, *([1] * (acts.dim() - 2)))).sum(1)
+    return dot.reshape(batch, -1).mean(1)
+
+
+def reproduce_command(settings: AtlasSettings, series: Series, unit: int) -> str:
+    """The ``lucent-core atlas`` command that renders this one unit again, identically.
+
+    Example:
+        >>> s = AtlasSettings(model="vgg16_hed", weights_sha256="ab", steps=64)
+        >>> reproduce_command(s, Series("block4_conv3"), 7).split(" --out")[0]
+        'lucent-core atlas --model vgg16_hed --layer block4_conv3 --units 7 --steps 64 \
+--size 128 --param fourier --transforms standard --lr 0.05 --seed 0 --batch 1'
+    """
+    words = ["lucent-core", "atlas", "--model", settings.model]
+    if settings.weights == "random":
+        words.append("--random-weights")
+    elif settings.weights not in ("pretrained", "custom"):
+        words += ["--weights", settings.weights]
+    words += ["--layer", series.layer, "--units", str(unit)]
+    if series.kind == "neuron":
+        words.append("--neuron")
+    elif series.kind == "direction":
+        words += ["--directions", series.source or "DIRECTIONS.pt"]
+    words += ["--steps", str(settings.steps), "--size", str(settings.size),
+              "--param", settings.param]
+    if not settings.decorrelate:
+        words.append("--no-decorrelate")
+    words += ["--transforms", settings.transforms, "--lr", f"{settings.lr:g}",
+              "--seed", str(settings.seed)]
+    if not settings.redirected_relu:
+        words.append("--no-redirect")
+    words += ["--batch", "1", "--out", f"reproduce-{series.dir}-{unit}"]
+    return shlex.join(words)
+
+
+def _param_factory(settings: AtlasSettings) -> Callable[[int], nn.Module]:
+    if settings.param == "cppn":
+        return lambda batch: param_lib.cppn(settings.size, batch=batch)
+    return lambda batch: param_lib.image(settings.size, batch=batch,
+                                         fft=settings.param == "fourier",
+                                         decorrelate=settings.decorrelate)
+
+
+def _seeded_param(factory: Callable[[int], nn.Module], seeds: Sequence[int]) -> nn.Module:
+    """A batch parameterisation whose image ``i`` starts as ``factory(1)`` seeded by seeds[i]."""
+    with torch.random.fork_rng(devices=[]):
+        batch = factory(len(seeds))
+        singles = []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            singles.append(dict(factory(1).named_parameters()))
+    with torch.no_grad():
+        for name, p in batch.named_parameters():
+            for i, single in enumerate(singles):
+                q = single[name]
+                if p.shape[0] != len(seeds) or q.shape != (1, *p.shape[1:]):
+                    raise ValueError(f"parameter {name} of shape {tuple(p.shape)} has no batch "
+                                     "dimension first: this parameterisation cannot be seeded "
+                                     "per unit")
+                p[i].copy_(q[0])
+    return batch
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def _layer_shapes(model: nn.Module, layers: Sequence[str], size: int,
+                  preprocess: Preprocessing) -> dict[str, tuple[int, ...]]:
+    device, dtype = model_device(model)
+    grey = torch.full((1, 3, size, size), 0.5, device=device, dtype=dtype)
+    with torch.no_grad(), frozen(model), capture(model, layers) as acts:
+        run_to_layers(model, preprocess(grey), acts)
+        return {layer: tuple(acts[layer].shape[1:]) for layer in layers}
+
+
+@contextmanager
+def _finish_before_interrupt() -> Iterator[None]:
+    """Hold Ctrl-C until the block is done (e.g. a batch is written), then raise it."""
+    received: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda *_: received.append(1))
+    except ValueError:  # not the main thread: signals cannot be caught here anyway
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+def _history(values: torch.Tensor, column: int) -> dict:
+    steps = values.shape[0]
+    at = sorted({int(round(s)) for s in np.linspace(1, steps, min(steps, HISTORY_POINTS))})
+    return {"steps": at, "values": [float(values[s - 1, column]) for s in at]}
+
+
+class _BatchRenderer:
+    """Renders one :class:`Batch` with per-unit seeds and builds the units' records."""
+
+    def __init__(self, model: nn.Module, settings: AtlasSettings, preprocess: Preprocessing,
+                 store: AtlasStore, worker: tuple[int, int]):
+        self.model, self.settings, self.preprocess = model, settings, preprocess
+        self.store, self.worker = store, worker
+        self.device, self.dtype = model_device(model)
+        self.factory = _param_factory(settings)
+
+    def _values_fn(self, series: Series, units: Sequence[int]) -> Callable[[dict], torch.Tensor]:
+        index = torch.tensor(units, device=self.device)
+        rows = None if series.directions is None else series.directions[list(units)]
+        return lambda acts: unit_values(acts[series.layer], series, index, rows)
+
+    def render(self, batch: Batch, units: Sequence[int]) -> list[tuple[int, np.ndarray, dict]]:
+        """Render ``units`` (of ``batch.series``); [] if Ctrl-C interrupted the render."""
+        series, settings = batch.series, self.settings
+        seeds = [unit_seed(settings, series, u) for u in units]
+        values_of = self._values_fn(series, units)
+        history: list[torch.Tensor] = []
+
+        def objective_fn(acts: dict) -> torch.Tensor:
+            values = values_of(acts)
+            history.append(values.detach())
+            return values.sum()
+
+        objective = Objective(objective_fn, [series.layer],
+                              name=f"{len(units)} {series.kind}s of {series.layer}")
+        transforms: object = []
+        if settings.transforms == "standard":
+            affine = standard_affine()
+            generators = [torch.Generator().manual_seed(s ^ _TRANSFORM_SALT) for s in seeds]
+            transforms = lambda x: affine(x, generators)  # noqa: E731
+        started = time.perf_counter()
+        result = render_vis(
+            self.model, objective, param_f=_seeded_param(self.factory, seeds),
+            optimizer=lambda params: torch.optim.Adam(params, lr=settings.lr),
+            transforms=transforms, thresholds=(settings.steps,), progress=False,
+            preprocess=self.preprocess, redirected_relu=settings.redirected_relu)
+        if result.interrupted:
+            return []
+        pixels = np.round(result.image * 255).astype(np.uint8)
+        with torch.no_grad(), frozen(self.model), capture(self.model, [series.layer]) as acts:
+            saved = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(self.device, self.dtype) / 255
+            run_to_layers(self.model, self.preprocess(saved), acts)
+            final = values_of(acts).float().cpu()
+        trained = torch.stack(history).float().cpu()
+        seconds = (time.perf_counter() - started) / len(units)
+        finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        records = []
+        for i, unit in enumerate(units):
+            record = {
+                "unit": unit,
+                "image": self.store.image_path(series, unit).relative_to(
+                    self.store.root).as_posix(),
+                "series": series.dir, "layer": series.layer, "kind": series.kind,
+                "source": series.source,
+                "objective": series.objective_name(unit), "python": series.python(unit),
+                "command": reproduce_command(settings, series, unit),
+                "activation": float(final[i]),
+                "activation_during_render": float(trained[-1, i]),
+                "history": _history(trained, i),
+                "seed": seeds[i],
+                **{("atlas_seed" if k == "seed" else k): v
+                   for k, v in settings.as_dict().items()},
+                "batch": len(units), "seconds": round(seconds, 3),
+                "device": _device_name(self.device),
+                "lucent_core_version": lucent_core.__version__,
+                "torch_version": torch.__version__,
+                "worker": f"{self.worker[0]}/{self.worker[1]}",
+                "finished_at": finished,
+            }
+            records.append((unit, pixels[i], record))
+        return records
+
+
+def _distributed() -> tuple[int, int, bool]:
+    """(rank, world size, whether this call created the process group) under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, False
+    import torch.distributed as dist
+    created = False
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+        created = True
+    return dist.get_rank(), dist.get_world_size(), created
+
+
+def _as_series(series: SeriesSpec) -> list[Series]:
+    items = [series] if isinstance(series, (str, Series)) else list(series)
+    if not items:
+        raise ValueError("give at least one layer (or Series) to render")
+    out = [Series(s) if isinstance(s, str) else s for s in items]
+    dirs = [s.dir for s in out]
+    if len(set(dirs)) != len(dirs):
+        raise ValueError(f"the same series is requested twice: {dirs}")
+    return out
+
+
+def _shard(shard: "tuple[int, int] | str") -> tuple[int, int]:
+    if isinstance(shard, str):
+        try:
+            index, count = (int(p) for p in shard.split("/"))
+        except ValueError:
+            raise ValueError(f"shard {shard!r}: write it as i/n, e.g. 0/4 (shards 0..n-1)") \
+                from None
+    else:
+        index, count = shard
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count}: the index must be in 0..{count - 1}")
+    return index, count
+
+
+def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
+                 units: "str | Sequence[int] | None" = None, *, batch: int = 64,
+                 shard: "tuple[int, int] | str" = (0, 1), progress: bool = True,
+                 index: bool = True, preprocess: Preprocessing | None = None,
+                 model_name: str | None = None, **settings: object) -> AtlasSummary:
+    """Render every requested unit of one or more layers into an atlas directory.
+
+    Units are optimised ``batch`` at a time (image ``i`` of a batch optimises unit ``i``); each
+    unit's initialisation and transform draws come from its own seed, a hash of the settings,
+    the series and the unit number, so a unit renders the same alone or in any batch. Finished
+    units are skipped: running the same call again after a crash resumes it. The call writes
+    one PNG and one JSON record per unit (see :mod:`lucent_core.atlas.store`) and, once every
+    requested unit exists, the manifest, contact sheets and HTML gallery
+    (:func:`~lucent_core.atlas.build_index`).
+
+    Scaling out: ``shard=(i, n)`` takes every n-th batch starting at i (e.g. Slurm array
+    tasks); under ``torchrun`` (``WORLD_SIZE`` > 1) the batches are also split over the ranks
+    with ``torch.distributed`` (gloo), which waits for all ranks before rank 0 builds the
+    index. All workers can share one directory.
+
+    Args:
+        model: the network (on the device to render on).
+        out: the atlas directory (created if needed).
+        series: a layer name (its channels), a :class:`Series`, or a list of them.
+        units: which units of each series: ``"0:64"``, ``[3, 7]``, ... (default: all).
+        batch: units optimised together.
+        shard: ``(i, n)`` or ``"i/n"``: this call's share of the work.
+        progress: show a progress bar over units.
+        index: build the manifest and gallery when the atlas is complete.
+        preprocess: model input preprocessing (default: the model's own).
+        model_name: the model's name in records (default: its registry name, else its class).
+        **settings: :class:`AtlasSettings` fields: ``steps``, ``size``, ``param``,
+            ``decorrelate``, ``transforms``, ``lr``, ``redirected_relu``, ``seed``,
+            ``weights``.
+
+    Returns:
+        An :class:`AtlasSummary` (printable).
+
+    Example:
+        >>> import tempfile
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        >>> summary = render_atlas(net, tempfile.mkdtemp(), "0", steps=4, size=16,
+        ...                        progress=False)
+        >>> summary.rendered, summary.missing
+        (4, 0)
+    """
+    started = time.perf_counter()
+    all_series = _as_series(series)
+    if "weights_sha256" in settings:
+        raise ValueError("weights_sha256 is computed from the model's weights; do not pass it")
+    config = getattr(model, "config", None)
+    settings["model"] = model_name or getattr(config, "name", None) or type(model).__name__
+    settings.setdefault("weights", "pretrained" if config is not None else "custom")
+    try:
+        atlas_settings = AtlasSettings(weights_sha256=state_dict_sha256(model), **settings)
+    except TypeError as error:
+        valid = sorted(set(AtlasSettings.__dataclass_fields__) - {"weights_sha256", "model"})
+        raise ValueError(f"unknown atlas setting ({error}); valid settings: {valid}") from None
+    if atlas_settings.param == "cppn" and not atlas_settings.decorrelate:
+        raise ValueError("decorrelate=False applies to the fourier and pixel parameterisations; "
+                         "a CPPN draws its colours directly")
+    preprocess = preprocessing_of(model) if preprocess is None else preprocess
+    shard_index, shard_count = _shard(shard)
+    rank, world, created_group = _distributed()
+    worker = (shard_index * world + rank, shard_count * world)
+
+    store = AtlasStore(out)
+    store.open(atlas_settings)
+    shapes = _layer_shapes(model, sorted({s.layer for s in all_series}), atlas_settings.size,
+                           preprocess)
+    work = []
+    for s in all_series:
+        channels = shapes[s.layer][0]
+        if s.directions is not None and s.directions.shape[1] != channels:
+            raise ValueError(f"the directions have {s.directions.shape[1]} values per row but "
+                             f"layer {s.layer!r} has {channels} channels")
+        if s.kind == "neuron" and len(shapes[s.layer]) != 3:
+            raise ValueError(f"neurons need a spatial layer; {s.layer!r} gives "
+                             f"{shapes[s.layer]}: render its channels instead")
+        count = s.count(channels)
+        chosen = parse_units(units, count) if units is None or isinstance(units, str) else \
+            parse_units(",".join(str(int(u)) for u in units), count)
+        store.open_series(s, count)
+        work.append((s, chosen))
+    mine = plan_batches(work, batch, *worker)
+    todo_total = sum(not store.is_done(b.series, u) for b in mine for u in b.units)
+    skipped = sum(len(b.units) for b in mine) - todo_total
+
+    renderer = _BatchRenderer(model, atlas_settings, preprocess, store, worker)
+    rendered, interrupted = 0, False
+    bar = tqdm(total=todo_total, unit="unit", disable=not progress or rank != 0,
+               desc=f"atlas {worker[0]}/{worker[1]}" if worker[1] > 1 else "atlas")
+    try:
+        for b in mine:
+            todo = [u for u in b.units if not store.is_done(b.series, u)]
+            if not todo:
+                continue
+            bar.set_postfix_str(f"{b.series.dir} {todo[0]}..{todo[-1]}")
+            records = renderer.render(b, todo)
+            if not records:
+                interrupted = True
+                break
+            with _finish_before_interrupt():
+                for unit, pixels, record in records:
+                    store.write_unit(b.series, unit, pixels, record)
+            rendered += len(records)
+            bar.update(len(records))
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+
+    if world > 1 and not interrupted:
+        import torch.distributed as dist
+        dist.barrier()
+    missing = sum(not store.is_done(s, u) for s, chosen in work for u in chosen)
+    index_page = None
+    if index and not interrupted and missing == 0 and rank == 0:
+        from lucent_core.atlas.index import build_index
+        index_page = build_index(out)
+    if created_group:
+        import torch.distributed as dist
+        dist.destroy_process_group()
+    return AtlasSummary(out=Path(out), rendered=rendered, skipped=skipped, missing=missing,
+                        seconds=time.perf_counter() - started, interrupted=interrupted,
+                        index=index_page, worker=worker)
+

@@ -1,0 +1,161 @@
+"""The atlas on disk: settings, one PNG and one JSON record per unit, written atomically.
+
+Layout (paths relative to the atlas directory)::
+
+    atlas.json                       settings every unit was rendered with
+    <series>/series.json             the series (layer, kind, directions hash)
+    <series>/units/00476.png         the unit's picture
+    <series>/units/00476.json        its record; written after the PNG, so it marks the unit done
+    manifest.json, index.html, ...   written by :func:`~lucent_core.atlas.build_index`
+
+Every file is written to a temporary name and renamed, so a crash or ``kill -9`` never leaves
+a half-written file under a real name; processes (ranks, shards) write disjoint units, so they
+can share one tree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from lucent_core.atlas.plan import ATLAS_FORMAT, AtlasSettings, Series
+from lucent_core.io import save_png, write_atomically
+
+__all__ = ["AtlasError", "AtlasStore", "AtlasWriteError", "read_json", "write_json"]
+
+
+class AtlasError(ValueError):
+    """The atlas directory does not match the request (other settings, another series)."""
+
+
+class AtlasWriteError(OSError):
+    """A file of the atlas could not be written (full disk, no permission, ...)."""
+
+
+def write_json(path: Path, data: dict) -> Path:
+    """Write ``data`` as indented JSON, atomically."""
+    text = json.dumps(data, indent=1, sort_keys=False, allow_nan=True) + "\n"
+    return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def read_json(path: Path) -> dict:
+    """Read a JSON file of the atlas, with an error that names the file if it is damaged."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise AtlasError(f"{path} is not valid JSON ({error}); it was not written by "
+                         "lucent-core (whose writes are atomic): move it away") from error
+
+
+def _differences(found: dict, wanted: dict) -> list[str]:
+    keys = sorted(set(found) | set(wanted))
+    return [f"{k}: {found.get(k)!r} in the atlas, {wanted.get(k)!r} now" for k in keys
+            if found.get(k) != wanted.get(k)]
+
+
+class AtlasStore:
+    """Reads and writes one atlas directory.
+
+    Example:
+        >>> import tempfile
+        >>> store = AtlasStore(tempfile.mkdtemp())
+        >>> store.open(AtlasSettings(model="tiny", weights_sha256="ab"))
+        >>> store.is_done(Series("conv"), 3)
+        False
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    # -- settings -------------------------------------------------------------------------
+    def _claim(self, path: Path, data: dict, identity_key: str, what: str) -> None:
+        """Write ``data`` to ``path`` unless it exists; if it does, its identity must match."""
+        if not path.exists():
+            try:
+                # write a private copy, then link it to the real name: fails if another
+                # process got there first, so the first writer's file is the one kept
+                private = write_json(path.with_name(f"{path.name}.{os.getpid()}.new"), data)
+                try:
+                    os.link(private, path)
+                except FileExistsError:
+                    pass
+                except OSError:  # no hard links on this file system: plain atomic rename
+                    os.replace(private, path)
+                finally:
+                    private.unlink(missing_ok=True)
+            except OSError as error:
+                raise AtlasWriteError(f"cannot write the atlas in {self.root}: {error}") from error
+        found = read_json(path).get(identity_key, {})
+        differences = _differences(found, data[identity_key])
+        if differences:
+            raise AtlasError(f"{path} was rendered with other {what}; refusing to mix two "
+                             f"atlases. Differences: " + "; ".join(differences) +
+                             ". Use the atlas's settings to resume it, or another output "
+                             "directory.")
+
+    def open(self, settings: AtlasSettings) -> None:
+        """Create the atlas, or check that an existing one has the same settings."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise AtlasWriteError(f"cannot create the atlas directory {self.root}: "
+                                  f"{error}") from error
+        if not self.root.is_dir() or not os.access(self.root, os.W_OK):
+            raise AtlasWriteError(f"the atlas directory {self.root} is not a writable directory")
+        data = {"format": ATLAS_FORMAT, "identity": settings.identity(),
+                "settings": settings.as_dict()}
+        self._claim(self.root / "atlas.json", data, "identity", "settings")
+
+    def settings(self) -> AtlasSettings:
+        """The settings recorded in ``atlas.json``."""
+        path = self.root / "atlas.json"
+        if not path.is_file():
+            raise AtlasError(f"{self.root} is not an atlas: it has no atlas.json")
+        data = read_json(path)
+        if data.get("format") != ATLAS_FORMAT:
+            raise AtlasError(f"{path} has format {data.get('format')!r}; this version of "
+                             f"lucent-core reads {ATLAS_FORMAT!r}")
+        return AtlasSettings.from_dict(data["settings"])
+
+    def open_series(self, series: Series, count: int) -> None:
+        """Create the series' directory, or check an existing one is the same series."""
+        data = {"identity": series.identity(), "name": series.dir, "dir": series.dir,
+                "layer": series.layer, "kind": series.kind, "source": series.source,
+                "count": count}
+        self._claim(self.root / series.dir / "series.json", data, "identity", "series")
+
+    def series_dirs(self) -> list[Path]:
+        """Directories of the series present, sorted by name."""
+        return sorted(p.parent for p in self.root.glob("*/series.json"))
+
+    # -- units ----------------------------------------------------------------------------
+    def image_path(self, series: Series, unit: int) -> Path:
+        return self.root / series.dir / "units" / f"{unit:05d}.png"
+
+    def record_path(self, series: Series, unit: int) -> Path:
+        return self.root / series.dir / "units" / f"{unit:05d}.json"
+
+    def is_done(self, series: Series, unit: int) -> bool:
+        """True once the unit's record (written after its PNG) and PNG both exist."""
+        return self.record_path(series, unit).is_file() and self.image_path(series, unit).is_file()
+
+    def write_unit(self, series: Series, unit: int, image: np.ndarray, record: dict) -> None:
+        """Save the unit's PNG, then its record (the record marks it finished)."""
+        try:
+            save_png(image, self.image_path(series, unit))
+            write_json(self.record_path(series, unit), record)
+        except OSError as error:
+            raise AtlasWriteError(
+                f"could not write unit {unit} of {series.dir} in {self.root}: {error}. Every "
+                "unit finished before it is kept; fix the problem (disk space, permissions) "
+                "and run the same command again to resume.") from error
+
+    def records(self, series_dir: Path) -> Iterator[dict]:
+        """The records of one series directory, in unit order (units with a PNG only)."""
+        for path in sorted((series_dir / "units").glob("*.json")):
+            if path.with_suffix(".png").is_file():
+                yield read_json(path)

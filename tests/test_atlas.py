@@ -1,0 +1,366 @@
+"""Tests for lucent_core.atlas: planning, seeding, the renderer, resume, the manifest, the CLI.
+
+Process-level behaviour (kill -9, torchrun, concurrent shards, Ctrl-C) is in
+test_atlas_processes.py; the HTML gallery in test_atlas_gallery.py.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from lucent_core import atlas, objectives
+from lucent_core.atlas import AtlasError, AtlasSettings, AtlasWriteError, Series
+from lucent_core.atlas.runner import _finish_before_interrupt, _param_factory, _seeded_param
+from lucent_core.cli import main
+from test_planted import OPPONENT, angle_difference, assert_renders_colour, dominant_orientation, \
+    fixed_conv, gabor
+
+FAST = {"steps": 12, "size": 24, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 5, padding=2), nn.ReLU(),
+                         nn.Conv2d(8, 6, 3, stride=2), nn.ReLU())
+
+
+def pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB")).astype(int)
+
+
+def records(out: Path, series: str) -> dict[int, dict]:
+    return {json.loads(p.read_text())["unit"]: json.loads(p.read_text())
+            for p in sorted((out / series / "units").glob("*.json"))}
+
+
+# --- planning ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, expected", [
+    (None, list(range(6))), ("all", list(range(6))), ("2:4", [2, 3]), ("0:6:2", [0, 2, 4]),
+    ("5,1,5", [5, 1]), ("-1", [5]), ("4:", [4, 5]), (":2,3", [0, 1, 3]), ("0:100", list(range(6))),
+])
+def test_parse_units(text, expected):
+    assert atlas.parse_units(text, 6) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("7", "out of range: the series has 6 units"), ("a:b", "cannot read units"),
+    ("1:2:3:4", "cannot read units"), ("4:2", "selects nothing")])
+def test_parse_units_rejects_bad_input(text, message):
+    with pytest.raises((ValueError, IndexError), match=message):
+        atlas.parse_units(text, 6)
+
+
+def test_plan_gives_every_unit_to_exactly_one_worker_with_the_same_batches():
+    work = [(Series("a"), range(10)), (Series("b"), [5, 1, 7])]
+    alone = atlas.plan_batches(work, 4)
+    assert [b.units for b in alone] == [(0, 1, 2, 3), (4, 5, 6, 7), (8, 9), (5, 1, 7)]
+    for workers in (2, 3, 7):
+        shares = [atlas.plan_batches(work, 4, w, workers) for w in range(workers)]
+        assert sorted((b.series.dir, b.units) for share in shares for b in share) == \
+            sorted((b.series.dir, b.units) for b in alone)
+    with pytest.raises(ValueError, match="worker 2 is not in 0..1"):
+        atlas.plan_batches(work, 4, 2, 2)
+
+
+def test_unit_seeds_depend_on_every_setting_but_not_on_where_the_weights_came_from():
+    base = AtlasSettings(model="m", weights_sha256="ab")
+    seed = atlas.unit_seed(base, Series("conv"), 3)
+    assert atlas.unit_seed(AtlasSettings(model="m", weights_sha256="ab", weights="random"),
+                           Series("conv"), 3) == seed
+    others = [AtlasSettings(model="m", weights_sha256="ac"),
+              AtlasSettings(model="m", weights_sha256="ab", steps=511),
+              AtlasSettings(model="m", weights_sha256="ab", seed=1)]
+    assert all(atlas.unit_seed(s, Series("conv"), 3) != seed for s in others)
+    assert atlas.unit_seed(base, Series("conv", "neuron"), 3) != seed
+    assert 0 <= seed < 2 ** 63
+
+
+def test_settings_and_series_reject_bad_values():
+    with pytest.raises(ValueError, match="unknown param 'fft'; choose one of"):
+        AtlasSettings(model="m", weights_sha256="ab", param="fft")
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        AtlasSettings(model="m", weights_sha256="ab", steps=0)
+    with pytest.raises(ValueError, match="unknown series kind 'unit'"):
+        Series("conv", "unit")
+    with pytest.raises(ValueError, match="needs directions"):
+        Series("conv", "direction")
+    with pytest.raises(ValueError, match="N x C matrix"):
+        Series("conv", "direction", torch.ones(3))
+
+
+# --- per-unit objectives and seeds ---------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["channel", "neuron", "direction"])
+def test_unit_values_equal_the_catalogue_objectives(kind):
+    acts = torch.randn(3, 5, 4, 6)
+    units = [4, 0, 2]
+    directions = torch.randn(5, 5)
+    series = Series("l", kind, directions if kind == "direction" else None)
+    rows = directions[units] if kind == "direction" else None
+    values = atlas.unit_values(acts, series, torch.tensor(units), rows)
+    for i, unit in enumerate(units):
+        if kind == "direction":
+            expected = objectives.direction("l", directions[unit], batch=i)({"l": acts})
+        else:
+            expected = getattr(objectives, kind)("l", unit, batch=i)({"l": acts})
+        torch.testing.assert_close(values[i], expected)
+
+
+@pytest.mark.parametrize("name", ["fourier", "pixel", "cppn"])
+def test_each_image_starts_from_its_own_seed(name):
+    factory = _param_factory(AtlasSettings(model="m", weights_sha256="ab", param=name, size=16))
+    batch = _seeded_param(factory, [11, 22, 33])()
+    torch.manual_seed(22)
+    alone = factory(1)()
+    torch.testing.assert_close(batch[1:2], alone)
+    assert not torch.allclose(batch[0], batch[1])
+
+
+# --- rendering -----------------------------------------------------------------------------
+
+def test_atlas_end_to_end_manifest_matches_the_files(tiny, tmp_path):
+    summary = atlas.render_atlas(tiny, tmp_path, ["2", Series("2", "neuron")], batch=4, **FAST)
+    assert (summary.rendered, summary.skipped, summary.missing) == (12, 0, 0)
+    assert summary.index == tmp_path / "index.html" and summary.index.is_file()
+    manifest = atlas.load_manifest(tmp_path)
+    assert manifest["settings"]["steps"] == 12
+    assert [(s["dir"], s["kind"], s["count"], s["total"]) for s in manifest["series"]] == \
+        [("2", "channel", 6, 6), ("2--neuron", "neuron", 6, 6)]
+    on_disk = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("*/units/*.png"))
+    listed = sorted(r["image"] for s in manifest["series"] for r in s["units"])
+    assert listed == on_disk and len(on_disk) == 12
+    for series in manifest["series"]:
+        assert [r["unit"] for r in series["units"]] == list(range(6))
+        assert Image.open(tmp_path / series["grid"]).size[0] > 3 * 24
+        for record in series["units"]:
+            assert record == json.loads((tmp_path / record["image"]).with_suffix(".json")
+                                        .read_text())
+            assert Image.open(tmp_path / record["image"]).size == (24, 24)
+            assert record["weights_sha256"] == atlas.runner.state_dict_sha256(tiny)
+            assert record["objective"] == f"{series['kind']}('2', {record['unit']})"
+            assert len(record["history"]["steps"]) == len(record["history"]["values"]) == 12
+            for key in ("seed", "device", "torch_version", "lucent_core_version", "seconds",
+                        "finished_at", "command", "python", "transforms", "param", "lr"):
+                assert key in record
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+def test_recorded_activation_is_the_saved_pictures_activation(tiny, tmp_path):
+    atlas.render_atlas(tiny, tmp_path, "2", units="1,4", batch=2, **FAST)
+    for unit, record in records(tmp_path, "2").items():
+        image = torch.from_numpy(pixels(tmp_path / record["image"])).float().permute(2, 0, 1)
+        value = tiny[:3](image[None] / 255)[0, unit].mean()   # layer "2": the conv
+        assert record["activation"] == pytest.approx(value.item(), rel=1e-4, abs=1e-6)
+
+
+def test_a_unit_renders_the_same_alone_as_in_a_batch(tiny, tmp_path):
+    atlas.render_atlas(tiny, tmp_path / "batch", "2", batch=6, **FAST)
+    atlas.render_atlas(tiny, tmp_path / "alone", "2", units="4", batch=1, **FAST)
+    np.testing.assert_array_equal(pixels(tmp_path / "alone/2/units/00004.png"),
+                                  pixels(tmp_path / "batch/2/units/00004.png"))
+    assert records(tmp_path / "alone", "2")[4]["seed"] == \
+        records(tmp_path / "batch", "2")[4]["seed"]
+
+
+def test_the_optimisation_raises_each_units_activation(tiny, tmp_path):
+    atlas.render_atlas(tiny, tmp_path, "2", batch=6, **{**FAST, "steps": 40})
+    for record in records(tmp_path, "2").values():
+        values = record["history"]["values"]
+        assert values[-1] > values[0]
+
+
+def test_planted_units_render_their_pattern_in_an_atlas(tmp_path):
+    """Gabor units draw their orientation, colour-opponent units their colour."""
+    gabors = fixed_conv(torch.stack([gabor(a).expand(3, -1, -1) / 3 for a in (30.0, 120.0)]))
+    atlas.render_atlas(gabors, tmp_path / "gabor", "1", batch=2, steps=128, size=128,
+                       progress=False)
+    for unit, angle in ((0, 30.0), (1, 120.0)):
+        image = pixels(tmp_path / "gabor" / records(tmp_path / "gabor", "1")[unit]["image"])
+        assert angle_difference(dominant_orientation(image / 255), angle) < 5
+    # colour units are read before their ReLU, where they are linear (optimum: one colour)
+    opponents = fixed_conv(OPPONENT.view(3, 3, 1, 1))
+    atlas.render_atlas(opponents, tmp_path / "colour", "0", batch=2, steps=512, size=32,
+                       progress=False)
+    for unit, record in records(tmp_path / "colour", "0").items():
+        assert_renders_colour(pixels(tmp_path / "colour" / record["image"]) / 255, unit)
+
+
+def test_direction_series_render_one_image_per_row(tiny, tmp_path):
+    directions = torch.eye(6)[[1, 3, 5]] + 0.1
+    source = tmp_path / "dirs.npy"
+    np.save(source, directions.numpy())
+    series = Series("2", "direction", atlas.load_directions(source), source=str(source))
+    summary = atlas.render_atlas(tiny, tmp_path / "atlas", series, batch=2, **FAST)
+    assert summary.rendered == 3
+    found = records(tmp_path / "atlas", "2--directions-dirs")
+    assert sorted(found) == [0, 1, 2]
+    assert found[2]["objective"] == f"direction('2', {source}[2])"
+    assert "load_directions" in found[2]["python"] and str(source) in found[2]["command"]
+    with pytest.raises(ValueError, match="3 values per row but layer '2' has 6 channels"):
+        atlas.render_atlas(tiny, tmp_path / "bad", Series("2", "direction", torch.ones(2, 3)),
+                           **FAST)
+
+
+# --- resume and refusal --------------------------------------------------------------------
+
+def test_resume_renders_only_what_is_missing(tiny, tmp_path):
+    atlas.render_atlas(tiny, tmp_path, "2", batch=4, **FAST)
+    def pictures_and_records() -> dict[Path, bytes]:
+        return {p: p.read_bytes() for p in (tmp_path / "2/units").iterdir()
+                if p.suffix in (".png", ".json")}
+
+    before = pictures_and_records()
+    (tmp_path / "2/units/00003.json").unlink()      # as if killed between PNG and record
+    (tmp_path / "2/units/00005.png").unlink()
+    summary = atlas.render_atlas(tiny, tmp_path, "2", batch=4, **FAST)
+    assert (summary.rendered, summary.skipped) == (2, 4)
+    after = pictures_and_records()
+    assert after.keys() == before.keys()
+    changed = {p.name for p in before if before[p] != after[p]}
+    assert changed <= {"00003.json", "00005.json", "00005.png", "00003.png"}
+    for name in ("00003.png", "00005.png"):   # re-rendered alone: the same picture
+        assert after[tmp_path / "2/units" / name] == before[tmp_path / "2/units" / name]
+    assert atlas.render_atlas(tiny, tmp_path, "2", batch=4, **FAST).rendered == 0
+
+
+def test_different_settings_are_refused_with_the_difference_named(tiny, tmp_path):
+    atlas.render_atlas(tiny, tmp_path, "2", units="0", **FAST)
+    with pytest.raises(AtlasError, match="steps: 12 in the atlas, 13 now"):
+        atlas.render_atlas(tiny, tmp_path, "2", units="0", **{**FAST, "steps": 13})
+    other = nn.Sequential(nn.Conv2d(3, 8, 5, padding=2), nn.ReLU(),
+                          nn.Conv2d(8, 6, 3, stride=2), nn.ReLU())
+    with pytest.raises(AtlasError, match="weights_sha256"):
+        atlas.render_atlas(other, tmp_path, "2", units="0", **FAST)
+    source = Series("2", "direction", torch.ones(2, 6), source="d.pt")
+    atlas.render_atlas(tiny, tmp_path, source, **FAST)
+    with pytest.raises(AtlasError, match="other series.*directions_sha256"):
+        atlas.render_atlas(tiny, tmp_path, Series("2", "direction", torch.zeros(2, 6),
+                                                  source="d.pt"), **FAST)
+    with pytest.raises(ValueError, match="valid settings"):
+        atlas.render_atlas(tiny, tmp_path, "2", stepz=3)
+
+
+def test_more_units_and_layers_can_be_added_to_an_atlas(tiny, tmp_path):
+    atlas.render_atlas(tiny, tmp_path, "2", units="0:2", **FAST)
+    summary = atlas.render_atlas(tiny, tmp_path, ["2", "0"], units="0:4", **FAST)
+    assert (summary.rendered, summary.skipped) == (6, 2)
+    assert [s["count"] for s in atlas.load_manifest(tmp_path)["series"]] == [4, 4]
+
+
+# --- failures ------------------------------------------------------------------------------
+
+def test_a_full_disk_stops_with_a_clear_error_and_keeps_finished_units(tiny, tmp_path,
+                                                                       monkeypatch):
+    from lucent_core.atlas import store as store_module
+    real = store_module.write_json
+    calls = []
+
+    def fill_up(path, data):
+        calls.append(path)
+        if len(calls) == 4:   # atlas.json, series.json, two records, then the disk is full
+            real(path.with_name("x.tmp"), {})  # something half-done must not stay
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(store_module, "write_json", fill_up)
+    with pytest.raises(AtlasWriteError, match="No space left on device.*run the same command"):
+        atlas.render_atlas(tiny, tmp_path, "2", batch=3, **FAST)
+    assert sorted(records(tmp_path, "2")) == [0]
+    assert not list(tmp_path.rglob("*.partial"))
+    monkeypatch.setattr(store_module, "write_json", real)
+    summary = atlas.render_atlas(tiny, tmp_path, "2", batch=3, **FAST)
+    assert (summary.rendered, summary.missing) == (5, 0)
+
+
+def test_an_unusable_output_directory_is_a_clear_error(tiny, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(AtlasWriteError, match="cannot create the atlas directory"):
+        atlas.render_atlas(tiny, blocker / "atlas", "2", **FAST)
+    (tmp_path / "bad" / "atlas.json").parent.mkdir()
+    (tmp_path / "bad" / "atlas.json").write_text("{half")
+    with pytest.raises(AtlasError, match="not valid JSON"):
+        atlas.render_atlas(tiny, tmp_path / "bad", "2", **FAST)
+
+
+def test_ctrl_c_while_writing_waits_until_the_batch_is_written():
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with _finish_before_interrupt():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("still writing")
+    assert done == ["still writing"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_ctrl_c_during_a_render_keeps_the_finished_batches(tiny, tmp_path, monkeypatch):
+    from lucent_core.atlas import runner
+    real = runner.render_vis
+    calls = []
+
+    def interrupted_second_time(*args, **kwargs):
+        calls.append(1)
+        result = real(*args, **kwargs)
+        result.interrupted = len(calls) == 2
+        return result
+
+    monkeypatch.setattr(runner, "render_vis", interrupted_second_time)
+    summary = atlas.render_atlas(tiny, tmp_path, "2", batch=2, **FAST)
+    assert summary.interrupted and summary.rendered == 2 and summary.index is None
+    assert sorted(records(tmp_path, "2")) == [0, 1]
+    assert "run the same command again to resume" in str(summary)
+
+
+# --- command line --------------------------------------------------------------------------
+
+ARGS = ["atlas", "--model", "atlas_models:tiny", "--random-weights", "--layer", "2",
+        "--steps", "6", "--size", "24", "--batch", "4", "--quiet"]
+
+
+def test_cli_atlas_and_index(tmp_path, capsys):
+    assert main(ARGS + ["--units", "0:5", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "rendered 5 units" in out and "gallery:" in out
+    record = records(tmp_path, "2")[3]
+    assert record["weights"] == "random" and record["model"] == "atlas_models:tiny"
+    assert "--random-weights" in record["command"] and "--units 3" in record["command"]
+    (tmp_path / "manifest.json").unlink()
+    assert main(["atlas-index", str(tmp_path)]) == 0
+    assert "5 of 12 units" in capsys.readouterr().out
+    assert len(atlas.load_manifest(tmp_path)["series"][0]["units"]) == 5
+
+
+def test_cli_reproduce_command_gives_the_same_picture(tmp_path, capsys, monkeypatch):
+    assert main(ARGS + ["--units", "0:4", "--out", str(tmp_path / "a")]) == 0
+    command = records(tmp_path / "a", "2")[2]["command"].split()
+    assert command[:2] == ["lucent-core", "atlas"]
+    monkeypatch.chdir(tmp_path)
+    assert main(command[1:] + ["--quiet"]) == 0
+    reproduced = next(tmp_path.glob("reproduce-2-2/2/units/00002.png"))
+    np.testing.assert_array_equal(pixels(reproduced), pixels(tmp_path / "a/2/units/00002.png"))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--neuron", "--directions", "d.pt"], "exclude each other"),
+    (["--layer", "0", "--directions", "d.pt"], "exactly one --layer"),
+    (["--shard", "2/2"], "index must be in 0..1"),
+    (["--shard", "x"], "write it as i/n"),
+    (["--units", "99"], "out of range"),
+    (["--layer", "nope"], "nope"),
+])
+def test_cli_atlas_errors_are_one_clear_line(tmp_path, capsys, extra, message):
+    assert main(ARGS + extra + ["--out", str(tmp_path / "atlas")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lucent-core: error:") and message in err
