@@ -142,7 +142,8 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
                optimizer: OptimizerFactory | None = None, transforms: TransformSpec = None,
                thresholds: Sequence[int] = (512,), seed: int | None = None,
                progress: bool = True, preprocess: Preprocessing | None = None,
-               redirected_relu: bool = True) -> RenderResult:
+               redirected_relu: bool = True, autocast: torch.dtype | None = None
+               ) -> RenderResult:
     """Optimise an image so that ``objective`` is as large as possible.
 
     Each step: ``param()`` gives images in [0, 1], ``transforms`` perturb them, ``preprocess``
@@ -171,6 +172,9 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
             :class:`~lucent_core.models.relu.RedirectedReLU` modules Lucid's redirected
             gradient, so units that start dead can still be reached (zoo models use them;
             plain ``nn.ReLU`` modules are not affected).
+        autocast: run the model under ``torch.autocast`` in this dtype (``torch.bfloat16``
+            or ``torch.float16``): faster on GPUs with tensor cores. The parameterisation,
+            the optimiser and the objective stay in float32 (activations are cast back).
 
     Returns:
         A :class:`RenderResult` with the images at each threshold and the objective history.
@@ -185,6 +189,9 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
     objective = as_objective(objective)
     steps = _check_thresholds(thresholds)
     device, dtype = model_device(model)
+    if autocast not in (None, torch.bfloat16, torch.float16):
+        raise ValueError(f"autocast must be torch.bfloat16, torch.float16 or None, got "
+                         f"{autocast!r}")
     preprocess = preprocessing_of(model) if preprocess is None else preprocess
     transform = _build_transforms(transforms)
     reads_input = INPUT_LAYER in objective.layers
@@ -216,7 +223,12 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
                                 "4 channels; composite them first: transforms="
                                 "param.alpha_transforms() (or param.CompositeBackground() first "
                                 "in the list)")
-                        run_to_layers(model, preprocess(x.to(dtype)), acts)
+                        with torch.autocast(device.type, dtype=autocast or torch.bfloat16,
+                                            enabled=autocast is not None):
+                            run_to_layers(model, preprocess(x.to(dtype)), acts)
+                        if autocast is not None:
+                            for name in model_layers:
+                                acts[name] = acts[name].float()
                     if reads_input:
                         acts[INPUT_LAYER] = rendered
                     value = objective(acts)

@@ -597,3 +597,21 @@ def test_rgba_images_must_be_composited_before_the_model():
     result = render_vis(net, "0:0", param_f=lambda: param.image_rgba(16),
                         transforms=param.alpha_transforms(), thresholds=(2,), progress=False)
     assert result.image.shape == (1, 16, 16, 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_render_reaches_the_float32_objective_within_a_few_percent(dtype):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 5), nn.ReLU(), nn.Conv2d(16, 16, 3, stride=2),
+                        nn.ReLU(), nn.Conv2d(16, 8, 3), nn.ReLU())
+    objective = channel("4", 3)
+    finals = []
+    for autocast in (None, dtype):
+        result = render_vis(net, objective, lambda: param.image(48), thresholds=(64,),
+                            progress=False, seed=0, autocast=autocast)
+        image = torch.from_numpy(result.image).permute(0, 3, 1, 2)
+        finals.append(net[:5](image)[0, 3].mean().item())   # both judged in float32
+        assert result.history[-1] > result.history[0]
+    assert finals[1] == pytest.approx(finals[0], rel=0.05)
+    with pytest.raises(ValueError, match="autocast must be torch.bfloat16, torch.float16"):
+        render_vis(net, objective, thresholds=(1,), progress=False, autocast=torch.float64)
