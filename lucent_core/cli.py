@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -129,11 +130,20 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_atlas(args: argparse.Namespace) -> int:
-    from lucent_core import atlas
     if args.directions and len(args.layer) != 1:
         raise ValueError("--directions belong to one layer: give exactly one --layer")
     if args.directions and args.neuron:
         raise ValueError("--neuron and --directions exclude each other")
+    # a scheduler's SIGTERM (Slurm preemption, torchrun stopping) takes the Ctrl-C path
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return _render_atlas(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _render_atlas(args: argparse.Namespace) -> int:
+    from lucent_core import atlas
     model = _load(args)
     if args.directions:
         series = [atlas.Series(args.layer[0], "direction", atlas.load_directions(args.directions),

@@ -295,14 +295,16 @@ def test_an_unusable_output_directory_is_a_clear_error(tiny, tmp_path):
         atlas.render_atlas(tiny, tmp_path / "bad", "2", **FAST)
 
 
-def test_ctrl_c_while_writing_waits_until_the_batch_is_written():
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_while_writing_waits_until_the_batch_is_written(signal_number):
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     done = []
     with pytest.raises(KeyboardInterrupt):
         with _finish_before_interrupt():
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal_number)
             done.append("still writing")
     assert done == ["still writing"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
 
 
 def test_ctrl_c_during_a_render_keeps_the_finished_batches(tiny, tmp_path, monkeypatch):

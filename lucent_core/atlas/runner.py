@@ -190,17 +190,19 @@ def _layer_shapes(model: nn.Module, layers: Sequence[str], size: int,
 
 @contextmanager
 def _finish_before_interrupt() -> Iterator[None]:
-    """Hold Ctrl-C until the block is done (e.g. a batch is written), then raise it."""
+    """Hold Ctrl-C and SIGTERM until the block is done (a batch is written), then interrupt."""
     received: list[int] = []
+    signals = (signal.SIGINT, signal.SIGTERM)
     try:
-        previous = signal.signal(signal.SIGINT, lambda *_: received.append(1))
+        previous = [signal.signal(s, lambda number, _: received.append(number)) for s in signals]
     except ValueError:  # not the main thread: signals cannot be caught here anyway
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in zip(signals, previous):
+            signal.signal(number, handler)
     if received:
         raise KeyboardInterrupt
 
