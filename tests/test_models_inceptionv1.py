@@ -249,6 +249,27 @@ def test_lrn_matches_tensorflow_formula():
     assert not torch.allclose(naive, expected, rtol=1e-3)
 
 
+@pytest.mark.parametrize("beta", [0.5, 0.75])
+@pytest.mark.parametrize("shape", [(2, 20, 5, 6), (2, 7, 9)])
+def test_lrn_formula_for_any_beta_and_rank_and_its_gradient(beta, shape):
+    torch.manual_seed(4)
+    x = (torch.randn(*shape, dtype=torch.float64) * 60).requires_grad_()
+    lrn = LocalResponseNorm(depth_radius=2, alpha=1e-4, beta=beta, bias=2.0)
+    expected = lrn_reference(x, 2, 1e-4, beta, 2.0)
+    assert torch.allclose(lrn(x), expected, rtol=1e-10, atol=0)
+    grad, = torch.autograd.grad(lrn(x).sum(), x)
+    expected_grad, = torch.autograd.grad(expected.sum(), x)
+    assert torch.allclose(grad, expected_grad, rtol=1e-8, atol=1e-12)
+
+
+def test_lrn_keeps_channels_last_layout_and_values():
+    x = torch.randn(1, 16, 6, 6) * 60
+    lrn = LocalResponseNorm(**INCEPTIONV1_LRN)
+    out = lrn(x.contiguous(memory_format=torch.channels_last))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(out, lrn(x), rtol=1e-5, atol=1e-6)
+
+
 def test_model_lrns_use_tensorflow_formula(acts224):
     lrn = dict(INCEPTIONV1_LRN)
     radius = lrn.pop("depth_radius")

@@ -139,8 +139,20 @@ class LocalResponseNorm(nn.Module):
         return 2 * self.depth_radius + 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.local_response_norm(x, size=self.size, alpha=self.alpha * self.size,
-                                     beta=self.beta, k=self.bias)
+        if x.dim() != 4:
+            return F.local_response_norm(x, size=self.size, alpha=self.alpha * self.size,
+                                         beta=self.beta, k=self.bias)
+        # The windowed sum of squares as a 1x1 convolution with a banded C x C matrix: the
+        # same numbers as F.local_response_norm (which pools over a padded 3-d view), several
+        # times faster forward and backward, and fine in channels-last memory layout.
+        channels = torch.arange(x.shape[1], device=x.device)
+        band = (channels[:, None] - channels[None, :]).abs() <= self.depth_radius
+        weight = (band.to(x.dtype) * self.alpha)[:, :, None, None]
+        bias = torch.full((x.shape[1],), self.bias, device=x.device, dtype=x.dtype)
+        denominator = F.conv2d(x * x, weight, bias)
+        if self.beta == 0.5:
+            return x * torch.rsqrt(denominator)
+        return x * denominator.pow(-self.beta)
 
     def extra_repr(self) -> str:
         return (f"depth_radius={self.depth_radius}, alpha={self.alpha}, beta={self.beta}, "
