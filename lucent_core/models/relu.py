@@ -22,20 +22,25 @@ __all__ = ["RedirectedReLU", "redirected_relu", "redirecting", "set_redirected_r
 class _RedirectedReLUFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return x.clamp(min=0)
+        out = torch.relu(x)
+        # The output, not the input, is saved: the next layer keeps it alive anyway.
+        ctx.save_for_backward(out)
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        negative = x < 0
-        relu_grad = torch.where(negative, torch.zeros_like(grad), grad)
+        (out,) = ctx.saved_tensors
+        relu_grad = torch.ops.aten.threshold_backward(grad, out, 0)
+        has_relu_grad = relu_grad.flatten(1).any(1)
+        # On the CPU, reading the flags costs nothing and usually every image has an ordinary
+        # gradient; on a GPU that read would stall the stream, so the general rule runs there.
+        if grad.device.type == "cpu" and bool(has_relu_grad.all()):
+            return relu_grad
         # ``grad`` is the gradient of the quantity being minimised: grad > 0 at a negative
-        # input would push it lower still, so that part stays blocked.
-        redirected = torch.where(negative & (grad > 0), torch.zeros_like(grad), grad)
-        has_relu_grad = relu_grad.flatten(1).abs().amax(1) > 0
-        has_relu_grad = has_relu_grad.view(-1, *([1] * (x.dim() - 1)))
-        return torch.where(has_relu_grad, relu_grad, redirected)
+        # input would push it lower still, so that part stays blocked. Images that have an
+        # ordinary gradient keep it: everything at non-positive inputs is blocked for them.
+        has_relu_grad = has_relu_grad.view(-1, *([1] * (grad.dim() - 1)))
+        return grad.masked_fill((out <= 0) & ((grad > 0) | has_relu_grad), 0)
 
 
 def redirected_relu(x: torch.Tensor) -> torch.Tensor:

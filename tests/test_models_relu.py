@@ -1,0 +1,69 @@
+"""Lucid's redirected ReLU gradient, checked against the rule written out image by image."""
+
+import pytest
+import torch
+
+from lucent_core.models.relu import RedirectedReLU, redirected_relu
+
+
+def reference_grad(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """The rule per image: the ordinary ReLU gradient if it is non-zero anywhere, else the
+    gradient passed everywhere except where it would push a negative input further down."""
+    out = torch.empty_like(grad)
+    for i in range(len(x)):
+        relu_grad = torch.where(x[i] > 0, grad[i], torch.zeros_like(grad[i]))
+        if relu_grad.abs().max() > 0:
+            out[i] = relu_grad
+        else:
+            out[i] = torch.where((x[i] <= 0) & (grad[i] > 0), torch.zeros_like(grad[i]),
+                                 grad[i])
+    return out
+
+
+def backward(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    x = x.clone().requires_grad_()
+    redirected_relu(x).backward(grad)
+    return x.grad
+
+
+def test_images_with_an_ordinary_gradient_keep_it():
+    torch.manual_seed(0)
+    x, grad = torch.randn(3, 4, 5, 5), torch.randn(3, 4, 5, 5)
+    result = backward(x, grad)
+    assert torch.equal(result, torch.where(x > 0, grad, torch.zeros_like(grad)))
+    assert torch.equal(result, reference_grad(x, grad))
+
+
+def test_dead_images_get_the_redirected_gradient_and_the_others_do_not():
+    torch.manual_seed(1)
+    x, grad = torch.randn(4, 3, 6, 6), torch.randn(4, 3, 6, 6)
+    x[1] = -x[1].abs() - 0.1  # image 1: every input negative, no ordinary gradient
+    x[3] = -x[3].abs() - 0.1
+    result = backward(x, grad)
+    assert torch.equal(result, reference_grad(x, grad))
+    # a dead image is pushed up (descent on grad < 0 raises the input) and never down
+    assert (result[1] < 0).any() and not (result[1] > 0).any()
+    assert torch.equal(result[0], torch.where(x[0] > 0, grad[0], torch.zeros_like(grad[0])))
+
+
+def test_forward_is_a_plain_relu_and_switching_off_gives_plain_gradients():
+    x = torch.tensor([[-2.0, -1.0, 0.0, 3.0]], requires_grad=True)
+    relu = RedirectedReLU(redirect=False)
+    assert torch.equal(relu(x), torch.relu(x))
+    dead = torch.tensor([[-1.0, -2.0]], requires_grad=True)
+    (-relu(dead).sum()).backward()
+    assert torch.equal(dead.grad, torch.zeros(1, 2))  # plain ReLU: a dead unit gets nothing
+    relu.redirect = True
+    assert torch.equal(relu(x), torch.relu(x))
+    dead.grad = None
+    (-relu(dead).sum()).backward()
+    assert torch.equal(dead.grad, -torch.ones(1, 2))  # redirected: pushed up
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gradient_dtype_and_shape_follow_the_input(dtype):
+    x = -torch.rand(2, 3, dtype=dtype) - 0.5
+    grad = -torch.ones(2, 3, dtype=dtype)
+    result = backward(x, grad)
+    assert result.dtype == dtype and result.shape == x.shape
+    assert torch.equal(result, grad)  # all dead, all pushed up: passed through
