@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence, Union
@@ -16,7 +17,7 @@ from lucent_core.models.config import Preprocessing, preprocessing_of
 from lucent_core.models.relu import redirecting
 from lucent_core.objectives import Objective, as_objective
 from lucent_core.param import image
-from lucent_core.transforms import Compose, standard_transforms
+from lucent_core.transforms import Compose, standard_affine
 
 __all__ = ["RenderResult", "render_vis"]
 
@@ -100,7 +101,7 @@ def _build_param(param_f: ParamSpec, device: torch.device) -> nn.Module:
 
 def _build_transforms(transforms: TransformSpec) -> Callable[[torch.Tensor], torch.Tensor]:
     if transforms is None:
-        return standard_transforms()
+        return standard_affine()
     if isinstance(transforms, (list, tuple)):
         return Compose(transforms)
     if callable(transforms):
@@ -138,12 +139,19 @@ def _check_finite(values: list[torch.Tensor], first_step: int) -> None:
             "parameterisation")
 
 
+@functools.lru_cache(maxsize=None)
+def _compiled_run_to_layers() -> Callable:
+    """:func:`run_to_layers` through ``torch.compile``, made once per process (its cache of
+    compiled graphs, keyed by model and layers, is what makes later renders fast)."""
+    return torch.compile(run_to_layers)
+
+
 def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpec = None,
                optimizer: OptimizerFactory | None = None, transforms: TransformSpec = None,
                thresholds: Sequence[int] = (512,), seed: int | None = None,
                progress: bool = True, preprocess: Preprocessing | None = None,
-               redirected_relu: bool = True, autocast: torch.dtype | None = None
-               ) -> RenderResult:
+               redirected_relu: bool = True, autocast: torch.dtype | None = None,
+               channels_last: bool | None = None, compile: bool = False) -> RenderResult:
     """Optimise an image so that ``objective`` is as large as possible.
 
     Each step: ``param()`` gives images in [0, 1], ``transforms`` perturb them, ``preprocess``
@@ -161,7 +169,8 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
         optimizer: a function from parameters to a torch optimiser
             (default: Adam, lr 0.05).
         transforms: a callable on image batches, a list of them, ``[]`` for none, or None
-            for :func:`~lucent_core.transforms.standard_transforms`.
+            for :func:`~lucent_core.transforms.standard_affine` (Lucid's pad, jitter, scale
+            and rotate in one resampling, drawn per image).
         thresholds: steps after which to take the images; the render runs ``max(thresholds)``
             steps.
         seed: makes the render exactly repeatable on CPU (the caller's RNG state is kept).
@@ -175,6 +184,13 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
         autocast: run the model under ``torch.autocast`` in this dtype (``torch.bfloat16``
             or ``torch.float16``): faster on GPUs with tensor cores. The parameterisation,
             the optimiser and the objective stay in float32 (activations are cast back).
+        channels_last: give the model its input in channels-last memory layout, which
+            convolutions and max pools then keep (faster on CPUs and on tensor-core GPUs).
+            Default: on when the model has a ``Conv2d``. A model that calls ``.view()`` on
+            its activations may need ``channels_last=False``.
+        compile: run the model's forward (up to the deepest layer needed) through
+            ``torch.compile``. The first render compiles (tens of seconds), later renders of
+            the same model and layers reuse it; worth it on GPUs for long renders and atlases.
 
     Returns:
         A :class:`RenderResult` with the images at each threshold and the objective history.
@@ -193,6 +209,9 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
         raise ValueError(f"autocast must be torch.bfloat16, torch.float16 or None, got "
                          f"{autocast!r}")
     preprocess = preprocessing_of(model) if preprocess is None else preprocess
+    if channels_last is None:
+        channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    forward = _compiled_run_to_layers() if compile else run_to_layers
     transform = _build_transforms(transforms)
     reads_input = INPUT_LAYER in objective.layers
     model_layers = sorted(objective.layers - {INPUT_LAYER})
@@ -223,9 +242,12 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
                                 "4 channels; composite them first: transforms="
                                 "param.alpha_transforms() (or param.CompositeBackground() first "
                                 "in the list)")
+                        x = preprocess(x.to(dtype))
+                        if channels_last and x.dim() == 4:
+                            x = x.contiguous(memory_format=torch.channels_last)
                         with torch.autocast(device.type, dtype=autocast or torch.bfloat16,
                                             enabled=autocast is not None):
-                            run_to_layers(model, preprocess(x.to(dtype)), acts)
+                            forward(model, x, acts)
                         if autocast is not None:
                             for name in model_layers:
                                 acts[name] = acts[name].float()
@@ -247,6 +269,12 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
                     if step in steps:
                         images.append(_snapshot(param))
                         taken.append(step)
+            except RuntimeError as error:
+                if channels_last and "view size is not compatible" in str(error):
+                    raise RuntimeError(f"{error}\nThe model calls .view() on a channels-last "
+                                       "tensor: pass channels_last=False to render_vis (or "
+                                       "use .reshape() in the model)") from error
+                raise
             except KeyboardInterrupt:
                 interrupted = True
                 if values[checked:]:

@@ -15,7 +15,8 @@ from torch import nn
 from lucent_core import Preprocessing, RenderResult, frozen, param, render_vis
 from lucent_core.models.config import preprocessing_of
 from lucent_core.objectives import Objective, channel
-from lucent_core.render import _build_param
+from lucent_core.render import _build_param, _build_transforms
+from lucent_core.transforms import RandomAffine
 
 
 # --- tiny models -----------------------------------------------------------------------------
@@ -489,14 +490,16 @@ def test_preprocessing_of_plain_model_is_identity():
 
 # --- transforms -------------------------------------------------------------------------------
 
-def test_transforms_none_uses_standard_transforms():
+def test_transforms_none_uses_the_fused_standard_affine():
     rec = Recorder()
     quick(make_net(rec), param_f=image_factory(32), transforms=None, thresholds=(6,))
-    sizes = rec.sizes
-    # pad 12 on each side (56), jitter 8 (48), scale 0.9..1.1 (43..53), rotate, jitter 4
-    assert len(sizes) == 6
-    assert all(39 <= h <= 49 and h == w for h, w in sizes), sizes
-    assert len(set(sizes)) > 1            # the scale is random: the size changes between steps
+    # pad 12 on each side, jitters of 8 and 4: a fixed 44 px, the scale zooms about the centre
+    assert rec.sizes == [(44, 44)] * 6
+    default = _build_transforms(None)
+    assert isinstance(default, RandomAffine)
+    torch.manual_seed(0)
+    draws = default.sample(torch.rand(8, 3, 32, 32))["draws"]
+    assert len({tuple(row.tolist()) for row in draws}) > 1  # a draw per image, not per batch
 
 
 def test_empty_transforms_means_none():
@@ -615,3 +618,51 @@ def test_autocast_render_reaches_the_float32_objective_within_a_few_percent(dtyp
     assert finals[1] == pytest.approx(finals[0], rel=0.05)
     with pytest.raises(ValueError, match="autocast must be torch.bfloat16, torch.float16"):
         render_vis(net, objective, thresholds=(1,), progress=False, autocast=torch.float64)
+
+
+# --- memory layout and torch.compile ----------------------------------------------------------
+
+def test_channels_last_input_by_default_for_conv_models_with_the_same_result():
+    rec = Recorder()
+    fast = quick(make_net(rec), thresholds=(5,))
+    assert all(x.is_contiguous(memory_format=torch.channels_last) for x in rec.inputs)
+    rec_plain = Recorder()
+    plain = quick(make_net(rec_plain), thresholds=(5,), channels_last=False)
+    assert all(x.is_contiguous() for x in rec_plain.inputs)
+    np.testing.assert_allclose(fast.history, plain.history, rtol=1e-5)
+    np.testing.assert_allclose(fast.image, plain.image, atol=1e-5)
+
+
+def test_channels_last_stays_off_for_models_without_convolutions():
+    rec = Recorder()
+    net = nn.Sequential(OrderedDict(rec=rec, pool=nn.AdaptiveAvgPool2d(2)))
+    quick(net, "pool:1")
+    assert rec.inputs and all(x.is_contiguous() for x in rec.inputs)
+
+
+class Viewing(nn.Module):
+    """A model written with .view() on its activations, which a channels-last input breaks."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.head = nn.Linear(4 * 14 * 14, 2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.head(y.view(y.shape[0], -1))
+
+
+def test_a_view_that_breaks_under_channels_last_names_the_switch():
+    with pytest.raises(RuntimeError, match="channels_last=False"):
+        quick(Viewing(), "head:0")
+    assert len(quick(Viewing(), "head:0", channels_last=False).history) == 3
+
+
+def test_compiled_forward_gives_the_eager_render():
+    eager = quick(make_net(), thresholds=(4,))
+    compiled = quick(make_net(), thresholds=(4,), compile=True)
+    np.testing.assert_allclose(compiled.history, eager.history, rtol=1e-4)
+    np.testing.assert_allclose(compiled.image, eager.image, atol=1e-4)
+    again = quick(make_net(), thresholds=(4,), compile=True)  # served from the compile cache
+    np.testing.assert_allclose(again.history, compiled.history, rtol=1e-6)
