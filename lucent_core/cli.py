@@ -27,6 +27,7 @@ from lucent_core import objectives, param
 from lucent_core.hooks import list_layers
 from lucent_core.io import save_png
 from lucent_core.models import create_model, get_config, list_models
+from lucent_core.atlas.plan import PRECISIONS
 from lucent_core.render import render_vis
 
 __all__ = ["main"]
@@ -67,6 +68,19 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--random-weights", action="store_true",
                         help="use randomly initialised weights (offline; for testing)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
+
+
+def _add_speed_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
+                        help="run the model under torch.autocast in this precision (bfloat16 is "
+                             "faster on recent GPUs; default float32)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model's forward (pays off on GPUs for long "
+                             "renders and atlases; the first step compiles)")
+
+
+def _autocast(args: argparse.Namespace) -> torch.dtype | None:
+    return None if args.precision == "float32" else getattr(torch, args.precision)
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -119,7 +133,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         optimizer=lambda params: torch.optim.Adam(params, lr=args.lr),
         transforms=[] if args.no_transforms else None,
         thresholds=(args.steps,), seed=args.seed, progress=not args.quiet,
-        redirected_relu=not args.no_redirect)
+        redirected_relu=not args.no_redirect, autocast=_autocast(args), compile=args.compile)
     elapsed = time.perf_counter() - started
     path = save_png(result.image, args.output)
     state = "interrupted at" if result.interrupted else "after"
@@ -156,7 +170,8 @@ def _render_atlas(args: argparse.Namespace) -> int:
         progress=not args.quiet, index=not args.no_index, model_name=args.model,
         weights=_weights_description(args), steps=args.steps, size=args.size, param=args.param,
         decorrelate=not args.no_decorrelate, transforms=args.transforms, lr=args.lr,
-        seed=args.seed, redirected_relu=not args.no_redirect)
+        seed=args.seed, redirected_relu=not args.no_redirect, precision=args.precision,
+        compile=args.compile)
     print(summary)
     return 130 if summary.interrupted else 0
 
@@ -207,6 +222,7 @@ def _add_atlas_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-index", action="store_true",
                         help="do not build the manifest and gallery at the end")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_speed_arguments(parser)
     parser.set_defaults(run=_cmd_atlas)
 
     index = commands.add_parser("atlas-index",
@@ -255,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--no-redirect", action="store_true",
                         help="plain ReLU gradients instead of Lucid's redirected ReLU")
     render.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_speed_arguments(render)
     render.set_defaults(run=_cmd_render)
     _add_atlas_parser(commands)
     return parser

@@ -366,3 +366,51 @@ def test_cli_atlas_errors_are_one_clear_line(tmp_path, capsys, extra, message):
     assert main(ARGS + extra + ["--out", str(tmp_path / "atlas")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("lucent-core: error:") and message in err
+
+
+# --- precision and torch.compile ---------------------------------------------------------------
+
+def test_precision_is_a_setting_that_resume_compares(tiny, tmp_path):
+    with pytest.raises(ValueError, match="choose one of.*bfloat16"):
+        AtlasSettings(model="m", weights_sha256="ab", precision="fp8")
+    plain = AtlasSettings(model="m", weights_sha256="ab")
+    assert "precision" not in plain.identity()  # seeds of float32 atlases never change
+    assert AtlasSettings(model="m", weights_sha256="ab", precision="bfloat16"
+                         ).identity()["precision"] == "bfloat16"
+    atlas.render_atlas(tiny, tmp_path, "2", units="0:2", precision="bfloat16", **FAST)
+    record = records(tmp_path, "2")[1]
+    assert record["precision"] == "bfloat16"
+    assert "--precision bfloat16" in record["command"]
+    with pytest.raises(AtlasError, match="precision"):
+        atlas.render_atlas(tiny, tmp_path, "2", units="0:2", **FAST)
+
+
+def test_bfloat16_atlas_is_close_to_float32(tiny, tmp_path):
+    a = atlas.render_atlas(tiny, tmp_path / "a", "2", units="0:3", **FAST)
+    b = atlas.render_atlas(tiny, tmp_path / "b", "2", units="0:3", precision="bfloat16", **FAST)
+    assert a.rendered == b.rendered == 3
+    for unit in range(3):
+        fp32 = records(tmp_path / "a", "2")[unit]["activation"]
+        bf16 = records(tmp_path / "b", "2")[unit]["activation"]
+        assert bf16 == pytest.approx(fp32, rel=0.1, abs=0.05)
+
+
+def test_compile_reaches_the_render(tiny, tmp_path, monkeypatch):
+    from lucent_core.atlas import runner
+    seen = []
+    real = runner.render_vis
+    monkeypatch.setattr(runner, "render_vis",
+                        lambda *a, **k: seen.append(k["compile"]) or real(*a, **k))
+    assert main(ARGS + ["--units", "0:2", "--compile", "--out", str(tmp_path)]) == 0
+    assert seen == [True]
+
+
+def test_cli_render_takes_precision_and_rejects_unknown_ones(tmp_path, capsys):
+    out = tmp_path / "u.png"
+    assert main(["render", "--model", "atlas_models:tiny", "--random-weights", "--layer", "2",
+                 "--unit", "1", "--steps", "3", "--size", "16", "--quiet",
+                 "--precision", "bfloat16", "-o", str(out)]) == 0
+    assert Image.open(out).size == (16, 16)
+    with pytest.raises(SystemExit):
+        main(["render", "--layer", "2", "--unit", "1", "--precision", "fp8"])
+    assert "invalid choice" in capsys.readouterr().err

@@ -141,6 +141,8 @@ def reproduce_command(settings: AtlasSettings, series: Series, unit: int) -> str
               "--seed", str(settings.seed)]
     if not settings.redirected_relu:
         words.append("--no-redirect")
+    if settings.precision != "float32":
+        words += ["--precision", settings.precision]
     words += ["--batch", "1", "--out", f"reproduce-{series.dir}-{unit}"]
     return shlex.join(words)
 
@@ -217,9 +219,9 @@ class _BatchRenderer:
     """Renders one :class:`Batch` with per-unit seeds and builds the units' records."""
 
     def __init__(self, model: nn.Module, settings: AtlasSettings, preprocess: Preprocessing,
-                 store: AtlasStore, worker: tuple[int, int]):
+                 store: AtlasStore, worker: tuple[int, int], compile: bool = False):
         self.model, self.settings, self.preprocess = model, settings, preprocess
-        self.store, self.worker = store, worker
+        self.store, self.worker, self.compile = store, worker, compile
         self.device, self.dtype = model_device(model)
         self.factory = _param_factory(settings)
 
@@ -252,7 +254,13 @@ class _BatchRenderer:
             self.model, objective, param_f=_seeded_param(self.factory, seeds),
             optimizer=lambda params: torch.optim.Adam(params, lr=settings.lr),
             transforms=transforms, thresholds=(settings.steps,), progress=False,
-            preprocess=self.preprocess, redirected_relu=settings.redirected_relu)
+            preprocess=self.preprocess, redirected_relu=settings.redirected_relu,
+            autocast=None if settings.precision == "float32" else getattr(torch,
+                                                                          settings.precision),
+            compile=self.compile,
+            # oneDNN's channels-last CPU kernels give an image numbers that depend on the
+            # batch it is in; contiguous ones do not, and a unit must render the same alone
+            channels_last=self.device.type != "cpu")
         if result.interrupted:
             return []
         pixels = np.round(result.image * 255).astype(np.uint8)
@@ -332,7 +340,8 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
                  units: "str | Sequence[int] | None" = None, *, batch: int = 64,
                  shard: "tuple[int, int] | str" = (0, 1), progress: bool = True,
                  index: bool = True, preprocess: Preprocessing | None = None,
-                 model_name: str | None = None, **settings: object) -> AtlasSummary:
+                 model_name: str | None = None, compile: bool = False,
+                 **settings: object) -> AtlasSummary:
     """Render every requested unit of one or more layers into an atlas directory.
 
     Units are optimised ``batch`` at a time (image ``i`` of a batch optimises unit ``i``); each
@@ -359,9 +368,11 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
         index: build the manifest and gallery when the atlas is complete.
         preprocess: model input preprocessing (default: the model's own).
         model_name: the model's name in records (default: its registry name, else its class).
+        compile: run the model's forward through ``torch.compile`` (see
+            :func:`~lucent_core.render_vis`); compiled once, reused for every batch.
         **settings: :class:`AtlasSettings` fields: ``steps``, ``size``, ``param``,
             ``decorrelate``, ``transforms``, ``lr``, ``redirected_relu``, ``seed``,
-            ``weights``.
+            ``precision``, ``weights``.
 
     Returns:
         An :class:`AtlasSummary` (printable).
@@ -416,7 +427,7 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
     todo_total = sum(not store.is_done(b.series, u) for b in mine for u in b.units)
     skipped = sum(len(b.units) for b in mine) - todo_total
 
-    renderer = _BatchRenderer(model, atlas_settings, preprocess, store, worker)
+    renderer = _BatchRenderer(model, atlas_settings, preprocess, store, worker, compile)
     rendered, interrupted = 0, False
     bar = tqdm(total=todo_total, unit="unit", disable=not progress or rank != 0,
                desc=f"atlas {worker[0]}/{worker[1]}" if worker[1] > 1 else "atlas")
