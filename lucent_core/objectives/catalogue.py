@@ -206,15 +206,31 @@ def diversity(layer: str) -> Objective:
         1.0
     """
     def inner(acts: Activations) -> torch.Tensor:
-        t = acts[layer]
-        batch = t.shape[0]
-        flat = t.reshape(batch, t.shape[1], -1)
-        grams = flat @ flat.transpose(1, 2)
-        grams = grams.reshape(batch, -1)
-        grams = grams / grams.norm(dim=1, keepdim=True).clamp(min=1e-10)
-        similarity = grams @ grams.T
-        return (similarity.sum() - similarity.diagonal().sum()) / batch
+        similarity = gram_similarity(acts[layer])
+        return (similarity.sum() - similarity.diagonal().sum()) / similarity.shape[0]
     return Objective(inner, [layer])
+
+
+def gram_similarity(acts: torch.Tensor) -> torch.Tensor:
+    """Cosine similarities between the images' Gram matrices of channel activations.
+
+    Args:
+        acts: ``(B, C, ...)`` activations of one layer.
+
+    Returns:
+        ``(B, B)``: entry ``(i, j)`` is the cosine of image i's and image j's Gram matrices
+        (1 on the diagonal for any non-zero image).
+
+    Example:
+        >>> x = torch.rand(1, 3, 4, 4)
+        >>> gram_similarity(torch.cat([x, 2 * x])).round(decimals=4).tolist()  # same pattern
+        [[1.0, 1.0], [1.0, 1.0]]
+    """
+    batch = acts.shape[0]
+    flat = acts.reshape(batch, acts.shape[1], -1)
+    grams = (flat @ flat.transpose(1, 2)).reshape(batch, -1)
+    grams = grams / grams.norm(dim=1, keepdim=True).clamp(min=1e-10)
+    return grams @ grams.T
 
 
 @wrap_objective
