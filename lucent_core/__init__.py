@@ -11,6 +11,7 @@ Example:
 """
 
 from lucent_core import objectives, param, transforms
+from lucent_core.examples import find_examples, load_examples
 from lucent_core.groups import NeuronGroups, groups_overlay, neuron_groups, nmf, render_groups
 from lucent_core.hooks import LayerInfo, capture, list_layers, resolve_layer
 from lucent_core.io import image_grid, save_png, show, to_numpy, to_pil
@@ -21,6 +22,7 @@ from lucent_core.render import RenderResult, frozen, render_vis
 __version__ = "0.1.0"
 
 __all__ = ["LayerInfo", "NeuronGroups", "Preprocessing", "RenderResult", "__version__", "capture",
-           "frozen", "groups_overlay", "image_grid", "list_layers", "load_image", "neuron_groups",
-           "nmf", "objectives", "param", "render_groups", "render_vis", "resolve_layer",
-           "save_png", "show", "to_numpy", "to_pil", "transforms"]
+           "find_examples", "frozen", "groups_overlay", "image_grid", "list_layers",
+           "load_examples", "load_image", "neuron_groups", "nmf", "objectives", "param",
+           "render_groups", "render_vis", "resolve_layer", "save_png", "show", "to_numpy",
+           "to_pil", "transforms"]

@@ -1,0 +1,791 @@
+"""Dataset examples: the images of a folder that excite each unit most, and where.
+
+:func:`find_examples` streams a folder of images through a model once and keeps, for every
+unit of a series (the channels of a layer, its centre neurons, or the rows of a direction
+matrix), the ``top`` images with the highest *peak* activation: the maximum of the unit's
+activation map over spatial positions. Each winner is saved as a crop of the input region that
+the peak position sees (its receptive field, :func:`receptive_field`), and all of it is listed
+in one JSON file that the atlas index and gallery read.
+
+Layout (paths relative to the output directory, usually an atlas directory)::
+
+    examples/<series dir>/examples.json           the result (written last: marks it finished)
+    examples/<series dir>/crops/00012-0.png       unit 12's strongest example, cropped
+    examples/<series dir>/progress.pt             the scan's running state, while unfinished
+
+The scan is exact and deterministic: ties are broken by the lower file number (files are
+sorted by their relative path), so the result does not depend on batch size, workers or on
+where an interrupted scan was resumed. Memory is ``O(units * (top + batch))`` whatever the
+number of images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from lucent_core.atlas.plan import Series, parse_units
+from lucent_core.atlas.runner import layer_unit_maps
+from lucent_core.atlas.store import AtlasError, AtlasWriteError, _differences, read_json, \
+    write_json
+from lucent_core.hooks import capture, frozen, model_device, run_to_layers
+from lucent_core.io import save_png, write_atomically
+from lucent_core.models.config import preprocessing_of
+from lucent_core.models.weights import state_dict_sha256
+
+__all__ = ["EXAMPLES_FORMAT", "IMAGE_SUFFIXES", "ExamplesSummary", "ReceptiveField",
+           "find_examples", "load_examples", "receptive_field"]
+
+EXAMPLES_FORMAT = 1
+#: File suffixes read as images (compared case-insensitively).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+DEFAULT_SIZE = 224
+_NO_FILE = torch.iinfo(torch.int64).max  # the file number of an empty top-k slot
+_RF_DRAWS = 4
+
+Preprocess = Callable[[torch.Tensor], torch.Tensor]
+
+
+# --- receptive fields ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """Which input pixels each position of a layer's activation map sees.
+
+    Position ``(y, x)`` (row, column) of the map sees the input box with rows
+    ``offset[0] + stride[0] * y`` up to ``offset[0] + stride[0] * y + extent[0]`` (exclusive),
+    and columns likewise with index 1, clipped to the image. A layer without spatial
+    dimensions (``map_size`` None) sees the whole image from its one position ``(0, 0)``.
+
+    Attributes:
+        image_size: ``(height, width)`` of the input image, in pixels.
+        map_size: ``(height, width)`` of the layer's activation map, or None.
+        stride: input pixels between neighbouring map positions, per axis.
+        offset: top and left of position ``(0, 0)``'s box before clipping (may be negative).
+        extent: height and width of a box before clipping.
+
+    Example:
+        >>> rf = ReceptiveField((8, 8), (4, 4), stride=(2, 2), offset=(-1, -1), extent=(4, 4))
+        >>> rf.box(0, 0), rf.box(1, 3)
+        ((0, 0, 3, 3), (1, 5, 5, 8))
+    """
+
+    image_size: tuple[int, int]
+    map_size: tuple[int, int] | None
+    stride: tuple[float, float] = (0.0, 0.0)
+    offset: tuple[float, float] = (0.0, 0.0)
+    extent: tuple[float, float] = (0.0, 0.0)
+
+    def box(self, y: int, x: int) -> tuple[int, int, int, int]:
+        """The input box ``(top, left, bottom, right)`` seen by map position ``(y, x)``.
+
+        Bottom and right are exclusive (``image[top:bottom, left:right]`` is the box); the
+        box is clipped to the image.
+
+        Args:
+            y: row of the activation map.
+            x: column of the activation map.
+
+        Returns:
+            ``(top, left, bottom, right)`` in input pixels.
+
+        Example:
+            >>> ReceptiveField((6, 6), None).box(0, 0)
+            (0, 0, 6, 6)
+        """
+        height, width = self.image_size
+        if self.map_size is None:
+            if (y, x) != (0, 0):
+                raise IndexError(f"position ({y}, {x}): a layer without spatial dimensions "
+                                 "has the one position (0, 0)")
+            return 0, 0, height, width
+        rows, cols = self.map_size
+        if not (0 <= y < rows and 0 <= x < cols):
+            raise IndexError(f"position ({y}, {x}) is outside the {rows} x {cols} activation "
+                             f"map (rows 0..{rows - 1}, columns 0..{cols - 1})")
+        spans = []
+        for axis, (at, length) in enumerate(((y, height), (x, width))):
+            start = self.offset[axis] + self.stride[axis] * at
+            low = math.floor(round(start, 6))
+            high = math.ceil(round(start + self.extent[axis], 6))
+            spans.append((min(max(low, 0), length), min(max(high, 0), length)))
+        (top, bottom), (left, right) = spans
+        return top, left, bottom, right
+
+
+def _probe_positions(length: int) -> list[int]:
+    """Map coordinates to measure along one axis: both ends, quarters and the middle."""
+    picks = {0, 1, length // 4, length // 2, length // 2 + 1, 3 * length // 4, length - 2,
+             length - 1}
+    return sorted(p for p in picks if 0 <= p < length)
+
+
+def _fit_axis(coords: list[int], lows: list[int], highs: list[int], length: int,
+              map_length: int) -> tuple[float, float, float]:
+    """Stride, offset and extent of one axis from measured (clipped) supports.
+
+    A low above 0 or a high below ``length`` is unclipped: exactly ``offset + stride * c``
+    (or that plus the extent) for a convolution / pooling stack. The stride is the median
+    slope between unclipped measurements; the offset is the smallest ``low - stride * c`` and
+    the far edge the largest ``high - stride * c``, so clipped measurements never shrink the
+    box, and the box of a region that touches both borders everywhere is the whole axis.
+    """
+    slopes = []
+    for values, free in ((lows, lambda v: v > 0), (highs, lambda v: v < length)):
+        points = sorted({c: v for c, v in zip(coords, values) if free(v)}.items())
+        slopes += [(v2 - v1) / (c2 - c1) for (c1, v1), (c2, v2) in zip(points, points[1:])]
+    stride = statistics.median(slopes) if slopes else length / map_length
+    stride = round(stride, 6)
+    offset = min(lo - stride * c for c, lo in zip(coords, lows))
+    end = max(hi - stride * c for c, hi in zip(coords, highs))
+    return stride, round(offset, 6), round(end - offset, 6)
+
+
+def _spatial_shape(model: nn.Module, layer: str, size: int, preprocess: Preprocess
+                   ) -> tuple[int, ...]:
+    """The layer's activation shape (without batch) for one grey ``size`` x ``size`` image."""
+    device, dtype = model_device(model)
+    grey = torch.full((1, 3, size, size), 0.5, device=device, dtype=dtype)
+    with torch.no_grad(), frozen(model), capture(model, [layer]) as acts:
+        run_to_layers(model, preprocess(grey), acts)
+        found = acts[layer]
+        if not isinstance(found, torch.Tensor):
+            raise ValueError(f"layer {layer!r} returns {type(found).__name__}, not a tensor")
+        return tuple(found.shape[1:])
+
+
+def receptive_field(model: nn.Module, layer: str, size: int,
+                    preprocess: Preprocess | None = None) -> ReceptiveField:
+    """Measure which input box each position of ``layer`` sees, for ``size`` x ``size`` input.
+
+    The field is found from input gradients, so it works for any network: for a few map
+    positions, the gradient of the sum over channels of ``|activation|`` at that position is
+    taken with respect to the input image (RGB in [0, 1], before ``preprocess``), for several
+    random images (so that ReLU gating and max-pooling choices, which cut paths for one image,
+    do not shrink the union); the bounding box of the non-zero gradient is that position's
+    box. Stride and offset come from how the boxes move between positions. For plain
+    convolution and pooling stacks the result is exact; padding shows as boxes clipped at the
+    borders. Input that a position does not depend on at all (a dead layer) counts as the
+    whole image. A layer without spatial dimensions sees the whole image.
+
+    Args:
+        model: the network (left unchanged).
+        layer: the layer's name (as :func:`~lucent_core.hooks.capture` takes it).
+        size: the input image's height and width in pixels.
+        preprocess: model input preprocessing (default: the model's own).
+
+    Returns:
+        A :class:`ReceptiveField`; ``rf.box(y, x)`` is ``(top, left, bottom, right)``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2))
+        >>> rf = receptive_field(net, "0", 9)
+        >>> rf.map_size, rf.stride, rf.box(1, 2)
+        ((4, 4), (2.0, 2.0), (2, 4, 5, 7))
+    """
+    size = _positive_int(size, "size")
+    preprocess = preprocessing_of(model) if preprocess is None else preprocess
+    return _measure_field(model, layer, size, preprocess,
+                          _spatial_shape(model, layer, size, preprocess))
+
+
+def _measure_field(model: nn.Module, layer: str, size: int, preprocess: Preprocess,
+                   shape: tuple[int, ...]) -> ReceptiveField:
+    """:func:`receptive_field` for a layer whose activation shape is already known."""
+    if len(shape) != 3:
+        return ReceptiveField((size, size), None)
+    rows, cols = shape[1:]
+    ys, xs = _probe_positions(rows), _probe_positions(cols)
+    count = max(len(ys), len(xs))
+    positions = [(ys[min(i, len(ys) - 1)], xs[min(i, len(xs) - 1)]) for i in range(count)]
+    device, dtype = model_device(model)
+    generator = torch.Generator().manual_seed(0)
+    support = torch.zeros(count, size, size, dtype=torch.bool)
+    index = torch.arange(count, device=device)
+    at_y = torch.tensor([p[0] for p in positions], device=device)
+    at_x = torch.tensor([p[1] for p in positions], device=device)
+    with torch.enable_grad(), frozen(model), capture(model, [layer]) as acts:
+        for _ in range(_RF_DRAWS):
+            image = torch.rand(count, 3, size, size, generator=generator)
+            image = image.to(device=device, dtype=dtype).requires_grad_(True)
+            run_to_layers(model, preprocess(image), acts)
+            picked = acts[layer][index, :, at_y, at_x]  # (count, C): image i, position i
+            (grad,) = torch.autograd.grad(picked.float().abs().sum(), image)
+            support |= (grad.detach().abs().sum(1) > 0).cpu()
+            acts.clear()
+    found = [i for i in range(count) if support[i].any()]
+    if not found:
+        return ReceptiveField((size, size), (rows, cols), (0.0, 0.0), (0.0, 0.0),
+                              (float(size), float(size)))
+    fits = []
+    for axis, length, map_length in ((0, size, rows), (1, size, cols)):
+        coords, lows, highs = [], [], []
+        for i in found:
+            hit = support[i].any(dim=1 - axis).nonzero().flatten()
+            coords.append(positions[i][axis])
+            lows.append(int(hit[0]))
+            highs.append(int(hit[-1]) + 1)
+        fits.append(_fit_axis(coords, lows, highs, length, map_length))
+    (sy, oy, ey), (sx, ox, ex) = fits
+    return ReceptiveField((size, size), (rows, cols), (sy, sx), (oy, ox), (ey, ex))
+
+
+# --- images --------------------------------------------------------------------------------
+
+def _image_files(folder: Path) -> list[str]:
+    """The relative POSIX path of every image under ``folder``, sorted.
+
+    Only the relative paths are kept (a short string per file): folders of millions of images
+    are fine.
+    """
+    if not folder.exists():
+        raise FileNotFoundError(f"the images folder {folder} does not exist")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"images must be a folder of images, got the file {folder}")
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in files:
+            path = Path(root) / name
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                found.append(path.relative_to(folder).as_posix())
+    if not found:
+        raise ValueError(f"no images in {folder}: looked for files ending in "
+                         f"{', '.join(IMAGE_SUFFIXES)} (any case) in it and its subfolders")
+    found.sort()
+    return found
+
+
+def _files_sha256(folder: Path, files: Sequence[str]) -> str:
+    """Digest of the file list: every relative path and file size, in order."""
+    digest = hashlib.sha256()
+    for relative in files:
+        digest.update(f"{relative}\0{(folder / relative).stat().st_size}\n".encode())
+    return digest.hexdigest()
+
+
+def _load_image(path: Path, size: int) -> np.ndarray:
+    """The file as ``(size, size, 3)`` uint8 RGB: shorter side resized to ``size``, centre crop.
+
+    EXIF orientation is applied, as image viewers do. Raises whatever PIL raises for a file
+    it cannot read.
+    """
+    with Image.open(path) as opened:
+        picture = ImageOps.exif_transpose(opened).convert("RGB")
+    width, height = picture.size
+    scale = size / min(width, height)
+    new = (max(size, round(width * scale)), max(size, round(height * scale)))
+    if new != (width, height):
+        picture = picture.resize(new, Image.Resampling.BILINEAR)  # antialiased when shrinking
+    left, top = (new[0] - size) // 2, (new[1] - size) // 2
+    return np.asarray(picture.crop((left, top, left + size, top + size)))
+
+
+class _ImageFiles(Dataset):
+    """Files ``start..`` of the list as ``(file number, uint8 (3, S, S) or None, reason)``."""
+
+    def __init__(self, folder: Path, files: Sequence[str], size: int, start: int = 0):
+        self.folder, self.files, self.size, self.start = folder, files, size, start
+
+    def __len__(self) -> int:
+        return len(self.files) - self.start
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
+        number = self.start + i
+        try:
+            pixels = _load_image(self.folder / self.files[number], self.size)
+        except Exception as error:  # any file PIL cannot read is skipped, never fatal
+            return number, None, f"{type(error).__name__}: {error}"[:200]
+        return number, torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous(), None
+
+
+def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor | None, list, int]:
+    """Drop unreadable files: (file numbers, images or None, [(number, reason)], file count)."""
+    good = [(n, pixels) for n, pixels, _ in items if pixels is not None]
+    bad = [(n, reason) for n, pixels, reason in items if pixels is None]
+    numbers = torch.tensor([n for n, _ in good], dtype=torch.int64)
+    images = torch.stack([p for _, p in good]) if good else None
+    return numbers, images, bad, len(items)
+
+
+# --- the running top-k ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _TopK:
+    """The best ``k`` files per unit so far, ordered by (peak descending, file number).
+
+    ``values`` (U, k) float32 peaks, ``files`` (U, k) int64 file numbers (``_NO_FILE`` for an
+    empty slot), ``positions`` (U, k, 2) int64 map positions; ``processed`` files read so far
+    (in file order) and the numbers of those ``skipped``.
+    """
+
+    values: torch.Tensor
+    files: torch.Tensor
+    positions: torch.Tensor
+    processed: int = 0
+    skipped: tuple[int, ...] = ()
+
+    @classmethod
+    def empty(cls, units: int, k: int) -> "_TopK":
+        return cls(torch.full((units, k), -math.inf), torch.full((units, k), _NO_FILE),
+                   torch.full((units, k, 2), -1, dtype=torch.int64))
+
+    def merged(self, values: torch.Tensor, files: torch.Tensor, positions: torch.Tensor,
+               count: int, skipped: Sequence[int] = ()) -> "_TopK":
+        """Merge a batch: ``values`` (B, U), ``files`` (B,), ``positions`` (B, U, 2)."""
+        units, k = self.values.shape
+        all_values = torch.cat([self.values, values.t().float()], 1)
+        all_files = torch.cat([self.files, files.reshape(1, -1).expand(units, -1)], 1)
+        all_positions = torch.cat([self.positions, positions.transpose(0, 1)], 1)
+        # sort by file number, then stably by value: equal values keep the lower file first
+        order = all_files.argsort(dim=1, stable=True)
+        all_values, all_files = all_values.gather(1, order), all_files.gather(1, order)
+        all_positions = all_positions.gather(1, order[..., None].expand(-1, -1, 2))
+        best = all_values.sort(dim=1, descending=True, stable=True).indices[:, :k]
+        return _TopK(all_values.gather(1, best), all_files.gather(1, best),
+                     all_positions.gather(1, best[..., None].expand(-1, -1, 2)),
+                     self.processed + count,
+                     self.skipped + tuple(skipped) if skipped else self.skipped)
+
+
+def _peaks(acts: torch.Tensor, series: Series, index: torch.Tensor,
+           rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's peak of each chosen unit, (B, U), and its map position (y, x), (B, U, 2)."""
+    maps = layer_unit_maps(acts, series, rows)
+    if rows is None:
+        maps = maps.index_select(1, index)
+    batch, units = maps.shape[:2]
+    if maps.dim() == 2:
+        return maps.float().cpu(), torch.zeros(batch, units, 2, dtype=torch.int64)
+    width = maps.shape[-1]
+    peaks, where = maps.reshape(batch, units, -1).float().max(dim=2)  # first max on ties
+    positions = torch.stack([where // width, where % width], dim=2)
+    if series.kind == "neuron":  # the one map position is the layer's centre
+        centre = torch.tensor([acts.shape[2] // 2, acts.shape[3] // 2], device=acts.device)
+        positions = centre.expand(batch, units, 2)
+    return peaks.cpu(), positions.cpu()
+
+
+# --- the job -------------------------------------------------------------------------------
+
+@dataclass
+class ExamplesSummary:
+    """What one :func:`find_examples` call did.
+
+    Attributes:
+        path: the series' ``examples.json`` (written when the scan is finished).
+        files: image files found in the folder.
+        scanned: files read successfully so far (this call and resumed ones).
+        skipped: relative paths of the files that could not be read, in file order.
+        units: units in ``examples.json`` for this call's request.
+        seconds: wall time of this call.
+        processed: files read by this call (0 when resumed at the end, or already complete).
+        resumed: files read by earlier, interrupted calls that this call continued.
+        interrupted: Ctrl-C stopped it; the progress is saved, run the same call again.
+        already_complete: the examples existed already; nothing was done.
+        reasons: why this call skipped each file it could not read (relative path -> error).
+    """
+
+    path: Path
+    files: int
+    scanned: int
+    skipped: list[str]
+    units: int
+    seconds: float
+    processed: int = 0
+    resumed: int = 0
+    interrupted: bool = False
+    already_complete: bool = False
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        if self.already_complete:
+            return (f"already complete: {self.units} units, {self.files} files; nothing to do "
+                    f"({self.path})")
+        rate = f" ({self.processed / self.seconds:.1f} files/s)" if self.processed and \
+            self.seconds > 0 else ""
+        resumed = f", resumed after {self.resumed}" if self.resumed else ""
+        lines = [f"{self.files} image files: {self.processed} read in {self.seconds:.1f}s"
+                 f"{rate}{resumed}; {self.scanned} scanned, {len(self.skipped)} skipped"]
+        if self.skipped:
+            shown = [f"{name} ({self.reasons[name]})" if name in self.reasons else name
+                     for name in self.skipped[:5]]
+            more = f" and {len(self.skipped) - 5} more" if len(self.skipped) > 5 else ""
+            lines.append("skipped (unreadable): " + ", ".join(shown) + more)
+        if self.interrupted:
+            lines.append("interrupted: the progress is saved; run the same command again to "
+                         "resume")
+        else:
+            lines.append(f"examples of {self.units} units: {self.path}")
+        return "\n".join(lines)
+
+
+def _positive_int(value: object, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _as_series(series: Union[str, Series]) -> Series:
+    if isinstance(series, str):
+        return Series(series)
+    if isinstance(series, Series):
+        return series
+    raise TypeError(f"series must be a layer name (its channels) or a lucent_core.atlas.Series "
+                    f"(kind 'channel', 'neuron' or 'direction'), got {type(series).__name__}")
+
+
+def _choose_units(units: "str | Sequence[int] | None", count: int) -> list[int]:
+    if units is None or isinstance(units, str):
+        return parse_units(units, count)
+    units = list(units)
+    if not units:
+        raise ValueError("units is an empty list; give unit numbers, a range like '0:64', or "
+                         "None for all")
+    for unit in units:
+        if isinstance(unit, bool) or not isinstance(unit, (int, np.integer)):
+            raise ValueError(f"units must be integers (or a string like '0:64'), got {unit!r}")
+    return parse_units(",".join(str(int(u)) for u in units), count)
+
+
+def _write_error(error: OSError, what: str, where: Path) -> AtlasWriteError:
+    return AtlasWriteError(
+        f"could not write {what} in {where}: {error}. The scan's progress so far is kept in "
+        f"progress.pt; fix the problem (disk space, permissions) and run the same command "
+        f"again to resume.")
+
+
+def _refuse(path: Path, found: dict, wanted: dict, directory: Path) -> None:
+    differences = _differences(found, wanted)
+    if differences:
+        raise AtlasError(
+            f"{path} was made with other settings; refusing to mix two sets of dataset "
+            f"examples. Differences: "
+            + "; ".join(differences).replace(" in the atlas,", f" in {path.name},")
+            + f". Use another output directory (--out), or delete {directory} to start over.")
+
+
+def _save_progress(path: Path, identity: dict, units: list[int], state: _TopK) -> None:
+    data = {"format": EXAMPLES_FORMAT, "identity": identity, "units": units,
+            "values": state.values, "files": state.files, "positions": state.positions,
+            "processed": state.processed, "skipped": list(state.skipped)}
+    try:
+        write_atomically(path, lambda tmp: torch.save(data, tmp))
+    except OSError as error:
+        raise _write_error(error, "the scan's progress", path.parent) from error
+
+
+def _load_progress(path: Path, identity: dict, units: list[int], top: int) -> _TopK:
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise AtlasError(f"{path} cannot be read ({type(error).__name__}: {error}); it was not "
+                         "written by lucent-core (whose writes are atomic): delete it to scan "
+                         "again from the start") from error
+    _refuse(path, data.get("identity", {}), identity, path.parent)
+    if data.get("units") != units:
+        found = data.get("units") or []
+        raise AtlasError(f"{path} holds an unfinished scan for {len(found)} units "
+                         f"({_unit_list(found)}), not the {len(units)} asked for now "
+                         f"({_unit_list(units)}); finish it first by running with its units, "
+                         f"or delete {path} to start this scan instead")
+    state = _TopK(data["values"], data["files"], data["positions"], int(data["processed"]),
+                  tuple(int(n) for n in data["skipped"]))
+    if state.values.shape != (len(units), top):
+        raise AtlasError(f"{path} holds a top-k state of shape {tuple(state.values.shape)}, "
+                         f"expected {(len(units), top)}: delete it to scan again")
+    return state
+
+
+def _unit_list(units: Sequence[int]) -> str:
+    shown = ", ".join(str(u) for u in units[:8])
+    return shown + (", ..." if len(units) > 8 else "")
+
+
+def _check_atlas_weights(out: Path, weights_sha256: str) -> None:
+    path = out / "atlas.json"
+    if not path.is_file():
+        return
+    found = read_json(path).get("settings", {}).get("weights_sha256")
+    if found != weights_sha256:
+        raise AtlasError(f"{out} is an atlas rendered with weights {found}, but this model's "
+                         f"weights are {weights_sha256}: dataset examples of other weights "
+                         "would mislead. Use the atlas's model, or another --out.")
+
+
+def find_examples(model: nn.Module, images: str | os.PathLike, out: str | os.PathLike,
+                  series: Union[str, Series], *, top: int = 9,
+                  units: "str | Sequence[int] | None" = None, batch_size: int = 32,
+                  workers: int = 0, size: int | None = None,
+                  preprocess: Preprocess | None = None, model_name: str | None = None,
+                  progress: bool = True, checkpoint_every: int = 20) -> ExamplesSummary:
+    """Find the images of a folder that activate each unit most, and crop what it sees.
+
+    Every ``.jpg``, ``.jpeg``, ``.png`` and ``.webp`` file under ``images`` (any case, in
+    subfolders too, in order of relative path) is opened, converted to RGB, resized so its
+    shorter side is ``size`` (bilinear, antialiased) and centre-cropped to ``size`` x
+    ``size``, then preprocessed and run up to the layer. Files that cannot be read are skipped
+    and listed. For each unit the ``top`` files with the highest peak activation (maximum
+    over the unit's activation map; ties: lower file first) are kept with the peak's map
+    position; each is saved as the crop of its receptive-field box (:func:`receptive_field`)
+    in ``<out>/examples/<series dir>/crops/<unit:05d>-<rank>.png``, and everything is listed
+    in ``<out>/examples/<series dir>/examples.json``::
+
+        {"format": 1, "identity": {...}, "images": "<folder>", "files": N, "scanned": n,
+         "skipped": ["bad.jpg", ...], "layer": ..., "kind": ..., "top": k, "size": S,
+         "units": {"12": [{"image": "examples/<dir>/crops/00012-0.png",
+                           "source": "sub/photo.jpg", "activation": 3.2,
+                           "position": [y, x], "box": [top, left, bottom, right]}, ...]}}
+
+    ``position`` is (row, column) in the layer's activation map (the centre for neurons,
+    ``[0, 0]`` for layers without spatial dimensions); ``box`` is in pixels of the resized,
+    cropped image, bottom and right exclusive.
+
+    Resuming: the running top-k state is saved to ``progress.pt`` every ``checkpoint_every``
+    batches, on Ctrl-C and at the end of the scan; the same call again continues from there
+    and gives the same ``examples.json`` as an uninterrupted run. A finished series is not
+    scanned again; asking for more units of it scans for the new ones and adds them. Other
+    settings (model, weights, layer, kind, directions, ``top``, ``size``, or changed files)
+    are refused with the differences. If ``out`` is an atlas, its weights must be the model's.
+
+    Args:
+        model: the network (on the device to run on).
+        images: the folder of images.
+        out: the output directory (usually the atlas directory).
+        series: a layer name (its channels) or a :class:`~lucent_core.atlas.Series`
+            (``"channel"``, ``"neuron"`` or ``"direction"``).
+        top: examples kept per unit.
+        units: which units: ``"0:64"``, ``[3, 7]``, ... (default: all).
+        batch_size: images per forward pass.
+        workers: DataLoader worker processes that read and resize images (0: in this one).
+        size: the square image size (default: the model's ``config.input_size``, else 224).
+        preprocess: model input preprocessing (default: the model's own).
+        model_name: the model's name in the identity (default: its registry name, else its
+            class name).
+        progress: show a progress bar over files.
+        checkpoint_every: save the scan's progress every this many batches.
+
+    Returns:
+        An :class:`ExamplesSummary` (printable).
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> for i in range(3):
+        ...     _ = save_png(np.full((8, 8, 3), i / 4), folder / f"grey{i}.png")
+        >>> net = nn.Sequential(nn.Conv2d(3, 2, 3))
+        >>> with torch.no_grad():
+        ...     _ = net[0].weight.fill_(1.0), net[0].bias.zero_()
+        >>> out = tempfile.mkdtemp()
+        >>> summary = find_examples(net, folder, out, "0", top=2, size=8, progress=False)
+        >>> summary.scanned, summary.units
+        (3, 2)
+        >>> [e["source"] for e in load_examples(out, "0")["units"]["0"]]
+        ['grey2.png', 'grey1.png']
+    """
+    started = time.perf_counter()
+    series = _as_series(series)
+    top = _positive_int(top, "top")
+    batch_size = _positive_int(batch_size, "batch_size")
+    workers = _positive_int(workers, "workers", minimum=0)
+    checkpoint_every = _positive_int(checkpoint_every, "checkpoint_every")
+    if size is None:
+        input_size = getattr(getattr(model, "config", None), "input_size", None)
+        size = int(input_size[0]) if input_size else DEFAULT_SIZE
+    size = _positive_int(size, "size")
+    preprocess = preprocessing_of(model) if preprocess is None else preprocess
+    folder, out = Path(images), Path(out)
+    files = _image_files(folder)
+
+    config = getattr(model, "config", None)
+    weights_sha256 = state_dict_sha256(model)
+    identity = {"model": model_name or getattr(config, "name", None) or type(model).__name__,
+                "weights_sha256": weights_sha256, "layer": series.layer, "kind": series.kind,
+                "directions_sha256": series.directions_sha256, "top": top, "size": size,
+                "files_sha256": _files_sha256(folder, files)}
+    _check_atlas_weights(out, weights_sha256)
+
+    shape = _spatial_shape(model, series.layer, size, preprocess)
+    if len(shape) not in (1, 3):
+        raise ValueError(f"layer {series.layer!r} gives activations of shape (B, "
+                         f"{', '.join(map(str, shape))}); dataset examples need (B, C) or "
+                         "(B, C, H, W) layers")
+    if series.kind == "neuron" and len(shape) != 3:
+        raise ValueError(f"neurons need a spatial layer; {series.layer!r} gives {shape}: use "
+                         "its channels instead")
+    if series.directions is not None and series.directions.shape[1] != shape[0]:
+        raise ValueError(f"the directions have {series.directions.shape[1]} values per row but "
+                         f"layer {series.layer!r} has {shape[0]} channels")
+    wanted = _choose_units(units, series.count(shape[0]))
+
+    directory = out / "examples" / series.dir
+    result_path, progress_path = directory / "examples.json", directory / "progress.pt"
+    done: dict = {}
+    if result_path.is_file():
+        previous = read_json(result_path)
+        _refuse(result_path, previous.get("identity", {}), identity, directory)
+        done = previous.get("units", {})
+    todo = [u for u in wanted if str(u) not in done]
+    common = dict(path=result_path, files=len(files), units=len(wanted))
+    if not todo:
+        return ExamplesSummary(scanned=previous["scanned"], skipped=list(previous["skipped"]),
+                               seconds=time.perf_counter() - started, already_complete=True,
+                               **common)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise AtlasWriteError(f"cannot create the examples directory {directory}: "
+                              f"{error}") from error
+    if not os.access(directory, os.W_OK):
+        raise AtlasWriteError(f"the examples directory {directory} is not writable")
+
+    state = _load_progress(progress_path, identity, todo, top) if progress_path.is_file() \
+        else _TopK.empty(len(todo), top)
+    resumed = saved = state.processed
+    device, dtype = model_device(model)
+    index = torch.tensor(todo, device=device)
+    rows = None if series.directions is None else series.directions[todo].to(device)
+    rf = _measure_field(model, series.layer, size, preprocess, shape)
+    reasons: dict[str, str] = {}
+    interrupted = False
+    bar = tqdm(total=len(files), initial=state.processed, unit="img", disable=not progress,
+               desc=f"examples {series.dir}")
+    try:
+        if state.processed < len(files):
+            loader = DataLoader(_ImageFiles(folder, files, size, state.processed),
+                                batch_size=batch_size, num_workers=workers,
+                                collate_fn=_collate, shuffle=False)
+            with torch.no_grad(), frozen(model), capture(model, [series.layer]) as acts:
+                for batch_number, (numbers, pixels, bad, count) in enumerate(loader, 1):
+                    if pixels is not None:
+                        x = pixels.to(device=device, dtype=dtype) / 255
+                        run_to_layers(model, preprocess(x), acts)
+                        peaks, positions = _peaks(acts[series.layer], series, index, rows)
+                        acts.clear()
+                        if torch.isnan(peaks).any():
+                            row = int(torch.isnan(peaks).any(1).nonzero()[0])
+                            raise FloatingPointError(
+                                f"the model gives NaN activations at {series.layer!r} for "
+                                f"{files[int(numbers[row])]}")
+                    else:
+                        peaks = torch.empty(0, len(todo))
+                        positions = torch.empty(0, len(todo), 2, dtype=torch.int64)
+                    state = state.merged(peaks, numbers, positions, count, [n for n, _ in bad])
+                    reasons.update((files[n], reason) for n, reason in bad)
+                    bar.update(count)
+                    if state.skipped:
+                        bar.set_postfix_str(f"{len(state.skipped)} skipped", refresh=False)
+                    if batch_number % checkpoint_every == 0:
+                        _save_progress(progress_path, identity, todo, state)
+                        saved = state.processed
+            _save_progress(progress_path, identity, todo, state)
+            saved = state.processed
+        entries = _write_crops(folder, files, size, state, todo, rf, directory, out)
+    except KeyboardInterrupt:
+        interrupted = True
+        if state.processed != saved:
+            _save_progress(progress_path, identity, todo, state)
+    except Exception:
+        # the state holds whole batches only: keep them for a resume (a DataLoader worker
+        # killed by the scheduler's SIGTERM, say), then report the error itself
+        if state.processed != saved:
+            try:
+                _save_progress(progress_path, identity, todo, state)
+            except AtlasWriteError:
+                pass
+        raise
+    finally:
+        bar.close()
+
+    scanned = state.processed - len(state.skipped)
+    skipped = [files[n] for n in state.skipped]
+    if not interrupted:
+        merged = {**done, **{str(u): entries[i] for i, u in enumerate(todo)}}
+        data = {"format": EXAMPLES_FORMAT, "identity": identity, "images": str(images),
+                "files": len(files), "scanned": scanned, "skipped": skipped,
+                "layer": series.layer, "kind": series.kind, "top": top, "size": size,
+                "units": {str(u): merged[str(u)] for u in sorted(map(int, merged))}}
+        try:
+            write_json(result_path, data)
+            progress_path.unlink(missing_ok=True)
+        except OSError as error:
+            raise _write_error(error, "examples.json", directory) from error
+    return ExamplesSummary(scanned=scanned, skipped=skipped,
+                           seconds=time.perf_counter() - started,
+                           processed=state.processed - resumed, resumed=resumed,
+                           interrupted=interrupted, reasons=reasons, **common)
+
+
+def _write_crops(folder: Path, files: Sequence[str], size: int, state: _TopK,
+                 units: list[int], rf: ReceptiveField, directory: Path, out: Path
+                 ) -> list[list[dict]]:
+    """Save every winner's crop (one image open per file) and return each unit's entries."""
+    entries: list[list[dict]] = [[] for _ in units]
+    crops: dict[int, list[tuple[Path, tuple[int, int, int, int]]]] = {}
+    for u, unit in enumerate(units):
+        for rank in range(state.files.shape[1]):
+            number = int(state.files[u, rank])
+            if number == _NO_FILE:
+                break
+            y, x = (int(v) for v in state.positions[u, rank])
+            box = rf.box(y, x)
+            path = directory / "crops" / f"{unit:05d}-{rank}.png"
+            crops.setdefault(number, []).append((path, box))
+            entries[u].append({"image": path.relative_to(out).as_posix(),
+                               "source": files[number],
+                               "activation": float(state.values[u, rank]),
+                               "position": [y, x], "box": list(box)})
+    for number in sorted(crops):
+        relative = files[number]
+        try:
+            pixels = _load_image(folder / relative, size)
+        except Exception as error:
+            raise AtlasError(f"{relative} was read during the scan but cannot be read now "
+                             f"({error}): the folder changed; delete "
+                             f"{directory / 'progress.pt'} to scan it again") from error
+        for crop_path, (top, left, bottom, right) in crops[number]:
+            try:
+                save_png(pixels[top:bottom, left:right], crop_path)
+            except OSError as error:
+                raise _write_error(error, f"the crop {crop_path.name}", directory) from error
+    return entries
+
+
+def load_examples(out: str | os.PathLike, series: Union[str, Series]) -> dict:
+    """Read the ``examples.json`` of a series (see :func:`find_examples` for its format).
+
+    Args:
+        out: the output directory given to :func:`find_examples`.
+        series: a layer name (its channels) or a :class:`~lucent_core.atlas.Series`.
+
+    Returns:
+        The parsed ``examples.json``; paths in it are relative to ``out``.
+
+    Example:
+        >>> import tempfile
+        >>> load_examples(tempfile.mkdtemp(), "conv")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: no dataset examples for series 'conv' in ...
+    """
+    series = _as_series(series)
+    path = Path(out) / "examples" / series.dir / "examples.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no dataset examples for series {series.dir!r} in {out} (looked for {path}): find "
+            f"them first with `lucent-core examples --model MODEL --layer {series.layer} "
+            f"--images FOLDER --out {out}` or lucent_core.examples.find_examples")
+    return read_json(path)
