@@ -140,6 +140,12 @@ def _cmd_render(args: argparse.Namespace) -> int:
     print(f"{objective.name}: {result.history[0]:.4g} -> {result.history[-1]:.4g} "
           f"{state} {len(result.history)} steps, {args.size}px x {args.batch}, "
           f"{elapsed:.1f}s on {next(model.parameters()).device}; saved {path}")
+    if args.batch > 1:
+        from lucent_core.quality import diversity_score
+        images = torch.from_numpy(result.image).permute(0, 3, 1, 2)
+        score = diversity_score(model, images, args.layer)
+        print(f"diversity score at {args.layer}: {score:.3f} (mean Gram cosine between the "
+              "images; lower is more diverse)")
     return 0
 
 
@@ -184,6 +190,63 @@ def _cmd_atlas_index(args: argparse.Namespace) -> int:
         print(f"{series['name']:40s} {series['count']:6d} of {series['total']} units")
     print(f"gallery: {page}")
     return 0
+
+
+def _cmd_examples(args: argparse.Namespace) -> int:
+    from lucent_core import atlas
+    from lucent_core.examples import find_examples
+    if args.directions and args.neuron:
+        raise ValueError("--neuron and --directions exclude each other")
+    model = _load(args)
+    if args.directions:
+        series = atlas.Series(args.layer, "direction", atlas.load_directions(args.directions),
+                              source=args.directions)
+    else:
+        series = atlas.Series(args.layer, "neuron" if args.neuron else "channel")
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        summary = find_examples(model, args.images, args.out, series, top=args.top,
+                                units=args.units, batch_size=args.batch_size,
+                                workers=args.workers, size=args.size, model_name=args.model,
+                                progress=not args.quiet)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(summary)
+    if summary.interrupted:
+        return 130
+    if not args.no_index and (Path(args.out) / "atlas.json").is_file():
+        print(f"gallery: {atlas.build_index(args.out)}")
+    return 0
+
+
+def _add_examples_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "examples", help="find the dataset images that activate each unit most (top-k + crops)",
+        description="Stream a folder of images (recursive; JPEG, PNG, WebP) through the model "
+                    "and keep, for every unit, the top-k images by peak activation with a crop "
+                    "of the receptive field around the peak. Results go into OUT (an atlas "
+                    "directory: its gallery then shows them); re-running resumes.")
+    _add_model_arguments(parser)
+    parser.add_argument("--layer", required=True, help="layer name, e.g. block4_conv3")
+    parser.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    parser.add_argument("--out", required=True, help="the atlas directory to add examples to")
+    parser.add_argument("--top", type=int, default=9, help="images kept per unit (9)")
+    parser.add_argument("--units", help="which units: 0:64, 3,7,9 ... (default: all)")
+    parser.add_argument("--neuron", action="store_true", help="the centre neuron of each channel")
+    parser.add_argument("--directions", metavar="FILE",
+                        help="an N x C .pt/.npy file: examples for each direction")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward (32)")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="image-decoding worker processes (default: up to 4)")
+    parser.add_argument("--size", type=int,
+                        help="resize + centre-crop images to this size (default: the model's "
+                             "input size, else 224)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the seed of --random-weights (use the atlas's --seed)")
+    parser.add_argument("--no-index", action="store_true",
+                        help="do not rebuild the atlas's manifest and gallery afterwards")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_cmd_examples)
 
 
 def _add_atlas_parser(commands: argparse._SubParsersAction) -> None:
@@ -274,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_speed_arguments(render)
     render.set_defaults(run=_cmd_render)
     _add_atlas_parser(commands)
+    _add_examples_parser(commands)
     return parser
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import signal
 from pathlib import Path
@@ -414,3 +415,65 @@ def test_cli_render_takes_precision_and_rejects_unknown_ones(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["render", "--layer", "2", "--unit", "1", "--precision", "fp8"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+# --- quality scores and dataset examples in records -------------------------------------------
+
+def test_records_carry_peak_activation_and_robustness(tiny, tmp_path):
+    from lucent_core.atlas.runner import unit_maps
+    from lucent_core.quality import robustness
+    atlas.render_atlas(tiny, tmp_path, "2", units="0:3", **FAST)
+    scored = []
+    for unit, record in records(tmp_path, "2").items():
+        saved = torch.from_numpy(pixels(tmp_path / record["image"])).float().permute(2, 0, 1)[
+            None] / 255
+        with torch.no_grad():
+            maps = unit_maps(tiny[:3](saved), Series("2"), torch.tensor([unit]))  # layer "2"
+        assert record["peak_activation"] == pytest.approx(maps.max().item(), rel=1e-5)
+        assert record["peak_activation"] >= record["activation"]
+        expected = robustness(tiny, saved, "2", [unit]).item()
+        if math.isnan(expected):      # the value on the picture is not positive: no ratio
+            assert record["quality"]["robustness"] is None
+        else:
+            assert record["quality"]["robustness"] == pytest.approx(expected, rel=1e-4)
+            scored.append(unit)
+    assert scored
+
+
+def write_examples(out: Path, series_dir: str, units: dict[int, list[float]]) -> None:
+    """An examples.json as `lucent-core examples` writes it, with crops on disk."""
+    crops = out / "examples" / series_dir / "crops"
+    crops.mkdir(parents=True)
+    listing = {}
+    for unit, peaks in units.items():
+        listing[str(unit)] = []
+        for rank, peak in enumerate(peaks):
+            name = f"{unit:05d}-{rank}.png"
+            Image.new("RGB", (8, 8), (200, 40, 40)).save(crops / name)
+            listing[str(unit)].append({"image": f"examples/{series_dir}/crops/{name}",
+                                       "source": f"photos/{unit}-{rank}.jpg", "activation": peak,
+                                       "position": [1, 2], "box": [0, 0, 8, 8]})
+    (out / "examples" / series_dir / "examples.json").write_text(json.dumps(
+        {"format": 1, "identity": {}, "images": "photos", "files": 9, "scanned": 8,
+         "skipped": ["photos/broken.jpg"], "layer": "2", "kind": "channel", "top": 2,
+         "size": 24, "units": listing}))
+
+
+def test_index_attaches_examples_and_superstimulus_ratio(tiny, tmp_path):
+    atlas.render_atlas(tiny, tmp_path, "2", units="0:3", **FAST)
+    peaks = {u: r["peak_activation"] for u, r in records(tmp_path, "2").items()}
+    best, other, rest = sorted(peaks, key=peaks.get, reverse=True)
+    assert peaks[best] > 0
+    write_examples(tmp_path, "2", {best: [peaks[best] / 2, 0.0], other: [-1.0, -2.0]})
+    atlas.build_index(tmp_path)
+    manifest = atlas.load_manifest(tmp_path)
+    series = manifest["series"][0]
+    assert series["examples"] == {"images": "photos", "scanned": 8, "skipped": 1, "top": 2}
+    by_unit = {r["unit"]: r for r in series["units"]}
+    assert by_unit[best]["quality"]["superstimulus"] == pytest.approx(2.0, rel=1e-5)
+    assert by_unit[best]["examples"][0]["source"] == f"photos/{best}-0.jpg"
+    assert by_unit[other]["quality"]["superstimulus"] is None  # no example activates the unit
+    assert "examples" not in by_unit[rest] and "superstimulus" not in by_unit[rest]["quality"]
+    page = (tmp_path / "2" / "units" / f"{best:05d}.html").read_text()
+    assert "Dataset examples" in page and "superstimulus 2" in page
+    assert f"photos/{best}-0.jpg" in page and f"examples/2/crops/{best:05d}-0.png" in page

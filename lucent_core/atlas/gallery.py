@@ -412,11 +412,14 @@ def _unit_html(settings: dict, series: dict, index: int) -> str:
                   f"↑ {_e(series['name'])}</a>")
     nav.append(f'<a class="home" href="{_url("index.html", here)}">atlas</a>')
     image = _url(record["image"], here)
-    activation = _number(record.get("activation"))
+    facts = [(label, _number(value)) for label, value in (
+        ("final activation", record.get("activation")),
+        ("peak", record.get("peak_activation")),
+        *((key, value) for key, value in (record.get("quality") or {}).items()))]
+    caption = " · ".join(f"{_e(label)} {_e(value)}" for label, value in facts if value)
     main = [f'<figure class="rendering"><a href="{image}"><img src="{image}" '
             f'alt="{_e(series["name"])} unit {_e(unit)}"></a>'
-            + (f"<figcaption>final activation {_e(activation)}</figcaption>" if activation
-               else "") + "</figure>"]
+            + (f"<figcaption>{caption}</figcaption>" if caption else "") + "</figure>"]
     examples = _examples(record)
     if examples:
         cells = []

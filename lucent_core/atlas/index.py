@@ -50,6 +50,28 @@ def _remove_stale_partials(root: Path) -> None:
                 pass
 
 
+def _attach_examples(root: Path, series_dir: str, records: list[dict]) -> dict | None:
+    """Add each record's dataset examples (from ``lucent-core examples``) and its
+    superstimulus ratio; return a summary of the examples run, or None without one."""
+    from lucent_core.quality import superstimulus_ratio  # quality builds on the atlas package
+    path = root / "examples" / series_dir / "examples.json"
+    if not path.is_file():
+        return None
+    found = read_json(path)
+    for record in records:
+        examples = found["units"].get(str(record["unit"]))
+        if not examples:
+            continue
+        record["examples"] = examples
+        if record.get("peak_activation") is not None:
+            ratio = superstimulus_ratio(record["peak_activation"],
+                                        [e["activation"] for e in examples])
+            record.setdefault("quality", {})["superstimulus"] = (
+                None if ratio is None else round(ratio, 6))
+    return {"images": found["images"], "scanned": found["scanned"],
+            "skipped": len(found["skipped"]), "top": found["top"]}
+
+
 def build_index(out: str | os.PathLike) -> Path:
     """Merge all unit records into ``manifest.json``; write contact sheets and the gallery.
 
@@ -75,11 +97,13 @@ def build_index(out: str | os.PathLike) -> Path:
     for series_dir in store.series_dirs():
         info = read_json(series_dir / "series.json")
         records = list(store.records(series_dir))
+        examples = _attach_examples(root, info["dir"], records)
         series.append({
             "name": info["name"], "dir": info["dir"], "layer": info["layer"],
             "kind": info["kind"], "source": info.get("source"),
             "grid": _contact_sheet(root, series_dir, records) if records else None,
-            "count": len(records), "total": info["count"], "units": records})
+            "count": len(records), "total": info["count"], "units": records,
+            "examples": examples})
     manifest = {"format": ATLAS_FORMAT, "settings": settings.as_dict(),
                 "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "series": series}

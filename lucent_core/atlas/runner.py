@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import signal
@@ -77,18 +78,49 @@ class AtlasSummary:
         return "\n".join(lines)
 
 
-def unit_values(acts: torch.Tensor, series: Series, units: torch.Tensor,
-                directions: torch.Tensor | None = None) -> torch.Tensor:
-    """Each image's objective value: image ``i`` scored on unit ``units[i]`` of the series.
+def unit_maps(acts: torch.Tensor, series: Series, units: torch.Tensor,
+              directions: torch.Tensor | None = None) -> torch.Tensor:
+    """Each image's activation map of its own unit: image ``i``, unit ``units[i]``.
 
-    Equal to ``channel(layer, units[i], batch=i)`` (or ``neuron`` / ``direction``) for each
-    ``i``, computed for the whole batch at once.
+    A channel's map is its spatial activations; a direction's is the dot product of the
+    direction with the activation vector at each position; a neuron's is the single centre
+    position. Layers without spatial dimensions give ``(B,)`` maps.
 
     Args:
         acts: the layer's activations, ``(B, C, ...)``.
         series: says which kind of unit.
         units: ``(B,)`` unit numbers.
         directions: ``(B, C)`` rows, for a direction series.
+
+    Returns:
+        ``(B, ...)``: the spatial shape of ``acts`` (``(B, 1, 1)`` for neurons).
+
+    Example:
+        >>> acts = torch.arange(16.).reshape(2, 2, 2, 2)
+        >>> unit_maps(acts, Series("conv"), torch.tensor([1, 0]))[0].tolist()
+        [[4.0, 5.0], [6.0, 7.0]]
+    """
+    batch = acts.shape[0]
+    if units.shape != (batch,):
+        raise ValueError(f"got {units.numel()} units for a batch of {batch} images")
+    rows = torch.arange(batch, device=acts.device)
+    if series.kind == "channel":
+        return acts[rows, units]
+    if series.kind == "neuron":
+        if acts.dim() != 4:
+            raise ValueError(f"neurons need a (B, C, H, W) layer; {series.layer!r} has shape "
+                             f"{tuple(acts.shape)}: render its channels instead")
+        return acts[rows, units, acts.shape[2] // 2, acts.shape[3] // 2].reshape(batch, 1, 1)
+    v = directions.to(device=acts.device, dtype=acts.dtype)
+    return (acts * v.reshape(*v.shape, *([1] * (acts.dim() - 2)))).sum(1)
+
+
+def unit_values(acts: torch.Tensor, series: Series, units: torch.Tensor,
+                directions: torch.Tensor | None = None) -> torch.Tensor:
+    """Each image's objective value: image ``i`` scored on unit ``units[i]`` of the series.
+
+    Equal to ``channel(layer, units[i], batch=i)`` (or ``neuron`` / ``direction``) for each
+    ``i``, computed for the whole batch at once: the mean of :func:`unit_maps`.
 
     Returns:
         ``(B,)`` values.
@@ -98,20 +130,39 @@ def unit_values(acts: torch.Tensor, series: Series, units: torch.Tensor,
         >>> unit_values(acts, Series("fc"), torch.tensor([3, 0])).tolist()
         [3.0, 4.0]
     """
-    batch = acts.shape[0]
-    if units.shape != (batch,):
-        raise ValueError(f"got {units.numel()} units for a batch of {batch} images")
-    rows = torch.arange(batch, device=acts.device)
+    maps = unit_maps(acts, series, units, directions)
+    return maps.reshape(maps.shape[0], -1).mean(1)
+
+
+def layer_unit_maps(acts: torch.Tensor, series: Series,
+                    directions: torch.Tensor | None = None) -> torch.Tensor:
+    """The activation maps of *every* unit of the series for each image.
+
+    Args:
+        acts: the layer's activations, ``(B, C, ...)``.
+        series: says which kind of unit (a direction series uses ``directions``, or its own).
+        directions: ``(N, C)`` direction rows (default: ``series.directions``).
+
+    Returns:
+        ``(B, U, ...)``: channels ``(B, C, ...)``, neurons ``(B, C, 1, 1)`` (the centre),
+        directions ``(B, N, ...)``.
+
+    Example:
+        >>> acts = torch.ones(1, 3, 2, 2)
+        >>> layer_unit_maps(acts, Series("conv", "neuron")).shape
+        torch.Size([1, 3, 1, 1])
+    """
     if series.kind == "channel":
-        return acts[rows, units].reshape(batch, -1).mean(1)
+        return acts
     if series.kind == "neuron":
         if acts.dim() != 4:
             raise ValueError(f"neurons need a (B, C, H, W) layer; {series.layer!r} has shape "
-                             f"{tuple(acts.shape)}: render its channels instead")
-        return acts[rows, units, acts.shape[2] // 2, acts.shape[3] // 2]
-    v = directions.to(device=acts.device, dtype=acts.dtype)
-    dot = (acts * v.reshape(*v.shape, *([1] * (acts.dim() - 2)))).sum(1)
-    return dot.reshape(batch, -1).mean(1)
+                             f"{tuple(acts.shape)}: use its channels instead")
+        centre = acts[:, :, acts.shape[2] // 2, acts.shape[3] // 2]
+        return centre[:, :, None, None]
+    rows = series.directions if directions is None else directions
+    rows = rows.to(device=acts.device, dtype=acts.dtype)
+    return torch.einsum("bc...,nc->bn...", acts, rows)
 
 
 def reproduce_command(settings: AtlasSettings, series: Series, unit: int) -> str:
@@ -209,6 +260,12 @@ def _finish_before_interrupt() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+def _number(value: torch.Tensor) -> float | None:
+    """A JSON-safe float: None for NaN (JSON has no NaN)."""
+    number = float(value)
+    return None if math.isnan(number) else round(number, 6)
+
+
 def _history(values: torch.Tensor, column: int) -> dict:
     steps = values.shape[0]
     at = sorted({int(round(s)) for s in np.linspace(1, steps, min(steps, HISTORY_POINTS))})
@@ -229,6 +286,20 @@ class _BatchRenderer:
         index = torch.tensor(units, device=self.device)
         rows = None if series.directions is None else series.directions[list(units)]
         return lambda acts: unit_values(acts[series.layer], series, index, rows)
+
+    def _scores(self, series: Series, units: Sequence[int], saved: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Value, peak activation and robustness of each unit on its saved picture."""
+        from lucent_core.quality import robustness  # quality builds on this module
+        index = torch.tensor(units, device=self.device)
+        rows = None if series.directions is None else series.directions[list(units)]
+        with torch.no_grad(), frozen(self.model), capture(self.model, [series.layer]) as acts:
+            run_to_layers(self.model, self.preprocess(saved), acts)
+            maps = unit_maps(acts[series.layer], series, index, rows).float()
+        flat = maps.reshape(maps.shape[0], -1)
+        robust = robustness(self.model, saved, series, units, directions=rows,
+                            preprocess=self.preprocess)
+        return flat.mean(1).cpu(), flat.amax(1).cpu(), robust
 
     def render(self, batch: Batch, units: Sequence[int]) -> list[tuple[int, np.ndarray, dict]]:
         """Render ``units`` (of ``batch.series``); [] if Ctrl-C interrupted the render."""
@@ -264,10 +335,8 @@ class _BatchRenderer:
         if result.interrupted:
             return []
         pixels = np.round(result.image * 255).astype(np.uint8)
-        with torch.no_grad(), frozen(self.model), capture(self.model, [series.layer]) as acts:
-            saved = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(self.device, self.dtype) / 255
-            run_to_layers(self.model, self.preprocess(saved), acts)
-            final = values_of(acts).float().cpu()
+        saved = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(self.device, self.dtype) / 255
+        final, peaks, robust = self._scores(series, units, saved)
         trained = torch.stack(history).float().cpu()
         seconds = (time.perf_counter() - started) / len(units)
         finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -282,6 +351,8 @@ class _BatchRenderer:
                 "objective": series.objective_name(unit), "python": series.python(unit),
                 "command": reproduce_command(settings, series, unit),
                 "activation": float(final[i]),
+                "peak_activation": float(peaks[i]),
+                "quality": {"robustness": _number(robust[i])},
                 "activation_during_render": float(trained[-1, i]),
                 "history": _history(trained, i),
                 "seed": seeds[i],
