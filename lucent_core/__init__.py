@@ -10,7 +10,7 @@ Example:
     (1, 64, 64, 3)
 """
 
-from lucent_core import objectives, param, transforms
+from lucent_core import figures, objectives, param, quality, transforms
 from lucent_core.examples import find_examples, load_examples
 from lucent_core.groups import NeuronGroups, groups_overlay, neuron_groups, nmf, render_groups
 from lucent_core.hooks import LayerInfo, capture, list_layers, resolve_layer
@@ -22,7 +22,7 @@ from lucent_core.render import RenderResult, frozen, render_vis
 __version__ = "0.1.0"
 
 __all__ = ["LayerInfo", "NeuronGroups", "Preprocessing", "RenderResult", "__version__", "capture",
-           "find_examples", "frozen", "groups_overlay", "image_grid", "list_layers",
+           "figures", "find_examples", "frozen", "groups_overlay", "image_grid", "list_layers",
            "load_examples", "load_image", "neuron_groups", "nmf", "objectives", "param",
-           "render_groups", "render_vis", "resolve_layer", "save_png", "show", "to_numpy",
-           "to_pil", "transforms"]
+           "quality", "render_groups", "render_vis", "resolve_layer", "save_png", "show",
+           "to_numpy", "to_pil", "transforms"]
