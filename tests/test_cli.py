@@ -124,7 +124,10 @@ SUMMARY = re.compile(r"^(?P<name>.+): (?P<first>\S+) -> (?P<last>\S+) after (?P<
 
 def check_summary(out: str, result, path: Path, name: str, steps: int = 3) -> None:
     lines = out.strip().splitlines()
-    assert len(lines) == 1, out
+    batch = result.image.shape[0]
+    assert len(lines) == (1 if batch == 1 else 2), out
+    if batch > 1:  # a batch also gets its diversity score
+        assert re.match(r"^diversity score at \S+: [0-9.]+ \(mean Gram cosine", lines[1]), out
     match = SUMMARY.match(lines[0])
     assert match, lines[0]
     assert match["name"] == name == result.objective

@@ -292,10 +292,11 @@ def live_tensor_bytes() -> int:
             if not issubclass(type(obj), torch.Tensor) or obj.layout != torch.strided:
                 continue
             storage = obj.untyped_storage()
+            pointer = storage.data_ptr()   # fake tensors (torch.compile leftovers) have none
         except (ReferenceError, RuntimeError):
             continue
-        if storage.data_ptr() not in seen:
-            seen.add(storage.data_ptr())
+        if pointer not in seen:
+            seen.add(pointer)
             total += storage.nbytes()
     return total
 
