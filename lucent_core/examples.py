@@ -37,6 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from lucent_core._validate import positive_int
 from lucent_core.atlas.plan import Series, parse_units
 from lucent_core.atlas.runner import layer_unit_maps
 from lucent_core.atlas.store import AtlasError, AtlasWriteError, _differences, read_json, \
@@ -196,7 +197,7 @@ def receptive_field(model: nn.Module, layer: str, size: int,
         >>> rf.map_size, rf.stride, rf.box(1, 2)
         ((4, 4), (2.0, 2.0), (2, 4, 5, 7))
     """
-    size = _positive_int(size, "size")
+    size = positive_int("size", size)
     preprocess = preprocessing_of(model) if preprocess is None else preprocess
     return _measure_field(model, layer, size, preprocess,
                           _spatial_shape(model, layer, size, preprocess))
@@ -433,11 +434,6 @@ class ExamplesSummary:
         return "\n".join(lines)
 
 
-def _positive_int(value: object, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
 
 def _as_series(series: Union[str, Series]) -> Series:
     if isinstance(series, str):
@@ -598,14 +594,14 @@ def find_examples(model: nn.Module, images: str | os.PathLike, out: str | os.Pat
     """
     started = time.perf_counter()
     series = _as_series(series)
-    top = _positive_int(top, "top")
-    batch_size = _positive_int(batch_size, "batch_size")
-    workers = _positive_int(workers, "workers", minimum=0)
-    checkpoint_every = _positive_int(checkpoint_every, "checkpoint_every")
+    top = positive_int("top", top)
+    batch_size = positive_int("batch_size", batch_size)
+    workers = positive_int("workers", workers, minimum=0)
+    checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
     if size is None:
         input_size = getattr(getattr(model, "config", None), "input_size", None)
         size = int(input_size[0]) if input_size else DEFAULT_SIZE
-    size = _positive_int(size, "size")
+    size = positive_int("size", size)
     preprocess = preprocessing_of(model) if preprocess is None else preprocess
     folder, out = Path(images), Path(out)
     files = _image_files(folder)

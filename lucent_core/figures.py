@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
+from lucent_core._validate import positive_int, size_pair
 from lucent_core.io import ImageLike, save_png, to_numpy, to_pil, write_atomically
 from lucent_core.models.weights import state_dict_sha256
 from lucent_core.param.alpha import RGBAImage
@@ -138,20 +139,6 @@ class FigureLayout:
         return left, top, left + self.cell_w, top + self.cell_h
 
 
-def _positive_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
-    return int(value)
-
-
-def _pair(name: str, value: object) -> tuple[int, int]:
-    """An int or an ``(h, w)`` pair as ``(h, w)``."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (value, value)
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise ValueError(f"{name} must be an int or a (height, width) pair, got {value!r}")
-    return _positive_int(f"{name} height", value[0]), _positive_int(f"{name} width", value[1])
 
 
 def _colour(name: str, value: object) -> tuple[int, ...]:
@@ -284,9 +271,9 @@ def figure_grid(images: "Sequence[ImageLike | None] | np.ndarray | torch.Tensor"
         >>> grid.size  # (3 * 16 + 4 * 2, 2 * 10 + 2 * 16 + 3 * 2)
         (56, 58)
     """
-    rows, cols = _positive_int("rows", rows), _positive_int("cols", cols)
-    padding = _positive_int("padding", padding, minimum=0)
-    font_size = _positive_int("font_size", font_size)
+    rows, cols = positive_int("rows", rows), positive_int("cols", cols)
+    padding = positive_int("padding", padding, minimum=0)
+    font_size = positive_int("font_size", font_size)
     row_texts = _labels("row_labels", row_labels, rows)
     col_texts = _labels("col_labels", col_labels, cols)
     if row_label_width is not None and row_texts is None:
@@ -302,13 +289,13 @@ def figure_grid(images: "Sequence[ImageLike | None] | np.ndarray | torch.Tensor"
             raise ValueError("every cell is empty: give cell=(height, width)")
         cell_h, cell_w = first.height, first.width
     else:
-        cell_h, cell_w = _pair("cell", cell)
+        cell_h, cell_w = size_pair("cell", cell)
     if row_texts is None:
         left_band = 0
     elif row_label_width is None:
         left_band = 6 * font_size
     else:
-        left_band = _positive_int("row_label_width", row_label_width)
+        left_band = positive_int("row_label_width", row_label_width)
     layout = FigureLayout(
         rows=rows, cols=cols, cell_h=cell_h, cell_w=cell_w, padding=padding,
         title_band=3 * font_size if title else 0,
@@ -446,7 +433,7 @@ def fourier_resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         >>> torch.allclose(F.avg_pool2d(big[None], 2)[0], x, atol=0.05)
         True
     """
-    height, width = _pair("size", size)
+    height, width = size_pair("size", size)
     if x.dim() < 2:
         raise ValueError(f"fourier_resample needs a tensor of at least 2 dims, got shape "
                          f"{tuple(x.shape)}")
@@ -510,9 +497,9 @@ def _spatial_at(spatial: nn.Module, size: tuple[int, int], interpolation: str | 
 
 def _target_size(native: tuple[int, int], size: "int | tuple[int, int]") -> tuple[int, int]:
     if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-        width = _positive_int("size", size)
+        width = positive_int("size", size)
         return max(1, round(width * native[0] / native[1])), width
-    return _pair("size", size)
+    return size_pair("size", size)
 
 
 def render_at(param: "nn.Module | RenderResult", size: "int | tuple[int, int]", *,
@@ -744,7 +731,7 @@ def panel_record(result: RenderResult, *, model: "nn.Module | str | None" = None
                         f"{type(result).__name__}")
     reached = result.thresholds[-1] if result.thresholds else None
     if steps is not None:
-        steps = _positive_int("steps", steps)
+        steps = positive_int("steps", steps)
         if reached is not None and steps != reached:
             raise ValueError(f"steps={steps} but the render's last image was taken at step "
                              f"{reached} (thresholds {result.thresholds})")
@@ -782,9 +769,9 @@ def _layout_record(picture: Image.Image, given: dict[str, object]) -> dict[str, 
         if value is None:
             continue
         if key == "cell":
-            value = list(_pair("cell", value))
+            value = list(size_pair("cell", value))
         else:
-            value = _positive_int(key, value, minimum=0 if key == "padding" else 1)
+            value = positive_int(key, value, minimum=0 if key == "padding" else 1)
         if key in layout and layout[key] != value:
             raise ValueError(f"{key}={value!r} disagrees with the layout figure_grid recorded "
                              f"({key}={layout[key]!r})")

@@ -526,7 +526,7 @@ def test_bad_requests_are_clear_errors(folder, tmp_path):
         run(net, folder, tmp_path / "out", units=[3])
     with pytest.raises(ValueError, match="empty list"):
         run(net, folder, tmp_path / "out", units=[])
-    with pytest.raises(ValueError, match="top must be an integer >= 1"):
+    with pytest.raises(ValueError, match="top must be a positive integer"):
         run(net, folder, tmp_path / "out", top=0)
     with pytest.raises(ValueError, match="directions have 2 values per row.*3 channels"):
         run(net, folder, tmp_path / "out", Series("0", "direction", torch.ones(4, 2)))

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lucent_core._validate import positive_int, size_pair
 from lucent_core.param.color import ToRGB
 from lucent_core.param.spatial import fourier_frequencies
 from lucent_core.transforms.random import Compose, RandomTransform
@@ -67,21 +68,6 @@ MACO_SIZE = 512
 _EPS = 1e-5
 
 
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _as_size(size: "int | Sequence[int]", name: str = "size") -> tuple[int, int]:
-    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-        pair = (size, size)
-    elif isinstance(size, (tuple, list)) and len(size) == 2:
-        pair = tuple(size)
-    else:
-        raise ValueError(f"{name} must be an int or a (height, width) pair, got {size!r}")
-    return (_check_positive_int(f"{name} height", pair[0]),
-            _check_positive_int(f"{name} width", pair[1]))
 
 
 def _self_conjugate_columns(width: int) -> list[int]:
@@ -153,8 +139,8 @@ def natural_magnitude(w: int, h: int | None = None,
         (torch.Size([3, 8, 5]), 0.0, 2.0)
     """
     h = w if h is None else h
-    _check_positive_int("width", w)
-    _check_positive_int("height", h)
+    positive_int("width", w)
+    positive_int("height", h)
     alphas = [float(alpha)] * 3 if isinstance(alpha, (int, float)) else [float(a) for a in alpha]
     if len(alphas) != 3 or not all(math.isfinite(a) for a in alphas):
         raise ValueError(f"alpha must be a finite float or three of them (one per colour "
@@ -189,7 +175,7 @@ def magnitude_from_images(images: "torch.Tensor | Sequence[torch.Tensor]",
         >>> magnitude_from_images(photos, (32, 48)).shape
         torch.Size([3, 32, 25])
     """
-    height, width = _as_size(size)
+    height, width = size_pair("size", size)
     if isinstance(images, torch.Tensor):
         batch = images[None] if images.dim() == 3 else images
         if batch.dim() != 4:
@@ -271,7 +257,7 @@ class MacoImage(nn.Module):
                  track_importance: bool = True):
         super().__init__()
         for name, value in (("batch", batch), ("height", height), ("width", width)):
-            _check_positive_int(name, value)
+            positive_int(name, value)
         self.size = (int(height), int(width))
         self.standardize_phase = standardize_phase
         self.track_importance = track_importance
@@ -461,7 +447,7 @@ class RandomCrops(RandomTransform):
     def __init__(self, n_crops: int = 8, scale: tuple[float, float] = (0.5, 1.0),
                  noise: float = 0.0, size: "int | tuple[int, int] | None" = None):
         super().__init__()
-        self.n_crops = _check_positive_int("n_crops", n_crops)
+        self.n_crops = positive_int("n_crops", n_crops)
         try:
             low, high = (float(s) for s in scale)
         except (TypeError, ValueError):
@@ -473,7 +459,7 @@ class RandomCrops(RandomTransform):
         if not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
             raise ValueError(f"noise must be a non-negative number, got {noise!r}")
         self.noise = float(noise)
-        self.size = None if size is None else _as_size(size)
+        self.size = None if size is None else size_pair("size", size)
 
     def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict:
         batch, _, height, width = x.shape
@@ -575,7 +561,7 @@ def render_maco(model: nn.Module, objective: "Objective | str", w: int = MACO_SI
     from lucent_core.render import render_vis
 
     h = w if h is None else h
-    steps = _check_positive_int("steps", steps)
+    steps = positive_int("steps", steps)
     if transforms is None:
         if crop_size is None:
             own = preprocess if preprocess is not None else preprocessing_of(model)

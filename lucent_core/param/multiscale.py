@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lucent_core._validate import positive_int
 from lucent_core.param.color import ToRGB
 from lucent_core.param.images import ImageParam
 from lucent_core.param.spatial import FourierImage, PixelImage
@@ -28,11 +29,6 @@ from lucent_core.param.spatial import FourierImage, PixelImage
 __all__ = ["LaplacianPyramid", "LowResImage", "laplacian_pyramid_image", "lowres_image",
            "max_pyramid_levels"]
 
-
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def _upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -67,7 +63,7 @@ class LowResImage(nn.Module):
         super().__init__()
         for name, value in (("batch", batch), ("height", height), ("width", width),
                             ("scale", scale)):
-            _check_positive_int(name, value)
+            positive_int(name, value)
         self.size = (height, width)
         self.scale = scale
         small = (math.ceil(height / scale), math.ceil(width / scale))
@@ -126,7 +122,7 @@ class LaplacianPyramid(nn.Module):
         super().__init__()
         for name, value in (("batch", batch), ("height", height), ("width", width),
                             ("levels", levels)):
-            _check_positive_int(name, value)
+            positive_int(name, value)
         most = max_pyramid_levels(height, width)
         if levels > most:
             raise ValueError(f"levels={levels} is too many for a {height}x{width} image: at "
