@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import types
 from collections import OrderedDict
 
 import numpy as np
@@ -318,6 +319,10 @@ def test_custom_names_and_wrap_objective():
     assert total("x").name == "total('x')"
     assert total("x", scale=2.0).name == "total('x', scale=2.0)"
     assert total("x", scale=2.0)(XY).item() == 12.0
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1))
+    assert total(model).name == "total(Sequential)", "a model is named, not printed"
+    model.config = types.SimpleNamespace(name="tiny_net")
+    assert total(model).name == "total(tiny_net)", "a registered model goes by its name"
     obj = A + B
     obj.name = "custom"
     assert obj.name == "custom"

@@ -220,6 +220,9 @@ def wrap_objective(factory: Callable[..., Objective]) -> Callable[..., Objective
 
 
 def _format_argument(value: object) -> str:
+    if isinstance(value, torch.nn.Module):  # a model: its registry name, not its printout
+        config = getattr(value, "config", None)
+        return getattr(config, "name", None) or type(value).__name__
     if isinstance(value, torch.Tensor):
         return f"tensor{tuple(value.shape)}" if value.numel() > 8 else repr(value.tolist())
     if hasattr(value, "shape") and hasattr(value, "dtype"):  # numpy arrays
