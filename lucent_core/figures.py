@@ -61,7 +61,7 @@ from lucent_core.param.images import ImageParam
 from lucent_core.param.maco import MacoImage
 from lucent_core.param.multiscale import LaplacianPyramid, LowResImage
 from lucent_core.param.spatial import FourierImage, PixelImage
-from lucent_core.render import RenderResult
+from lucent_core.render import RenderResult, describe_transforms
 
 __all__ = ["DEFAULT_FONT_SIZE", "FIGURE_FORMAT", "FIGURE_FORMAT_VERSION", "FigureLayout",
            "INTERPOLATIONS", "PANEL_KEYS", "figure_grid", "fourier_resample", "panel_record",
@@ -75,7 +75,7 @@ FIGURE_FORMAT_VERSION = 1
 #: Every panel record of a side-car has these keys (``None`` where unknown).
 PANEL_KEYS = ("row", "col", "label", "objective", "objective_value", "model", "weights_sha256",
               "param", "image_size", "batch_index", "steps", "thresholds", "interrupted",
-              "seed", "transforms", "versions", "extra")
+              "seed", "transforms", "render", "versions", "extra")
 #: Valid ``interpolation`` values of :func:`render_at` (pixel images only).
 INTERPOLATIONS = ("bicubic", "bilinear")
 #: Key under which :func:`figure_grid` records its layout in the image's ``info`` dict.
@@ -675,16 +675,20 @@ def _describe_param(param: nn.Module, image_size: list[int] | None, batch: int |
             "kind": kind, "size": size,
             "batch": batch,
             "channels": 4 if isinstance(param, RGBAImage) else 3,
+            "decay_power": getattr(spatial, "decay_power", None),
             "decorrelate": getattr(to_rgb, "decorrelate", None),
             "color_mode": getattr(to_rgb, "mode", None)}
 
 
-def _describe_transforms(transforms: object) -> str | None:
-    if transforms is None or isinstance(transforms, str):
-        return transforms
-    if isinstance(transforms, (list, tuple)):
-        return "[" + ", ".join(repr(t) for t in transforms) + "]"
-    return repr(transforms)
+def _recorded(result: RenderResult, key: str, given: object) -> object:
+    """The render's own record of ``key``, or ``given`` where it has none; never both apart."""
+    if key not in result.settings:
+        return given
+    recorded = result.settings[key]
+    if given is not None and given != recorded:
+        raise ValueError(f"{key}={given!r} disagrees with what the render recorded "
+                         f"({key}={recorded!r}); leave {key} out to use the recorded value")
+    return recorded
 
 
 def panel_record(result: RenderResult, *, model: "nn.Module | str | None" = None,
@@ -698,19 +702,23 @@ def panel_record(result: RenderResult, *, model: "nn.Module | str | None" = None
     ``objective_value`` (the last step's value), ``model`` (registry name, else class name,
     or the string given), ``weights_sha256`` (of the model's state dict, when a model is
     given), ``param`` (``class``, ``spatial``, ``kind``, ``size`` ``[h, w]``, ``batch``,
-    ``channels``, ``decorrelate``, ``color_mode``), ``image_size`` ``[h, w]`` of the
-    rendered image, ``batch_index``, ``steps`` (the step the last image was taken at),
-    ``thresholds``, ``interrupted``, ``seed``, ``transforms`` (a description), ``versions``
-    (lucent_core, torch, numpy, pillow, python), ``extra`` (the other keyword arguments).
-    A render does not record its seed or transforms: pass them.
+    ``channels``, ``decay_power`` (Fourier), ``decorrelate``, ``color_mode``), ``image_size``
+    ``[h, w]`` of the rendered image, ``batch_index``, ``steps`` (the step the last image was
+    taken at), ``thresholds``, ``interrupted``, ``seed`` and ``transforms`` (a one-line
+    description), ``render`` (the optimiser, preprocessing, redirected ReLU, autocast,
+    channels-last and compile settings), ``versions`` (lucent_core, torch, numpy, pillow,
+    python), ``extra`` (the other keyword arguments). The seed, transforms and render
+    settings come from the render itself (:attr:`RenderResult.settings`).
 
     Args:
         result: what :func:`~lucent_core.render_vis` returned.
         model: the model (its name and weights hash are recorded) or just its name.
         label: the panel's label.
-        seed: the seed the render used.
+        seed: the seed the render used; only needed for a result that does not record it
+            (an error if it disagrees with the recorded one).
         steps: the number of steps (checked against the render's last threshold).
-        transforms: the transforms used: a string, or objects described by their ``repr``.
+        transforms: the transforms used, as a string or objects described by their ``repr``;
+            only needed for a result that does not record them (likewise checked).
         index: which image of the render's batch the panel shows.
         row, col: the panel's position in the figure.
         **extra: anything else (JSON-safe values).
@@ -722,9 +730,9 @@ def panel_record(result: RenderResult, *, model: "nn.Module | str | None" = None
         >>> from lucent_core import render_vis
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
         >>> result = render_vis(net, "0:1", thresholds=(2,), progress=False, seed=0)
-        >>> record = panel_record(result, model=net, label="unit 1", seed=0)
-        >>> record["objective"], record["steps"], record["param"]["kind"], record["model"]
-        ("channel('0', 1)", 2, 'fourier', 'Sequential')
+        >>> record = panel_record(result, model=net, label="unit 1")
+        >>> record["objective"], record["steps"], record["param"]["kind"], record["seed"]
+        ("channel('0', 1)", 2, 'fourier', 0)
     """
     if not isinstance(result, RenderResult):
         raise TypeError(f"panel_record takes a RenderResult (what render_vis returns), got "
@@ -757,8 +765,12 @@ def panel_record(result: RenderResult, *, model: "nn.Module | str | None" = None
         "param": _describe_param(result.param, image_size, batch), "image_size": image_size,
         "batch_index": index, "steps": steps if steps is not None else reached,
         "thresholds": list(result.thresholds), "interrupted": bool(result.interrupted),
-        "seed": seed, "transforms": _describe_transforms(transforms), "versions": _versions(),
-        "extra": dict(extra)}
+        "seed": _recorded(result, "seed", seed),
+        "transforms": _recorded(result, "transforms", transforms if transforms is None or
+                                isinstance(transforms, str) else describe_transforms(transforms)),
+        "render": {key: value for key, value in result.settings.items()
+                   if key not in ("seed", "transforms")} or None,
+        "versions": _versions(), "extra": dict(extra)}
     return _json_safe(record, "panel")  # type: ignore[return-value]
 
 

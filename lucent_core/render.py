@@ -19,7 +19,7 @@ from lucent_core.objectives import Objective, as_objective
 from lucent_core.param import image
 from lucent_core.transforms import Compose, standard_affine
 
-__all__ = ["RenderResult", "render_vis"]
+__all__ = ["RenderResult", "describe_transforms", "render_vis"]
 
 ParamSpec = Union[nn.Module, Callable[[], nn.Module], None]
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
@@ -43,6 +43,10 @@ class RenderResult:
         objective: the objective's readable name.
         param: the optimised parameterisation (call it to get the image as a tensor).
         interrupted: True if Ctrl-C stopped the render early.
+        extra: what a specialised render adds (e.g. MACO's transparency map).
+        settings: how the render ran, to reproduce it: ``seed``, ``transforms`` (a one-line
+            description of the transforms used), ``optimizer`` (class and learning rate),
+            ``preprocess``, ``redirected_relu``, ``autocast``, ``channels_last``, ``compile``.
     """
 
     images: list[np.ndarray]
@@ -52,6 +56,7 @@ class RenderResult:
     param: nn.Module
     interrupted: bool = False
     extra: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
 
     @property
     def image(self) -> np.ndarray:
@@ -108,6 +113,20 @@ def _build_transforms(transforms: TransformSpec) -> Callable[[torch.Tensor], tor
         return transforms
     raise TypeError(f"transforms must be a callable, a list of callables or None; "
                     f"got {type(transforms).__name__}")
+
+
+def describe_transforms(transforms: TransformSpec) -> str:
+    """One line saying which transforms a render with ``transforms=`` applies, with settings.
+
+    Example:
+        >>> from lucent_core.transforms import Jitter, Pad
+        >>> describe_transforms([Pad(4), Jitter(2)])
+        "Compose([Pad(4, mode='constant', value=0.5), Jitter(2)])"
+    """
+    built = _build_transforms(transforms)
+    if isinstance(built, nn.Module):
+        return repr(built)
+    return getattr(built, "__qualname__", None) or type(built).__name__
 
 
 @contextmanager
@@ -283,5 +302,18 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
                     images.append(_snapshot(param))
                     taken.append(len(values))
     history = torch.stack(values).float().cpu().tolist() if values else []
+    settings = {"seed": seed, "transforms": describe_transforms(transform),
+                "optimizer": _describe_optimizer(opt), "preprocess": repr(preprocess),
+                "redirected_relu": redirected_relu,
+                "autocast": None if autocast is None else str(autocast).replace("torch.", ""),
+                "channels_last": channels_last, "compile": compile}
     return RenderResult(images=images, thresholds=taken, history=history,
-                        objective=objective.name, param=param, interrupted=interrupted)
+                        objective=objective.name, param=param, interrupted=interrupted,
+                        settings=settings)
+
+
+def _describe_optimizer(optimizer: torch.optim.Optimizer) -> str:
+    """``"Adam(lr=0.05)"``: the optimiser's class and its first parameter group's rate."""
+    lr = optimizer.param_groups[0].get("lr") if optimizer.param_groups else None
+    lr = lr.item() if isinstance(lr, torch.Tensor) else lr
+    return f"{type(optimizer).__name__}(lr={lr!r})"

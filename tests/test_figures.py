@@ -5,6 +5,7 @@ the JSON side-car (keys, values, atomic files, errors before anything is written
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -20,7 +21,10 @@ from lucent_core import figures, objectives, param, render_vis
 from lucent_core.figures import (PANEL_KEYS, FigureLayout, figure_grid, fourier_resample,
                                  panel_record, render_at, save_figure, save_high_res)
 from lucent_core.io import to_pil
+from lucent_core.models import Preprocessing
 from lucent_core.models.weights import state_dict_sha256
+from lucent_core.render import describe_transforms
+from lucent_core.transforms import Jitter, Pad, standard_affine
 from test_planted import fixed_conv, gabor
 
 WHITE = (255, 255, 255)
@@ -480,8 +484,7 @@ def test_side_car_holds_one_record_per_panel(tmp_path, renders):
     net, results = renders
     grid = figure_grid([r.image for r in results], 1, 3, cell=48, padding=4,
                        col_labels=[f"unit {u}" for u in range(3)])
-    panels = [panel_record(r, model=net, label=f"unit {u}", seed=u, steps=3,
-                           transforms="standard_affine()", lr=0.05, note=[1, 2])
+    panels = [panel_record(r, model=net, label=f"unit {u}", steps=3, lr=0.05, note=[1, 2])
               for u, r in enumerate(results)]
     path = save_figure(grid, tmp_path / "fig.png", panels=panels, caption="three units",
                        dpi=300)
@@ -512,23 +515,31 @@ def test_side_car_holds_one_record_per_panel(tmp_path, renders):
         assert panel["model"] == "Sequential" and panel["weights_sha256"] == sha
         assert panel["param"] == {"class": "ImageParam", "spatial": "FourierImage",
                                   "kind": "fourier", "size": [16, 16], "batch": 1,
-                                  "channels": 3, "decorrelate": True, "color_mode": "sigmoid"}
+                                  "channels": 3, "decay_power": 1.0, "decorrelate": True,
+                                  "color_mode": "sigmoid"}
         assert panel["image_size"] == [16, 16]
         assert (panel["steps"], panel["thresholds"], panel["seed"]) == (3, [2, 3], u)
-        assert panel["transforms"] == "standard_affine()" and panel["interrupted"] is False
+        # seed, transforms and the other settings come from the render itself
+        assert panel["transforms"] == describe_transforms(None) == repr(standard_affine())
+        assert panel["transforms"].startswith("RandomAffine(pad=12, jitter=(8, 4), scales=[0.9,")
+        assert panel["render"] == {"optimizer": "Adam(lr=0.05)", "preprocess": repr(
+            Preprocessing()), "redirected_relu": True, "autocast": None, "channels_last": True,
+            "compile": False}
+        assert panel["interrupted"] is False
         assert panel["extra"] == {"lr": 0.05, "note": [1, 2]}
         assert panel["versions"]["lucent_core"] == record["versions"]["lucent_core"]
 
 
 def test_side_car_is_json_safe_and_positions_can_be_given(tmp_path, renders):
     _, results = renders
-    nan_result = results[0]
-    record = panel_record(nan_result, model="inceptionv1", row=1, col=0, index=0,
+    unrecorded = dataclasses.replace(results[0], settings={})  # e.g. a result built by hand
+    record = panel_record(unrecorded, model="inceptionv1", row=1, col=0, index=0,
                           score=float("nan"), big=np.float32(np.inf), count=np.int64(3),
-                          transforms=[nn.Identity()])
+                          transforms=[nn.Identity()], seed=7)
     assert record["model"] == "inceptionv1" and record["weights_sha256"] is None
     assert record["extra"] == {"score": None, "big": None, "count": 3}
-    assert record["transforms"] == "[Identity()]" and record["batch_index"] == 0
+    assert record["transforms"] == "Compose([Identity()])" and record["batch_index"] == 0
+    assert record["seed"] == 7 and record["render"] is None
     odd = {"label": "by hand", "row": 0, "col": 1, "objective_value": float("nan")}
     path = save_figure(np.zeros((10, 20, 3)), tmp_path / "f.png", panels=[record, odd], rows=2,
                        cols=2, ratio=float("inf"))
@@ -542,6 +553,21 @@ def test_side_car_is_json_safe_and_positions_can_be_given(tmp_path, renders):
     assert (by_hand["row"], by_hand["col"], by_hand["label"]) == (0, 1, "by hand")
     assert by_hand["objective_value"] is None and by_hand["model"] is None
     assert (saved["panels"][0]["row"], saved["panels"][0]["col"]) == (1, 0)
+
+
+def test_panel_settings_come_from_the_render_and_disagreement_is_an_error(renders):
+    net, results = renders
+    assert panel_record(results[2], seed=2)["seed"] == 2          # agreeing is fine
+    with pytest.raises(ValueError, match=r"seed=5 disagrees .* \(seed=2\); leave seed out"):
+        panel_record(results[2], seed=5)
+    with pytest.raises(ValueError, match="transforms=.* disagrees"):
+        panel_record(results[2], transforms=[Pad(4)])
+    plain = render_vis(net, "0:1", param_f=lambda: param.image(16), transforms=[Pad(4),
+                       Jitter(2)], optimizer=lambda p: torch.optim.SGD(p, lr=0.5),
+                       thresholds=(1,), progress=False)
+    record = panel_record(plain, transforms=[Pad(4), Jitter(2)])  # the same transforms agree
+    assert record["transforms"] == "Compose([Pad(4, mode='constant', value=0.5), Jitter(2)])"
+    assert record["seed"] is None and record["render"]["optimizer"] == "SGD(lr=0.5)"
 
 
 def test_rgba_figures_are_saved_untouched(tmp_path):

@@ -239,7 +239,8 @@ class CompositeBackground(RandomTransform):
         return composite(x, background.to(device=x.device, dtype=x.dtype))
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind!r}"
+        return (f"kind={self.kind!r}, sd={self.sd!r}, decay_power={self.decay_power!r}, "
+                f"decorrelate={self.decorrelate!r}")
 
 
 def alpha_transforms(kind: str = "fourier") -> Compose:

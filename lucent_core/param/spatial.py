@@ -94,6 +94,7 @@ class FourierImage(nn.Module):
         super().__init__()
         _check_size(batch, height, width)
         self.size = (height, width)
+        self.decay_power = float(decay_power)
         scale = fourier_scale(height, width, decay_power)
         self.register_buffer("scale", scale, persistent=False)
         self.spectrum = nn.Parameter(torch.randn(batch, 3, *scale.shape, 2) * sd)

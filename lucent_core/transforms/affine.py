@@ -81,6 +81,10 @@ class RandomAffine(nn.Module):
         self.angles = [float(a) for a in angles]
         self.pad_mode, self.pad_value = pad_mode, float(pad_value)
 
+    def extra_repr(self) -> str:
+        return (f"pad={self.pad}, jitter={self.jitter}, scales={self.scales}, "
+                f"angles={self.angles}, pad_mode={self.pad_mode!r}, pad_value={self.pad_value!r}")
+
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """The ``(height, width)`` of the output for an input of that size."""
         grow = 2 * self.pad - sum(self.jitter)

@@ -54,6 +54,9 @@ class Pad(RandomTransform):
     def apply_transform(self, x: torch.Tensor, params: dict) -> torch.Tensor:
         return TF.pad(x, self.width, self.mode, self.value)
 
+    def extra_repr(self) -> str:
+        return f"{self.width}, mode={self.mode!r}, value={self.value!r}"
+
 
 class Jitter(RandomTransform):
     """Random crop that loses ``d`` pixels in each dimension: a shift of 0..d pixels.
@@ -80,6 +83,9 @@ class Jitter(RandomTransform):
                              f"{tuple(x.shape[-2:])} image")
         return TF.crop(x, params["top"], params["left"], height, width)
 
+    def extra_repr(self) -> str:
+        return f"{self.d}"
+
 
 class RandomScale(RandomTransform):
     """Resize by a factor drawn from ``scales``.
@@ -100,6 +106,9 @@ class RandomScale(RandomTransform):
 
     def apply_transform(self, x: torch.Tensor, params: dict) -> torch.Tensor:
         return TF.scale(x, params["factor"])
+
+    def extra_repr(self) -> str:
+        return f"{self.scales}"
 
 
 class RandomRotate(RandomTransform):
@@ -122,6 +131,9 @@ class RandomRotate(RandomTransform):
     def apply_transform(self, x: torch.Tensor, params: dict) -> torch.Tensor:
         return TF.rotate(x, params["degrees"])
 
+    def extra_repr(self) -> str:
+        return f"{self.angles}"
+
 
 class Lambda(nn.Module):
     """Wrap a plain callable on image tensors so it can sit in a :class:`Compose`."""
@@ -132,6 +144,9 @@ class Lambda(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn(x)
+
+    def extra_repr(self) -> str:
+        return getattr(self.fn, "__qualname__", None) or repr(self.fn)
 
 
 class Compose(nn.Module):
@@ -174,6 +189,9 @@ class Compose(nn.Module):
         for t, params in zip(self.steps, draws, strict=True):
             x = t.apply_transform(x, params) if isinstance(t, RandomTransform) else t(x)
         return x
+
+    def __repr__(self) -> str:  # one line, as recorded in render settings and figure panels
+        return f"Compose([{', '.join(repr(t) for t in self.steps)}])"
 
 
 def standard_transforms() -> Compose:
