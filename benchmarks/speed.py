@@ -47,6 +47,7 @@ import sys
 import tempfile
 import time
 
+LIBRARIES = ("floor", "param", "ours", "lucent", "atlas")
 LUCENT_LAYERS = {"inceptionv1": ["mixed3a", "mixed4a", "mixed5b"], "vgg16_hed": ["block4_conv3"]}
 RENDER_STEPS = 512
 
@@ -196,7 +197,7 @@ def _jobs(args) -> list[dict]:
                 "steps": max(2, args.steps // 2)}
         jobs += [{**base, "library": "floor"}, {**base, "library": "param"},
                  {**base, "library": "atlas", "bf16": args.bf16, "compile": args.compile}]
-    return jobs
+    return [job for job in jobs if job["library"] in args.libraries]
 
 
 def _run_job(job: dict) -> dict:
@@ -280,12 +281,19 @@ def main() -> None:
     parser.add_argument("--no-lucent", action="store_true", help="skip Lucent")
     parser.add_argument("--bf16", action="store_true", help="ours under bf16 autocast")
     parser.add_argument("--compile", action="store_true", help="ours with torch.compile")
+    parser.add_argument("--libraries", default=",".join(LIBRARIES),
+                        help=f"which rows to measure, comma-separated (default: all of "
+                             f"{','.join(LIBRARIES)})")
     parser.add_argument("--json", help="also write the raw results to this file")
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.job:
         print(json.dumps(measure(json.loads(args.job))))
         return
+    args.libraries = args.libraries.split(",")
+    unknown = sorted(set(args.libraries) - set(LIBRARIES))
+    if unknown:
+        parser.error(f"unknown --libraries {unknown}; choose from {','.join(LIBRARIES)}")
     import torch
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     gpu = args.device.startswith("cuda")

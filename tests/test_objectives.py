@@ -323,6 +323,12 @@ def test_custom_names_and_wrap_objective():
     assert total(model).name == "total(Sequential)", "a model is named, not printed"
     model.config = types.SimpleNamespace(name="tiny_net")
     assert total(model).name == "total(tiny_net)", "a registered model goes by its name"
+
+    @wrap_objective
+    def doubled(objective):
+        return 2 * objective
+
+    assert doubled(channel("a", 1)).name == "doubled(channel('a', 1))"
     obj = A + B
     obj.name = "custom"
     assert obj.name == "custom"

@@ -220,6 +220,8 @@ def wrap_objective(factory: Callable[..., Objective]) -> Callable[..., Objective
 
 
 def _format_argument(value: object) -> str:
+    if isinstance(value, Objective):  # an objective built from another: by its name
+        return value.name
     if isinstance(value, torch.nn.Module):  # a model: its registry name, not its printout
         config = getattr(value, "config", None)
         return getattr(config, "name", None) or type(value).__name__
