@@ -11,6 +11,8 @@ import json
 import math
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -294,6 +296,33 @@ def test_an_unusable_output_directory_is_a_clear_error(tiny, tmp_path):
     (tmp_path / "bad" / "atlas.json").write_text("{half")
     with pytest.raises(AtlasError, match="not valid JSON"):
         atlas.render_atlas(tiny, tmp_path / "bad", "2", **FAST)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no flock on Windows: the guard is off")
+def test_the_same_share_cannot_run_twice_at_once_and_a_dead_holder_blocks_nothing(tiny,
+                                                                                  tmp_path):
+    out = tmp_path / "atlas"
+    store = atlas.AtlasStore(out)
+    with store.worker_lock((1, 2)):           # as if another process were rendering 1/2
+        with pytest.raises(AtlasError, match=r"worker 1/2 of this atlas is already running "
+                                             rf"\(pid {os.getpid()} on .*\); wait for it"):
+            atlas.render_atlas(tiny, out, "2", shard="1/2", batch=2, **FAST)
+        other = atlas.render_atlas(tiny, out, "2", shard="0/2", batch=2, **FAST)
+        assert other.rendered == 4 and other.missing == 2   # another share runs meanwhile
+    # a holder killed with SIGKILL leaves the lock file but not the lock
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from lucent_core.atlas import AtlasStore\n"
+        f"lock = AtlasStore({str(out)!r}).worker_lock((1, 2)); lock.__enter__()\n"
+        "print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(AtlasError, match="already running"):
+            atlas.render_atlas(tiny, out, "2", shard="1/2", batch=2, **FAST)
+    finally:
+        holder.kill()
+        holder.wait()
+    done = atlas.render_atlas(tiny, out, "2", shard="1/2", batch=2, **FAST)
+    assert done.rendered == 2 and done.missing == 0 and (out / "index.html").is_file()
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])

@@ -500,27 +500,28 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
 
     renderer = _BatchRenderer(model, atlas_settings, preprocess, store, worker, compile)
     rendered, interrupted = 0, False
-    bar = tqdm(total=todo_total, unit="unit", disable=not progress or rank != 0,
-               desc=f"atlas {worker[0]}/{worker[1]}" if worker[1] > 1 else "atlas")
-    try:
-        for b in mine:
-            todo = [u for u in b.units if not store.is_done(b.series, u)]
-            if not todo:
-                continue
-            bar.set_postfix_str(f"{b.series.dir} {todo[0]}..{todo[-1]}")
-            records = renderer.render(b, todo)
-            if not records:
-                interrupted = True
-                break
-            with _finish_before_interrupt():
-                for unit, pixels, record in records:
-                    store.write_unit(b.series, unit, pixels, record)
-            rendered += len(records)
-            bar.update(len(records))
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        bar.close()
+    with store.worker_lock(worker):  # the same share started twice fails here, at once
+        bar = tqdm(total=todo_total, unit="unit", disable=not progress or rank != 0,
+                   desc=f"atlas {worker[0]}/{worker[1]}" if worker[1] > 1 else "atlas")
+        try:
+            for b in mine:
+                todo = [u for u in b.units if not store.is_done(b.series, u)]
+                if not todo:
+                    continue
+                bar.set_postfix_str(f"{b.series.dir} {todo[0]}..{todo[-1]}")
+                records = renderer.render(b, todo)
+                if not records:
+                    interrupted = True
+                    break
+                with _finish_before_interrupt():
+                    for unit, pixels, record in records:
+                        store.write_unit(b.series, unit, pixels, record)
+                rendered += len(records)
+                bar.update(len(records))
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            bar.close()
 
     if world > 1 and not interrupted:
         import torch.distributed as dist

@@ -7,6 +7,7 @@ Layout (paths relative to the atlas directory)::
     <series>/units/00476.png         the unit's picture
     <series>/units/00476.json        its record; written after the PNG, so it marks the unit done
     manifest.json, index.html, ...   written by :func:`~lucent_core.atlas.build_index`
+    .locks/worker-0-of-4.lock        held while worker 0 of 4 renders (see worker_lock)
 
 Every file is written to a temporary name and renamed, so a crash or ``kill -9`` never leaves
 a half-written file under a real name; processes (ranks, shards) write disjoint units, so they
@@ -17,8 +18,16 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; the guard below is then skipped
+    fcntl = None  # type: ignore[assignment]
 
 import numpy as np
 
@@ -120,6 +129,55 @@ class AtlasStore:
             raise AtlasError(f"{path} has format {data.get('format')!r}; this version of "
                              f"lucent-core reads {ATLAS_FORMAT!r}")
         return AtlasSettings.from_dict(data["settings"])
+
+    @contextmanager
+    def worker_lock(self, worker: tuple[int, int]) -> Iterator[None]:
+        """Hold ``worker`` (index, count)'s lock: a second process with the same share fails.
+
+        Two processes rendering the same share would not corrupt anything (every file is
+        written atomically) but would do all the work twice, which is usually a mistake (a
+        job started twice, a requeued job whose first run is still alive). The lock is an
+        advisory ``flock`` that the operating system drops when its process ends, however it
+        ends, so a crashed run never blocks the next. Shares of different splits (``0/2`` and
+        ``0/4``) overlap without being noticed. No-op where ``fcntl`` is missing (Windows).
+
+        Example:
+            >>> import tempfile
+            >>> store = AtlasStore(tempfile.mkdtemp())
+            >>> with store.worker_lock((0, 2)):
+            ...     with store.worker_lock((0, 2)):
+            ...         pass
+            Traceback (most recent call last):
+            ...
+            lucent_core.atlas.store.AtlasError: worker 0/2 of this atlas is already running ...
+        """
+        if fcntl is None:
+            yield
+            return
+        index, count = worker
+        path = self.root / ".locks" / f"worker-{index}-of-{count}.lock"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(path, "a+", encoding="utf-8")
+        except OSError as error:
+            raise AtlasWriteError(f"cannot create the lock file {path}: {error}") from error
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise AtlasError(f"worker {index}/{count} of this atlas is already running "
+                                 f"({holder}); wait for it to finish, or stop it and run "
+                                 f"again to resume") from None
+            handle.truncate(0)
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since "
+                         f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}\n")
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def open_series(self, series: Series, count: int) -> None:
         """Create the series' directory, or check an existing one is the same series."""
