@@ -44,7 +44,7 @@ from lucent_core.atlas.store import AtlasError, AtlasWriteError, _differences, r
     write_json
 from lucent_core.hooks import capture, frozen, model_device, run_to_layers
 from lucent_core.io import save_png, write_atomically
-from lucent_core.models.config import preprocessing_of
+from lucent_core.models.config import preprocessing_of, registry_name
 from lucent_core.models.weights import state_dict_sha256
 
 __all__ = ["EXAMPLES_FORMAT", "IMAGE_SUFFIXES", "ExamplesSummary", "ReceptiveField",
@@ -434,7 +434,6 @@ class ExamplesSummary:
         return "\n".join(lines)
 
 
-
 def _as_series(series: Union[str, Series]) -> Series:
     if isinstance(series, str):
         return Series(series)
@@ -606,9 +605,8 @@ def find_examples(model: nn.Module, images: str | os.PathLike, out: str | os.Pat
     folder, out = Path(images), Path(out)
     files = _image_files(folder)
 
-    config = getattr(model, "config", None)
     weights_sha256 = state_dict_sha256(model)
-    identity = {"model": model_name or getattr(config, "name", None) or type(model).__name__,
+    identity = {"model": model_name or registry_name(model),
                 "weights_sha256": weights_sha256, "layer": series.layer, "kind": series.kind,
                 "directions_sha256": series.directions_sha256, "top": top, "size": size,
                 "files_sha256": _files_sha256(folder, files)}

@@ -54,6 +54,7 @@ from torch import nn
 
 from lucent_core._validate import positive_int, size_pair
 from lucent_core.io import ImageLike, save_png, to_numpy, to_pil, write_atomically
+from lucent_core.models.config import registry_name
 from lucent_core.models.weights import state_dict_sha256
 from lucent_core.param.alpha import RGBAImage
 from lucent_core.param.cppn import CPPNImage
@@ -137,8 +138,6 @@ class FigureLayout:
         left = self.left_band + self.padding + col * (self.cell_w + self.padding)
         top = self.title_band + self.top_band + self.padding + row * (self.cell_h + self.padding)
         return left, top, left + self.cell_w, top + self.cell_h
-
-
 
 
 def _colour(name: str, value: object) -> tuple[int, ...]:
@@ -746,8 +745,7 @@ def panel_record(result: RenderResult, *, model: "nn.Module | str | None" = None
     if model is None or isinstance(model, str):
         model_name, weights = model, None
     elif isinstance(model, nn.Module):
-        config = getattr(model, "config", None)
-        model_name = getattr(config, "name", None) or type(model).__name__
+        model_name = registry_name(model)
         weights = state_dict_sha256(model)
     else:
         raise TypeError(f"model must be an nn.Module, its name (a string) or None, got "

@@ -24,7 +24,7 @@ from lucent_core.atlas.plan import AtlasSettings, Batch, Series, parse_units, pl
     unit_seed
 from lucent_core.atlas.store import AtlasStore
 from lucent_core.hooks import capture, frozen, model_device, run_to_layers
-from lucent_core.models.config import Preprocessing, preprocessing_of
+from lucent_core.models.config import Preprocessing, preprocessing_of, registry_name
 from lucent_core.models.weights import state_dict_sha256
 from lucent_core.objectives import Objective
 from lucent_core.render import render_vis
@@ -461,7 +461,7 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
     if "weights_sha256" in settings:
         raise ValueError("weights_sha256 is computed from the model's weights; do not pass it")
     config = getattr(model, "config", None)
-    settings["model"] = model_name or getattr(config, "name", None) or type(model).__name__
+    settings["model"] = model_name or registry_name(model)
     settings.setdefault("weights", "pretrained" if config is not None else "custom")
     try:
         atlas_settings = AtlasSettings(weights_sha256=state_dict_sha256(model), **settings)

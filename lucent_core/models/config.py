@@ -62,6 +62,16 @@ class Preprocessing:
         return x
 
 
+def registry_name(model: nn.Module) -> str:
+    """What records call a model: its registry name (zoo models), else its class name.
+
+    Example:
+        >>> registry_name(nn.Conv2d(3, 4, 1))
+        'Conv2d'
+    """
+    return getattr(getattr(model, "config", None), "name", None) or type(model).__name__
+
+
 def preprocessing_of(model: nn.Module) -> Preprocessing:
     """The model's own :class:`Preprocessing` (set by the model zoo), else the identity.
 

@@ -68,8 +68,6 @@ MACO_SIZE = 512
 _EPS = 1e-5
 
 
-
-
 def _self_conjugate_columns(width: int) -> list[int]:
     """Columns of an ``rfft2`` spectrum that hold both +f and -f (DC, and Nyquist if even)."""
     return [0, width // 2] if width % 2 == 0 and width > 1 else [0]

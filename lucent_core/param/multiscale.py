@@ -30,7 +30,6 @@ __all__ = ["LaplacianPyramid", "LowResImage", "laplacian_pyramid_image", "lowres
            "max_pyramid_levels"]
 
 
-
 def _upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
