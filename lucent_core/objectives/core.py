@@ -223,8 +223,8 @@ def _format_argument(value: object) -> str:
     if isinstance(value, Objective):  # an objective built from another: by its name
         return value.name
     if isinstance(value, torch.nn.Module):  # a model: its registry name, not its printout
-        config = getattr(value, "config", None)
-        return getattr(config, "name", None) or type(value).__name__
+        from lucent_core.models.config import registry_name  # here: models import objectives
+        return registry_name(value)
     if isinstance(value, torch.Tensor):
         return f"tensor{tuple(value.shape)}" if value.numel() > 8 else repr(value.tolist())
     if hasattr(value, "shape") and hasattr(value, "dtype"):  # numpy arrays
