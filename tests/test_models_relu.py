@@ -67,3 +67,15 @@ def test_gradient_dtype_and_shape_follow_the_input(dtype):
     result = backward(x, grad)
     assert result.dtype == dtype and result.shape == x.shape
     assert torch.equal(result, grad)  # all dead, all pushed up: passed through
+
+
+def test_the_redirected_backward_compiles_as_one_graph_with_the_same_gradient():
+    """torch.compile must trace the backward whole: a graph break at every ReLU made
+    InceptionV1's compiled render fail (an inductor error on the pieces' dynamic shapes)."""
+    torch.manual_seed(2)
+    x, grad = torch.randn(3, 4, 5, 5), torch.randn(3, 4, 5, 5)
+    x[1] = -x[1].abs() - 0.1   # one dead image, so the redirected rule is exercised
+    compiled = torch.compile(lambda t: (redirected_relu(t) * grad).sum(), fullgraph=True)
+    leaf = x.clone().requires_grad_()
+    compiled(leaf).backward()  # fullgraph=True: a graph break is an error
+    torch.testing.assert_close(leaf.grad, reference_grad(x, grad))

@@ -14,6 +14,8 @@ from torch import nn
 
 from lucent_core import Preprocessing, RenderResult, frozen, param, render_vis
 from lucent_core.models.config import preprocessing_of
+from lucent_core.models.inceptionv1 import LocalResponseNorm, PaddedMaxPool2d
+from lucent_core.models.relu import RedirectedReLU
 from lucent_core.objectives import Objective, channel
 from lucent_core.render import _build_param, _build_transforms
 from lucent_core.transforms import RandomAffine
@@ -666,3 +668,29 @@ def test_compiled_forward_gives_the_eager_render():
     np.testing.assert_allclose(compiled.image, eager.image, atol=1e-4)
     again = quick(make_net(), thresholds=(4,), compile=True)  # served from the compile cache
     np.testing.assert_allclose(again.history, compiled.history, rtol=1e-6)
+
+
+def test_compiled_forward_with_redirected_relus_gives_the_eager_render():
+    """The zoo's layers (redirected ReLU, banded LRN, padded max pool) render the same compiled.
+
+    (That the redirected backward compiles without graph breaks, whose absence once made
+    InceptionV1's compiled render fail, is tested in test_models_relu.py.)
+    """
+    def zoo_like():
+        torch.manual_seed(0)
+        net = nn.Sequential(OrderedDict(
+            conv=nn.Conv2d(3, 8, 3, padding=1), relu=RedirectedReLU(redirect=True),
+            lrn=LocalResponseNorm(depth_radius=2, alpha=1e-3, beta=0.75, bias=1.0),
+            pool=PaddedMaxPool2d(), head=nn.Conv2d(8, 4, 1), head_relu=RedirectedReLU(True)))
+        with torch.no_grad():
+            net.head.bias[2] = -1.0      # unit 2 starts dead: only the redirect reaches it
+        return net
+
+    options = {"param_f": image_factory(24, batch=2), "thresholds": (1, 10)}
+    eager = quick(zoo_like(), "head_relu:2", **options)
+    compiled = quick(zoo_like(), "head_relu:2", compile=True, **options)
+    assert max(eager.history) == 0.0, "the unit is dead throughout"
+    assert np.abs(eager.images[1] - eager.images[0]).max() > 1e-3, \
+        "only the redirected gradient can move the image of a dead unit"
+    np.testing.assert_allclose(compiled.history, eager.history, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(compiled.image, eager.image, atol=1e-4)

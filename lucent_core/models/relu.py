@@ -19,6 +19,9 @@ from torch import nn
 __all__ = ["RedirectedReLU", "redirected_relu", "redirecting", "set_redirected_relu"]
 
 
+_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # torch >= 2.3
+
+
 class _RedirectedReLUFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
@@ -33,8 +36,9 @@ class _RedirectedReLUFunction(torch.autograd.Function):
         relu_grad = torch.ops.aten.threshold_backward(grad, out, 0)
         has_relu_grad = relu_grad.flatten(1).any(1)
         # On the CPU, reading the flags costs nothing and usually every image has an ordinary
-        # gradient; on a GPU that read would stall the stream, so the general rule runs there.
-        if grad.device.type == "cpu" and bool(has_relu_grad.all()):
+        # gradient; on a GPU that read would stall the stream, so the general rule runs there,
+        # and under torch.compile too (a value-dependent branch cannot be traced).
+        if grad.device.type == "cpu" and not _compiling() and bool(has_relu_grad.all()):
             return relu_grad
         # ``grad`` is the gradient of the quantity being minimised: grad > 0 at a negative
         # input would push it lower still, so that part stays blocked. Images that have an
