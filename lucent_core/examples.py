@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from lucent_core._validate import positive_int
 from lucent_core.atlas.plan import Series, parse_units
-from lucent_core.atlas.runner import layer_unit_maps
+from lucent_core.atlas.runner import _layer_shapes, layer_unit_maps
 from lucent_core.atlas.store import AtlasError, AtlasWriteError, _differences, read_json, \
     write_json
 from lucent_core.hooks import capture, frozen, model_device, run_to_layers
@@ -155,19 +155,6 @@ def _fit_axis(coords: list[int], lows: list[int], highs: list[int], length: int,
     return stride, round(offset, 6), round(end - offset, 6)
 
 
-def _spatial_shape(model: nn.Module, layer: str, size: int, preprocess: Preprocess
-                   ) -> tuple[int, ...]:
-    """The layer's activation shape (without batch) for one grey ``size`` x ``size`` image."""
-    device, dtype = model_device(model)
-    grey = torch.full((1, 3, size, size), 0.5, device=device, dtype=dtype)
-    with torch.no_grad(), frozen(model), capture(model, [layer]) as acts:
-        run_to_layers(model, preprocess(grey), acts)
-        found = acts[layer]
-        if not isinstance(found, torch.Tensor):
-            raise ValueError(f"layer {layer!r} returns {type(found).__name__}, not a tensor")
-        return tuple(found.shape[1:])
-
-
 def receptive_field(model: nn.Module, layer: str, size: int,
                     preprocess: Preprocess | None = None) -> ReceptiveField:
     """Measure which input box each position of ``layer`` sees, for ``size`` x ``size`` input.
@@ -200,7 +187,7 @@ def receptive_field(model: nn.Module, layer: str, size: int,
     size = positive_int("size", size)
     preprocess = preprocessing_of(model) if preprocess is None else preprocess
     return _measure_field(model, layer, size, preprocess,
-                          _spatial_shape(model, layer, size, preprocess))
+                          _layer_shapes(model, [layer], size, preprocess)[layer])
 
 
 def _measure_field(model: nn.Module, layer: str, size: int, preprocess: Preprocess,
@@ -612,7 +599,7 @@ def find_examples(model: nn.Module, images: str | os.PathLike, out: str | os.Pat
                 "files_sha256": _files_sha256(folder, files)}
     _check_atlas_weights(out, weights_sha256)
 
-    shape = _spatial_shape(model, series.layer, size, preprocess)
+    shape = _layer_shapes(model, [series.layer], size, preprocess)[series.layer]
     if len(shape) not in (1, 3):
         raise ValueError(f"layer {series.layer!r} gives activations of shape (B, "
                          f"{', '.join(map(str, shape))}); dataset examples need (B, C) or "

@@ -33,9 +33,9 @@ from torch import nn
 
 from lucent_core.atlas.plan import Series
 from lucent_core.atlas.runner import unit_values
-from lucent_core.hooks import capture, frozen, model_device, run_to_layers
 from lucent_core.models.config import Preprocessing, preprocessing_of
 from lucent_core.objectives.catalogue import gram_similarity
+from lucent_core.objectives.matching import layer_activations
 
 __all__ = ["HELD_OUT_SEED", "diversity_score", "held_out_transforms", "robustness",
            "superstimulus_ratio", "apply_held_out"]
@@ -108,13 +108,10 @@ def _series(layer: "str | Series") -> Series:
     return layer if isinstance(layer, Series) else Series(layer)
 
 
-@torch.no_grad()
 def _values(model: nn.Module, images: torch.Tensor, series: Series, units: torch.Tensor,
             directions: torch.Tensor | None, preprocess: Preprocessing) -> torch.Tensor:
-    device, dtype = model_device(model)
-    with frozen(model), capture(model, [series.layer]) as acts:
-        run_to_layers(model, preprocess(images.to(device, dtype)), acts)
-        return unit_values(acts[series.layer], series, units.to(device), directions).float()
+    acts = layer_activations(model, images, [series.layer], preprocess)[series.layer]
+    return unit_values(acts, series, units.to(acts.device), directions).float()
 
 
 def robustness(model: nn.Module, images: torch.Tensor, layer: "str | Series",
@@ -167,7 +164,6 @@ def robustness(model: nn.Module, images: torch.Tensor, layer: "str | Series",
     return torch.where(plain > 0, moved_t / plain, torch.full_like(plain, float("nan"))).cpu()
 
 
-@torch.no_grad()
 def diversity_score(model: nn.Module, images: torch.Tensor, layer: str,
                     preprocess: Preprocessing | None = None) -> float:
     """Mean pairwise cosine similarity of the images' Gram matrices at ``layer``.
@@ -188,11 +184,8 @@ def diversity_score(model: nn.Module, images: torch.Tensor, layer: str,
     """
     if images.shape[0] < 2:
         raise ValueError("diversity needs a batch of at least 2 images")
-    preprocess = preprocessing_of(model) if preprocess is None else preprocess
-    device, dtype = model_device(model)
-    with frozen(model), capture(model, [layer]) as acts:
-        run_to_layers(model, preprocess(images.to(device, dtype)), acts)
-        similarity = gram_similarity(acts[layer].double())
+    similarity = gram_similarity(layer_activations(model, images, [layer], preprocess)[layer]
+                                 .double())
     batch = similarity.shape[0]
     pairs = (similarity.sum() - similarity.diagonal().sum()) / (batch * (batch - 1))
     return round(float(pairs), 12)

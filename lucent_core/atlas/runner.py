@@ -23,10 +23,10 @@ from lucent_core import param as param_lib
 from lucent_core.atlas.plan import AtlasSettings, Batch, Series, parse_units, plan_batches, \
     unit_seed
 from lucent_core.atlas.store import AtlasStore
-from lucent_core.hooks import capture, frozen, model_device, run_to_layers
+from lucent_core.hooks import model_device
 from lucent_core.models.config import Preprocessing, preprocessing_of, registry_name
 from lucent_core.models.weights import state_dict_sha256
-from lucent_core.objectives import Objective
+from lucent_core.objectives import Objective, layer_activations
 from lucent_core.render import render_vis
 from lucent_core.transforms import standard_affine
 
@@ -103,16 +103,10 @@ def unit_maps(acts: torch.Tensor, series: Series, units: torch.Tensor,
     batch = acts.shape[0]
     if units.shape != (batch,):
         raise ValueError(f"got {units.numel()} units for a batch of {batch} images")
-    rows = torch.arange(batch, device=acts.device)
-    if series.kind == "channel":
-        return acts[rows, units]
-    if series.kind == "neuron":
-        if acts.dim() != 4:
-            raise ValueError(f"neurons need a (B, C, H, W) layer; {series.layer!r} has shape "
-                             f"{tuple(acts.shape)}: render its channels instead")
-        return acts[rows, units, acts.shape[2] // 2, acts.shape[3] // 2].reshape(batch, 1, 1)
-    v = directions.to(device=acts.device, dtype=acts.dtype)
-    return (acts * v.reshape(*v.shape, *([1] * (acts.dim() - 2)))).sum(1)
+    if series.kind == "direction":  # image i's own row: not one of layer_unit_maps' rows
+        v = directions.to(device=acts.device, dtype=acts.dtype)
+        return (acts * v.reshape(*v.shape, *([1] * (acts.dim() - 2)))).sum(1)
+    return layer_unit_maps(acts, series)[torch.arange(batch, device=acts.device), units]
 
 
 def unit_values(acts: torch.Tensor, series: Series, units: torch.Tensor,
@@ -234,11 +228,14 @@ def _device_name(device: torch.device) -> str:
 
 def _layer_shapes(model: nn.Module, layers: Sequence[str], size: int,
                   preprocess: Preprocessing) -> dict[str, tuple[int, ...]]:
-    device, dtype = model_device(model)
-    grey = torch.full((1, 3, size, size), 0.5, device=device, dtype=dtype)
-    with torch.no_grad(), frozen(model), capture(model, layers) as acts:
-        run_to_layers(model, preprocess(grey), acts)
-        return {layer: tuple(acts[layer].shape[1:]) for layer in layers}
+    """Each layer's activation shape (without batch) for one grey ``size`` x ``size`` image."""
+    grey = torch.full((1, 3, size, size), 0.5)
+    shapes = {}
+    for layer, found in layer_activations(model, grey, layers, preprocess).items():
+        if not isinstance(found, torch.Tensor):
+            raise ValueError(f"layer {layer!r} returns {type(found).__name__}, not a tensor")
+        shapes[layer] = tuple(found.shape[1:])
+    return shapes
 
 
 @contextmanager
@@ -282,21 +279,23 @@ class _BatchRenderer:
         self.device, self.dtype = model_device(model)
         self.factory = _param_factory(settings)
 
-    def _values_fn(self, series: Series, units: Sequence[int]) -> Callable[[dict], torch.Tensor]:
-        index = torch.tensor(units, device=self.device)
+    def _selection(self, series: Series, units: Sequence[int]
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The units as an index tensor, and their direction rows (direction series)."""
         rows = None if series.directions is None else series.directions[list(units)]
+        return torch.tensor(units, device=self.device), rows
+
+    def _values_fn(self, series: Series, units: Sequence[int]) -> Callable[[dict], torch.Tensor]:
+        index, rows = self._selection(series, units)
         return lambda acts: unit_values(acts[series.layer], series, index, rows)
 
     def _scores(self, series: Series, units: Sequence[int], saved: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Value, peak activation and robustness of each unit on its saved picture."""
         from lucent_core.quality import robustness  # quality builds on this module
-        index = torch.tensor(units, device=self.device)
-        rows = None if series.directions is None else series.directions[list(units)]
-        with torch.no_grad(), frozen(self.model), capture(self.model, [series.layer]) as acts:
-            run_to_layers(self.model, self.preprocess(saved), acts)
-            maps = unit_maps(acts[series.layer], series, index, rows).float()
-        flat = maps.reshape(maps.shape[0], -1)
+        index, rows = self._selection(series, units)
+        acts = layer_activations(self.model, saved, [series.layer], self.preprocess)
+        flat = unit_maps(acts[series.layer], series, index, rows).float().flatten(1)
         robust = robustness(self.model, saved, series, units, directions=rows,
                             preprocess=self.preprocess)
         return flat.mean(1).cpu(), flat.amax(1).cpu(), robust

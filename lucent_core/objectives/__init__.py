@@ -13,10 +13,11 @@ from lucent_core.objectives.batch import alignment, channel_interpolate
 from lucent_core.objectives.core import Objective, as_objective, wrap_objective
 from lucent_core.objectives.image import L1, L2, blur_input_each_step, total_variation
 from lucent_core.objectives.matching import (activation_distance, activation_match, caricature,
-                                             feature_inversion, image_activations, load_image)
+                                             feature_inversion, image_activations,
+                                             layer_activations, load_image)
 
 __all__ = ["L1", "L2", "Objective", "activation_distance", "activation_match", "alignment",
            "as_objective", "batch_channels", "blur_input_each_step", "caricature", "channel",
            "channel_interpolate", "class_logit", "deepdream", "direction", "direction_neuron",
-           "diversity", "feature_inversion", "image_activations", "load_image", "neuron",
-           "total_variation", "wrap_objective"]
+           "diversity", "feature_inversion", "image_activations", "layer_activations",
+           "load_image", "neuron", "total_variation", "wrap_objective"]

@@ -42,7 +42,7 @@ from lucent_core.objectives.catalogue import _layer
 from lucent_core.objectives.core import Activations, Objective, wrap_objective
 
 __all__ = ["ImageSource", "activation_distance", "activation_match", "caricature",
-           "feature_inversion", "image_activations", "load_image"]
+           "feature_inversion", "image_activations", "layer_activations", "load_image"]
 
 ImageSource = Union[Image.Image, str, "os.PathLike[str]", np.ndarray, torch.Tensor]
 Size = Union[int, Sequence[int], None]
@@ -160,6 +160,35 @@ def load_image(source: ImageSource, size: Size = None) -> torch.Tensor:
     return _resize(_to_unit_float(tensor, shape), size)
 
 
+def layer_activations(model: nn.Module, images: torch.Tensor, layers: Sequence[str],
+                      preprocess: Preprocessing | None = None) -> dict[str, torch.Tensor]:
+    """What ``layers`` give for a batch of images, computed once without gradient.
+
+    The images are moved to the model's device and dtype, passed through ``preprocess``
+    (default: the model's own) and the model runs, in eval mode, up to the deepest layer
+    (the model is left as it was).
+
+    Args:
+        model: the network.
+        images: ``(B, 3, H, W)`` RGB in [0, 1].
+        layers: layer names.
+        preprocess: how images become model input (default: the model's own).
+
+    Returns:
+        ``{layer: what it produced}`` (normally ``(B, C, ...)`` tensors).
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        >>> layer_activations(net, torch.rand(2, 3, 10, 12), ["1"])["1"].shape
+        torch.Size([2, 4, 8, 10])
+    """
+    device, dtype = model_device(model)
+    preprocess = preprocessing_of(model) if preprocess is None else preprocess
+    with frozen(model), capture(model, list(layers)) as acts, torch.no_grad():
+        run_to_layers(model, preprocess(images.to(device=device, dtype=dtype)), acts)
+        return dict(acts)
+
+
 def image_activations(model: nn.Module, layer: str, image: ImageSource, size: Size = None,
                       preprocess: Preprocessing | None = None) -> torch.Tensor:
     """The activation of ``image`` at ``layer``, computed once without gradient.
@@ -183,12 +212,7 @@ def image_activations(model: nn.Module, layer: str, image: ImageSource, size: Si
         >>> image_activations(net, "0", torch.rand(3, 10, 12)).shape
         torch.Size([1, 4, 8, 10])
     """
-    picture = load_image(image, size)
-    device, dtype = model_device(model)
-    preprocess = preprocessing_of(model) if preprocess is None else preprocess
-    with frozen(model), capture(model, [layer]) as acts, torch.no_grad():
-        run_to_layers(model, preprocess(picture.to(device=device, dtype=dtype)), acts)
-        found = acts[layer]
+    found = layer_activations(model, load_image(image, size), [layer], preprocess)[layer]
     if not isinstance(found, torch.Tensor):
         raise TypeError(f"layer {layer!r} did not produce a tensor (got {type(found).__name__})")
     return found.detach().clone()
