@@ -18,8 +18,9 @@ import os
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -149,35 +150,41 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_atlas(args: argparse.Namespace) -> int:
-    if args.directions and len(args.layer) != 1:
-        raise ValueError("--directions belong to one layer: give exactly one --layer")
-    if args.directions and args.neuron:
-        raise ValueError("--neuron and --directions exclude each other")
-    # a scheduler's SIGTERM (Slurm preemption, torchrun stopping) takes the Ctrl-C path
+@contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """A scheduler's SIGTERM (Slurm preemption, torchrun stopping) takes the Ctrl-C path."""
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        return _render_atlas(args)
+        yield
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _render_atlas(args: argparse.Namespace) -> int:
+def _series(args: argparse.Namespace, layers: Sequence[str]) -> list:
+    """The atlas series that ``--neuron`` / ``--directions`` ask for, one per layer."""
     from lucent_core import atlas
-    model = _load(args)
+    if args.directions and len(layers) != 1:
+        raise ValueError("--directions belong to one layer: give exactly one --layer")
+    if args.directions and args.neuron:
+        raise ValueError("--neuron and --directions exclude each other")
     if args.directions:
-        series = [atlas.Series(args.layer[0], "direction", atlas.load_directions(args.directions),
-                               source=args.directions)]
-    else:
-        series = [atlas.Series(layer, "neuron" if args.neuron else "channel")
-                  for layer in args.layer]
-    summary = atlas.render_atlas(
-        model, args.out, series, units=args.units, batch=args.batch, shard=args.shard,
-        progress=not args.quiet, index=not args.no_index, model_name=args.model,
-        weights=_weights_description(args), steps=args.steps, size=args.size, param=args.param,
-        decorrelate=not args.no_decorrelate, transforms=args.transforms, lr=args.lr,
-        seed=args.seed, redirected_relu=not args.no_redirect, precision=args.precision,
-        compile=args.compile)
+        return [atlas.Series(layers[0], "direction", atlas.load_directions(args.directions),
+                             source=args.directions)]
+    return [atlas.Series(layer, "neuron" if args.neuron else "channel") for layer in layers]
+
+
+def _cmd_atlas(args: argparse.Namespace) -> int:
+    from lucent_core import atlas
+    series = _series(args, args.layer)
+    with _sigterm_as_ctrl_c():
+        model = _load(args)
+        summary = atlas.render_atlas(
+            model, args.out, series, units=args.units, batch=args.batch, shard=args.shard,
+            progress=not args.quiet, index=not args.no_index, model_name=args.model,
+            weights=_weights_description(args), steps=args.steps, size=args.size,
+            param=args.param, decorrelate=not args.no_decorrelate, transforms=args.transforms,
+            lr=args.lr, seed=args.seed, redirected_relu=not args.no_redirect,
+            precision=args.precision, compile=args.compile)
     print(summary)
     return 130 if summary.interrupted else 0
 
@@ -195,22 +202,13 @@ def _cmd_atlas_index(args: argparse.Namespace) -> int:
 def _cmd_examples(args: argparse.Namespace) -> int:
     from lucent_core import atlas
     from lucent_core.examples import find_examples
-    if args.directions and args.neuron:
-        raise ValueError("--neuron and --directions exclude each other")
+    (series,) = _series(args, [args.layer])
     model = _load(args)
-    if args.directions:
-        series = atlas.Series(args.layer, "direction", atlas.load_directions(args.directions),
-                              source=args.directions)
-    else:
-        series = atlas.Series(args.layer, "neuron" if args.neuron else "channel")
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
+    with _sigterm_as_ctrl_c():
         summary = find_examples(model, args.images, args.out, series, top=args.top,
                                 units=args.units, batch_size=args.batch_size,
                                 workers=args.workers, size=args.size, model_name=args.model,
                                 progress=not args.quiet)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     print(summary)
     if summary.interrupted:
         return 130
