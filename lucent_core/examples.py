@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from lucent_core._validate import positive_int
-from lucent_core.atlas.plan import Series, parse_units
+from lucent_core.atlas.plan import Series, select_units
 from lucent_core.atlas.runner import _layer_shapes, layer_unit_maps
 from lucent_core.atlas.store import AtlasError, AtlasWriteError, _differences, read_json, \
     write_json
@@ -430,19 +430,6 @@ def _as_series(series: Union[str, Series]) -> Series:
                     f"(kind 'channel', 'neuron' or 'direction'), got {type(series).__name__}")
 
 
-def _choose_units(units: "str | Sequence[int] | None", count: int) -> list[int]:
-    if units is None or isinstance(units, str):
-        return parse_units(units, count)
-    units = list(units)
-    if not units:
-        raise ValueError("units is an empty list; give unit numbers, a range like '0:64', or "
-                         "None for all")
-    for unit in units:
-        if isinstance(unit, bool) or not isinstance(unit, (int, np.integer)):
-            raise ValueError(f"units must be integers (or a string like '0:64'), got {unit!r}")
-    return parse_units(",".join(str(int(u)) for u in units), count)
-
-
 def _write_error(error: OSError, what: str, where: Path) -> AtlasWriteError:
     return AtlasWriteError(
         f"could not write {what} in {where}: {error}. The scan's progress so far is kept in "
@@ -610,7 +597,7 @@ def find_examples(model: nn.Module, images: str | os.PathLike, out: str | os.Pat
     if series.directions is not None and series.directions.shape[1] != shape[0]:
         raise ValueError(f"the directions have {series.directions.shape[1]} values per row but "
                          f"layer {series.layer!r} has {shape[0]} channels")
-    wanted = _choose_units(units, series.count(shape[0]))
+    wanted = select_units(units, series.count(shape[0]))
 
     directory = out / "examples" / series.dir
     result_path, progress_path = directory / "examples.json", directory / "progress.pt"

@@ -103,6 +103,15 @@ def test_settings_and_series_reject_bad_values():
         Series("conv", "direction", torch.ones(3))
 
 
+def test_unit_lists_are_checked_not_misread(tiny, tmp_path):
+    # an empty list once read as "" = every unit, and 1.5 as unit 1
+    with pytest.raises(ValueError, match="units is an empty list"):
+        atlas.render_atlas(tiny, tmp_path, "2", units=[], **FAST)
+    with pytest.raises(ValueError, match=r"units must be integers .* got 1\.5"):
+        atlas.render_atlas(tiny, tmp_path, "2", units=[0, 1.5], **FAST)
+    assert not list((tmp_path / "2" / "units").glob("*.png"))
+
+
 # --- per-unit objectives and seeds ---------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["channel", "neuron", "direction"])

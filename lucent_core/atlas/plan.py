@@ -21,7 +21,7 @@ import torch
 
 __all__ = ["ATLAS_FORMAT", "AtlasSettings", "KINDS", "PARAMS", "PRECISIONS", "Series",
            "TRANSFORMS", "Batch",
-           "load_directions", "parse_units", "plan_batches", "unit_seed"]
+           "load_directions", "parse_units", "plan_batches", "select_units", "unit_seed"]
 
 ATLAS_FORMAT = "lucent-core-atlas/1"
 PARAMS = ("fourier", "pixel", "cppn")
@@ -234,6 +234,29 @@ def parse_units(text: str | None, count: int) -> list[int]:
     if not units:
         raise ValueError(f"units {text!r} selects nothing from {count} units (0..{count - 1})")
     return list(units)
+
+
+def select_units(units: "str | Sequence[int] | None", count: int) -> list[int]:
+    """:func:`parse_units` for what users pass: a string, None (all), or unit numbers.
+
+    Example:
+        >>> select_units([3, 1], 8), select_units("6:", 8)
+        ([3, 1], [6, 7])
+        >>> select_units([], 8)
+        Traceback (most recent call last):
+        ...
+        ValueError: units is an empty list; give unit numbers, a range like '0:64', or None for all
+    """
+    if units is None or isinstance(units, str):
+        return parse_units(units, count)
+    units = list(units)
+    if not units:
+        raise ValueError("units is an empty list; give unit numbers, a range like '0:64', or "
+                         "None for all")
+    for unit in units:
+        if isinstance(unit, bool) or not isinstance(unit, (int, np.integer)):
+            raise ValueError(f"units must be integers (or a string like '0:64'), got {unit!r}")
+    return parse_units(",".join(str(int(u)) for u in units), count)
 
 
 @dataclass(frozen=True)

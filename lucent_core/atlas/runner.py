@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 import lucent_core
 from lucent_core import param as param_lib
-from lucent_core.atlas.plan import AtlasSettings, Batch, Series, parse_units, plan_batches, \
+from lucent_core.atlas.plan import AtlasSettings, Batch, Series, plan_batches, select_units, \
     unit_seed
 from lucent_core.atlas.store import AtlasStore
 from lucent_core.hooks import model_device
@@ -489,8 +489,7 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
             raise ValueError(f"neurons need a spatial layer; {s.layer!r} gives "
                              f"{shapes[s.layer]}: render its channels instead")
         count = s.count(channels)
-        chosen = parse_units(units, count) if units is None or isinstance(units, str) else \
-            parse_units(",".join(str(int(u)) for u in units), count)
+        chosen = select_units(units, count)
         store.open_series(s, count)
         work.append((s, chosen))
     mine = plan_batches(work, batch, *worker)
