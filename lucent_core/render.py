@@ -246,9 +246,11 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
         if not params:
             raise ValueError("the parameterisation has no trainable parameters")
         opt = optimizer(params) if optimizer is not None else torch.optim.Adam(params, DEFAULT_LR)
-        bar = tqdm(total=steps[-1], desc=objective.name[:60], disable=not progress, leave=True)
+        # the bar opens after capture, so an unknown layer fails before any bar is drawn
         with frozen(model), redirecting(model, redirected_relu), \
-                capture(model, model_layers) as acts, bar:
+                capture(model, model_layers) as acts, \
+                tqdm(total=steps[-1], desc=objective.name[:60], disable=not progress,
+                     leave=True) as bar:
             try:
                 for step in range(1, steps[-1] + 1):
                     opt.zero_grad(set_to_none=True)
