@@ -25,7 +25,7 @@ from typing import Iterator, Sequence
 import torch
 
 from lucent_core import objectives, param
-from lucent_core.hooks import list_layers
+from lucent_core.hooks import UnknownLayerError, list_layers
 from lucent_core.io import save_png
 from lucent_core.models import create_model, get_config, list_models
 from lucent_core.atlas.plan import PRECISIONS
@@ -348,6 +348,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.run(args)
+    except UnknownLayerError as error:
+        model = getattr(args, "model", None)
+        message = error.describe(f"List them with: lucent-core layers --model {model} --all")
+        print(f"lucent-core: error: {message if model else error}", file=sys.stderr)
+        return 2
     except (ValueError, IndexError, RuntimeError, FloatingPointError, OSError) as error:
         print(f"lucent-core: error: {error}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ OUTPUT_ALIASES = ("output", "labels", "logits")
 INPUT_LAYER = "input"
 
 __all__ = ["INPUT_LAYER", "LayerInfo", "OUTPUT_LAYER", "capture", "frozen", "list_layers",
-           "model_device", "resolve_layer", "run_to_layers"]
+           "model_device", "resolve_layer", "run_to_layers", "UnknownLayerError"]
 
 
 class _StopForward(BaseException):
@@ -36,6 +36,22 @@ def _module_names(model: nn.Module) -> dict[str, nn.Module]:
     return {name: module for name, module in model.named_modules() if name}
 
 
+class UnknownLayerError(ValueError):
+    """A layer name that the model does not have; the message lists close matches.
+
+    ``describe(how_to_list)`` words the message for another audience (the command line says
+    ``lucent-core layers --model M`` where Python says ``list_layers(model)``).
+    """
+
+    def __init__(self, name: str, close_matches: Sequence[str]) -> None:
+        self.name, self.close_matches = name, list(close_matches)
+        super().__init__(self.describe("List all layers with lucent_core.list_layers(model)."))
+
+    def describe(self, how_to_list: str) -> str:
+        hint = f" Close matches: {', '.join(self.close_matches)}." if self.close_matches else ""
+        return f"unknown layer {self.name!r}.{hint} {how_to_list}"
+
+
 def resolve_layer(model: nn.Module, name: str) -> str:
     """Return the canonical dotted module name for ``name``, or ``OUTPUT_LAYER``.
 
@@ -45,7 +61,8 @@ def resolve_layer(model: nn.Module, name: str) -> str:
             (aliases ``"labels"``, ``"logits"``) for the model's return value.
 
     Raises:
-        ValueError: for unknown names, listing close matches and how to list all layers.
+        UnknownLayerError: (a ValueError) for unknown names, listing close matches and how to
+            list all layers.
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
@@ -67,9 +84,7 @@ def resolve_layer(model: nn.Module, name: str) -> str:
     if name in OUTPUT_ALIASES:
         return OUTPUT_LAYER
     close = difflib.get_close_matches(name, list(modules) + list(underscored), n=5, cutoff=0.6)
-    hint = f" Close matches: {', '.join(sorted(set(close)))}." if close else ""
-    raise ValueError(f"unknown layer {name!r}.{hint} "
-                     "List all layers with lucent_core.list_layers(model).")
+    raise UnknownLayerError(name, sorted(set(close)))
 
 
 @contextmanager
