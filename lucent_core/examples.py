@@ -32,7 +32,7 @@ from typing import Callable, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -43,7 +43,7 @@ from lucent_core.atlas.runner import _layer_shapes, layer_unit_maps
 from lucent_core.atlas.store import AtlasError, AtlasWriteError, _differences, read_json, \
     write_json
 from lucent_core.hooks import capture, frozen, model_device, run_to_layers
-from lucent_core.io import save_png, write_atomically
+from lucent_core.io import centre_crop_box, open_photo, save_png, write_atomically
 from lucent_core.models.config import preprocessing_of, registry_name
 from lucent_core.models.weights import state_dict_sha256
 
@@ -271,14 +271,10 @@ def _load_image(path: Path, size: int) -> np.ndarray:
     EXIF orientation is applied, as image viewers do. Raises whatever PIL raises for a file
     it cannot read.
     """
-    with Image.open(path) as opened:
-        picture = ImageOps.exif_transpose(opened).convert("RGB")
-    width, height = picture.size
-    scale = size / min(width, height)
-    new = (max(size, round(width * scale)), max(size, round(height * scale)))
-    if new != (width, height):
-        picture = picture.resize(new, Image.Resampling.BILINEAR)  # antialiased when shrinking
-    left, top = (new[0] - size) // 2, (new[1] - size) // 2
+    picture = open_photo(path)
+    (height, width), (top, left) = centre_crop_box(picture.height, picture.width, size)
+    if (width, height) != picture.size:
+        picture = picture.resize((width, height), Image.Resampling.BILINEAR)  # antialiased
     return np.asarray(picture.crop((left, top, left + size, top + size)))
 
 

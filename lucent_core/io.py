@@ -14,11 +14,42 @@ from typing import Callable, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 ImageLike = Union[np.ndarray, torch.Tensor, Image.Image]
 
-__all__ = ["image_grid", "save_png", "show", "to_numpy", "to_pil", "write_atomically"]
+__all__ = ["centre_crop_box", "image_grid", "open_photo", "save_png", "show", "to_numpy", "to_pil",
+           "write_atomically"]
+
+
+def open_photo(path: Union[str, os.PathLike]) -> Image.Image:
+    """Read an image file as RGB, upright: EXIF orientation applied, as image viewers do.
+
+    Example:
+        >>> import tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "red.png")
+        >>> Image.new("RGB", (4, 2), (255, 0, 0)).save(path)
+        >>> open_photo(path).size
+        (4, 2)
+    """
+    with Image.open(path) as opened:
+        return ImageOps.exif_transpose(opened).convert("RGB")
+
+
+def centre_crop_box(height: int, width: int, side: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Where a ``height x width`` image goes when its shorter side is scaled to ``side`` and
+    the centre ``side x side`` square is cut out: ``((scaled_h, scaled_w), (top, left))``.
+
+    The one rule for every "resize and centre-crop" in the library (dataset examples,
+    ``load_image(size=int)``).
+
+    Example:
+        >>> centre_crop_box(20, 40, 10)
+        ((10, 20), (0, 5))
+    """
+    scale = side / min(height, width)
+    scaled = (max(side, round(height * scale)), max(side, round(width * scale)))
+    return scaled, ((scaled[0] - side) // 2, (scaled[1] - side) // 2)
 
 
 def to_numpy(images: ImageLike) -> np.ndarray:

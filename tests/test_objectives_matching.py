@@ -270,3 +270,25 @@ def test_feature_inversion_of_a_real_photo(vgg):
     photo = load_image(data.astronaut(), size=64)
     factor, _ = invert(vgg, "block2_conv1", photo, steps=150)
     assert factor > 5
+
+
+def test_load_image_turns_photos_upright_like_the_dataset_examples(tmp_path):
+    # stored 40 wide x 20 high, left half red; EXIF orientation 6 = "rotate 90 degrees
+    # clockwise to display", so the photo is 20 wide x 40 high with red on top
+    from lucent_core.examples import _load_image
+    stored = np.zeros((20, 40, 3), dtype=np.uint8)
+    stored[:, :20, 0] = 255
+    stored[:, 20:, 2] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "rotated.png"
+    Image.fromarray(stored).save(path, exif=exif)
+    upright = load_image(path)
+    assert tuple(upright.shape) == (1, 3, 40, 20)
+    assert upright[0, :, 5, 10].tolist() == [1.0, 0.0, 0.0]   # top: red
+    assert upright[0, :, 35, 10].tolist() == [0.0, 0.0, 1.0]  # bottom: blue
+    # one resize-and-crop rule: the centre 20 x 20 square, the same in both readers
+    square = load_image(path, size=20)
+    example = torch.tensor(_load_image(path, 20)).permute(2, 0, 1).float() / 255
+    assert torch.equal(square[0], example)
+    assert torch.equal(square[0], upright[0, :, 10:30, :])

@@ -37,6 +37,7 @@ from PIL import Image
 from torch import nn
 
 from lucent_core.hooks import capture, frozen, model_device, run_to_layers
+from lucent_core.io import centre_crop_box, open_photo
 from lucent_core.models.config import Preprocessing, preprocessing_of
 from lucent_core.objectives.catalogue import _layer
 from lucent_core.objectives.core import Activations, Objective, wrap_objective
@@ -95,10 +96,8 @@ def _resize(image: torch.Tensor, size: Size) -> torch.Tensor:
         side = int(size)
         if side < 1:
             raise ValueError(f"size must be positive, got {size}")
-        scale = side / min(height, width)
-        scaled = (max(side, round(height * scale)), max(side, round(width * scale)))
+        scaled, (top, left) = centre_crop_box(height, width, side)
         image = _resize(image, scaled)
-        top, left = (scaled[0] - side) // 2, (scaled[1] - side) // 2
         return image[..., top:top + side, left:left + side]
     if isinstance(size, (tuple, list)) and len(size) == 2 and \
             all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1
@@ -143,8 +142,7 @@ def load_image(source: ImageSource, size: Size = None) -> torch.Tensor:
     if isinstance(source, (str, os.PathLike)):
         if not os.path.isfile(source):
             raise FileNotFoundError(f"no image file at {os.fspath(source)!r}")
-        with Image.open(source) as opened:
-            source = opened.convert("RGB")
+        source = open_photo(source)  # upright: EXIF orientation applied
     if isinstance(source, Image.Image):
         source = np.asarray(source.convert("RGB"))
     if isinstance(source, np.ndarray):
