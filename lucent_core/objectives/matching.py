@@ -116,7 +116,8 @@ def load_image(source: ImageSource, size: Size = None) -> torch.Tensor:
     """Read an image into a ``(1, 3, H, W)`` float32 tensor in [0, 1].
 
     Args:
-        source: a PIL image (any mode; converted to RGB), a file path, an ``(H, W, 3)`` array
+        source: a PIL image (any mode; converted to RGB), a file path (turned upright by its
+            EXIF orientation, as image viewers show it), an ``(H, W, 3)`` array
             (uint8 0..255 or float in [0, 1]), or a ``(3, H, W)`` / ``(1, 3, H, W)`` tensor
             (uint8 or float in [0, 1]).
         size: None to keep the size; an int to scale the shorter side to ``size`` and crop the
