@@ -318,6 +318,10 @@ def test_the_same_share_cannot_run_twice_at_once_and_a_dead_holder_blocks_nothin
             atlas.render_atlas(tiny, out, "2", shard="1/2", batch=2, **FAST)
         other = atlas.render_atlas(tiny, out, "2", shard="0/2", batch=2, **FAST)
         assert other.rendered == 4 and other.missing == 2   # another share runs meanwhile
+        # another split of the units beside a running 1/2 would render the same units again
+        with pytest.raises(AtlasError, match=r"worker 0/4 cannot start while worker 1/2 of this "
+                                             r"atlas is running \(pid .*same --shard count"):
+            atlas.render_atlas(tiny, out, "2", shard="0/4", batch=2, **FAST)
     # a holder killed with SIGKILL leaves the lock file but not the lock
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from lucent_core.atlas import AtlasStore\n"
@@ -330,6 +334,9 @@ def test_the_same_share_cannot_run_twice_at_once_and_a_dead_holder_blocks_nothin
     finally:
         holder.kill()
         holder.wait()
+    # the finished 0/2 and the killed 1/2 left their lock files: neither blocks another split
+    resplit = atlas.render_atlas(tiny, out, "2", shard="0/4", batch=2, **FAST)
+    assert resplit.rendered == 0 and resplit.skipped == 2   # 0/2 had rendered its units
     done = atlas.render_atlas(tiny, out, "2", shard="1/2", batch=2, **FAST)
     assert done.rendered == 2 and done.missing == 0 and (out / "index.html").is_file()
 

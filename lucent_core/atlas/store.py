@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +36,40 @@ from lucent_core.atlas.plan import ATLAS_FORMAT, AtlasSettings, Series
 from lucent_core.io import save_png, write_atomically
 
 __all__ = ["AtlasError", "AtlasStore", "AtlasWriteError", "read_json", "write_json"]
+
+
+def _try_flock(handle, operation: int, tries: int = 1) -> bool:
+    """Take ``operation`` (``LOCK_EX`` / ``LOCK_SH``) on ``handle`` without blocking."""
+    for attempt in range(tries):
+        try:
+            fcntl.flock(handle, operation | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            if attempt + 1 < tries:
+                time.sleep(0.05)
+    return False
+
+
+def _holder(handle) -> str:
+    handle.seek(0)
+    return handle.read().strip() or "another process"
+
+
+def _running_other_split(locks: Path, count: int) -> tuple[str, str] | None:
+    """``("i/n", holder)`` of a running worker whose share count is not ``count``, else None."""
+    for path in sorted(locks.glob("worker-*-of-*.lock")):
+        index, _, other_count = path.stem[len("worker-"):].partition("-of-")
+        if other_count == str(count):
+            continue
+        try:
+            with open(path, encoding="utf-8") as handle:
+                if _try_flock(handle, fcntl.LOCK_SH):  # nobody holds it: a finished worker
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+                    continue
+                return f"{index}/{other_count}", _holder(handle)
+        except OSError:  # removed or unreadable meanwhile: not a running worker
+            continue
+    return None
 
 
 class AtlasError(ValueError):
@@ -132,14 +167,16 @@ class AtlasStore:
 
     @contextmanager
     def worker_lock(self, worker: tuple[int, int]) -> Iterator[None]:
-        """Hold ``worker`` (index, count)'s lock: a second process with the same share fails.
+        """Hold ``worker`` (index, count)'s lock: a second process with the same share fails,
+        and so does a share of another split of the units while one of that split runs.
 
-        Two processes rendering the same share would not corrupt anything (every file is
-        written atomically) but would do all the work twice, which is usually a mistake (a
-        job started twice, a requeued job whose first run is still alive). The lock is an
-        advisory ``flock`` that the operating system drops when its process ends, however it
-        ends, so a crashed run never blocks the next. Shares of different splits (``0/2`` and
-        ``0/4``) overlap without being noticed. No-op where ``fcntl`` is missing (Windows).
+        Two processes rendering the same units would not corrupt anything (every file is
+        written atomically) but would do the work twice, which is usually a mistake (a job
+        started twice, a requeued job whose first run is still alive, ``--shard 0/2`` started
+        beside a running ``--shard 1/4``). One after the other, splits may change freely: units
+        already done are skipped. The lock is an advisory ``flock`` that the operating system
+        drops when its process ends, however it ends, so a crashed run never blocks the next.
+        No-op where ``fcntl`` is missing (Windows).
 
         Example:
             >>> import tempfile
@@ -155,26 +192,31 @@ class AtlasStore:
             yield
             return
         index, count = worker
-        path = self.root / ".locks" / f"worker-{index}-of-{count}.lock"
+        locks = self.root / ".locks"
+        path = locks / f"worker-{index}-of-{count}.lock"
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            locks.mkdir(parents=True, exist_ok=True)
             handle = open(path, "a+", encoding="utf-8")
         except OSError as error:
             raise AtlasWriteError(f"cannot create the lock file {path}: {error}") from error
         with handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                handle.seek(0)
-                holder = handle.read().strip() or "another process"
+            # a few tries: another split's start-up check holds this lock for a moment
+            if not _try_flock(handle, fcntl.LOCK_EX, tries=5):
                 raise AtlasError(f"worker {index}/{count} of this atlas is already running "
-                                 f"({holder}); wait for it to finish, or stop it and run "
-                                 f"again to resume") from None
+                                 f"({_holder(handle)}); wait for it to finish, or stop it and "
+                                 "run again to resume")
             handle.truncate(0)
             handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since "
                          f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}\n")
             handle.flush()
             try:
+                other = _running_other_split(locks, count)
+                if other:
+                    raise AtlasError(
+                        f"worker {index}/{count} cannot start while worker {other[0]} of this "
+                        f"atlas is running ({other[1]}): two splits of the units would render "
+                        "the same units twice. Give every worker running at once the same "
+                        "--shard count (a later run may use another; finished units are skipped)")
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
