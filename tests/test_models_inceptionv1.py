@@ -226,40 +226,64 @@ def test_branch_wiring(model, acts224):
 
 # --- known answers ------------------------------------------------------------------------
 
-def lrn_reference(x: torch.Tensor, radius: int, alpha: float, beta: float, bias: float
+def lrn_reference(x: torch.Tensor, size: int, alpha: float, beta: float, k: float
                   ) -> torch.Tensor:
-    """TensorFlow's local_response_normalization, written out channel by channel."""
+    """torch's local_response_norm, written out channel by channel (zero-padded window)."""
     out = torch.empty_like(x)
     channels = x.shape[1]
     for c in range(channels):
-        window = x[:, max(0, c - radius):min(channels, c + radius + 1)]
+        window = x[:, max(0, c - size // 2):min(channels, c + (size - 1) // 2 + 1)]
+        out[:, c] = x[:, c] / (k + alpha / size * window.pow(2).sum(1)) ** beta
+    return out
+
+
+def tensorflow_lrn(x: torch.Tensor, depth_radius: int, alpha: float, beta: float, bias: float
+                   ) -> torch.Tensor:
+    """tf.nn.local_response_normalization (alpha on the sum of squares), channel by channel."""
+    out = torch.empty_like(x)
+    channels = x.shape[1]
+    for c in range(channels):
+        window = x[:, max(0, c - depth_radius):min(channels, c + depth_radius + 1)]
         out[:, c] = x[:, c] / (bias + alpha * window.pow(2).sum(1)) ** beta
     return out
 
 
-def test_lrn_matches_tensorflow_formula():
+def test_inceptionv1_lrn_is_the_reference_conversion():
+    # the facts of the widely used conversion (Lucent's, Captum's): LRN size 9,
+    # alpha 9.99999974738e-05, beta 0.5, k 1, in torch's F.local_response_norm
+    assert INCEPTIONV1_LRN == {"size": 9, "alpha": 9.99999974738e-05, "beta": 0.5, "k": 1.0}
     torch.manual_seed(3)
-    x = torch.randn(2, 20, 5, 6, dtype=torch.float64) * 60  # alpha * sum(x^2) is O(1)
-    lrn = LocalResponseNorm(**INCEPTIONV1_LRN)
-    expected = lrn_reference(x, INCEPTIONV1_LRN["depth_radius"], INCEPTIONV1_LRN["alpha"],
-                             INCEPTIONV1_LRN["beta"], INCEPTIONV1_LRN["bias"])
-    assert torch.allclose(lrn(x), expected, rtol=1e-10, atol=0)
-    # torch's own alpha convention (alpha / size) would be a different function
-    naive = F.local_response_norm(x, 9, alpha=INCEPTIONV1_LRN["alpha"], beta=0.5, k=1.0)
-    assert not torch.allclose(naive, expected, rtol=1e-3)
+    x = torch.randn(2, 20, 5, 6, dtype=torch.float64) * 60  # alpha * mean(x^2) is O(1)
+    expected = F.local_response_norm(x, 9, alpha=9.99999974738e-05, beta=0.5, k=1.0)
+    assert torch.allclose(LocalResponseNorm(**INCEPTIONV1_LRN)(x), expected, rtol=1e-10, atol=0)
+    # TensorFlow's alpha scales the sum: the same graph attributes there mean another function
+    assert not torch.allclose(tensorflow_lrn(x, 4, 9.99999974738e-05, 0.5, 1.0), expected,
+                              rtol=1e-3)
 
 
+@pytest.mark.parametrize("size", [1, 4, 5, 11])
 @pytest.mark.parametrize("beta", [0.5, 0.75])
 @pytest.mark.parametrize("shape", [(2, 20, 5, 6), (2, 7, 9)])
-def test_lrn_formula_for_any_beta_and_rank_and_its_gradient(beta, shape):
+def test_lrn_is_torchs_formula_for_any_size_beta_and_rank_and_its_gradient(size, beta, shape):
     torch.manual_seed(4)
     x = (torch.randn(*shape, dtype=torch.float64) * 60).requires_grad_()
-    lrn = LocalResponseNorm(depth_radius=2, alpha=1e-4, beta=beta, bias=2.0)
-    expected = lrn_reference(x, 2, 1e-4, beta, 2.0)
+    lrn = LocalResponseNorm(size=size, alpha=1e-3, beta=beta, k=2.0)
+    expected = lrn_reference(x, size, 1e-3, beta, 2.0)
     assert torch.allclose(lrn(x), expected, rtol=1e-10, atol=0)
+    torchs = F.local_response_norm(x, size, alpha=1e-3, beta=beta, k=2.0)
+    assert torch.allclose(torchs, expected, rtol=1e-10, atol=0)
     grad, = torch.autograd.grad(lrn(x).sum(), x)
     expected_grad, = torch.autograd.grad(expected.sum(), x)
     assert torch.allclose(grad, expected_grad, rtol=1e-8, atol=1e-12)
+
+
+def test_a_tensorflow_lrn_is_size_2r_plus_1_and_alpha_times_size():
+    # the docstring's conversion, e.g. for the attributes others read from Lucid's graph
+    torch.manual_seed(5)
+    x = torch.randn(2, 30, 4, 4, dtype=torch.float64) * 60
+    expected = tensorflow_lrn(x, depth_radius=5, alpha=1e-4, beta=0.5, bias=2.0)
+    lrn = LocalResponseNorm(size=11, alpha=11e-4, beta=0.5, k=2.0)
+    assert torch.allclose(lrn(x), expected, rtol=1e-10, atol=0)
 
 
 def test_lrn_keeps_channels_last_layout_and_values():
@@ -270,13 +294,19 @@ def test_lrn_keeps_channels_last_layout_and_values():
     assert torch.allclose(out, lrn(x), rtol=1e-5, atol=1e-6)
 
 
-def test_model_lrns_use_tensorflow_formula(acts224):
-    lrn = dict(INCEPTIONV1_LRN)
-    radius = lrn.pop("depth_radius")
+def test_model_lrns_are_torchs_local_response_norm_with_the_reference_parameters(acts224):
     pairs = (("maxpool0", "localresponsenorm0"), ("conv2d2", "localresponsenorm1"))
     for source, name in pairs:
-        expected = lrn_reference(acts224[source].double(), radius, **lrn)
+        expected = F.local_response_norm(acts224[source].double(), 9, 9.99999974738e-05, 0.5,
+                                         1.0)
         assert torch.allclose(acts224[name].double(), expected, rtol=1e-5, atol=1e-6), name
+
+
+def test_other_lrn_parameters_can_be_given():
+    torch.manual_seed(0)
+    model = InceptionV1(lrn={"size": 11, "alpha": 11e-4, "beta": 0.5, "k": 2.0}).eval()
+    assert (model.localresponsenorm0.size, model.localresponsenorm1.k) == (11, 2.0)
+    assert "size=11, alpha=0.0011, beta=0.5, k=2.0" in repr(model.localresponsenorm0)
 
 
 def test_conv2d0_padding_is_left_top_2_right_bottom_3(model):

@@ -680,7 +680,7 @@ def test_compiled_forward_with_redirected_relus_gives_the_eager_render():
         torch.manual_seed(0)
         net = nn.Sequential(OrderedDict(
             conv=nn.Conv2d(3, 8, 3, padding=1), relu=RedirectedReLU(redirect=True),
-            lrn=LocalResponseNorm(depth_radius=2, alpha=1e-3, beta=0.75, bias=1.0),
+            lrn=LocalResponseNorm(size=5, alpha=5e-3, beta=0.75, k=1.0),
             pool=PaddedMaxPool2d(), head=nn.Conv2d(8, 4, 1), head_relu=RedirectedReLU(True)))
         with torch.no_grad():
             net.head.bias[2] = -1.0      # unit 2 starts dead: only the redirect reaches it

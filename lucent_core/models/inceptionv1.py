@@ -49,8 +49,9 @@ INCEPTIONV1_VALUE_RANGE = (-117.0, 138.0)
 #: Output classes of ``softmax2`` (index 0 is the dummy background class of ``inception5h``).
 INCEPTIONV1_NUM_CLASSES = 1008
 
-#: LRN parameters of the graph, in TensorFlow's convention (see :class:`LocalResponseNorm`).
-INCEPTIONV1_LRN = {"depth_radius": 4, "alpha": 9.99999974738e-05, "beta": 0.5, "bias": 1.0}
+#: LRN parameters (torch's convention, see :class:`LocalResponseNorm`) of the PyTorch
+#: conversion that ``inception5h.pth`` comes with, as Lucent and Captum use it.
+INCEPTIONV1_LRN = {"size": 9, "alpha": 9.99999974738e-05, "beta": 0.5, "k": 1.0}
 
 #: Padding (left, right, top, bottom) of the input to ``conv2d0`` (7x7, stride 2).
 _CONV2D0_PADDING = (2, 3, 2, 3)
@@ -97,66 +98,56 @@ _POOL_BEFORE = {"mixed4a": "maxpool4", "mixed5a": "maxpool10"}
 
 
 class LocalResponseNorm(nn.Module):
-    """Local response normalisation across channels, in TensorFlow's convention.
+    """Local response normalisation across channels: torch's formula, computed faster.
 
-    Computes, like ``tf.nn.local_response_normalization`` (which built the ``inception5h``
-    graph)::
+    The same function as :func:`torch.nn.functional.local_response_norm` (and
+    :class:`torch.nn.LocalResponseNorm`), with the same parameters::
 
-        out[:, c] = x[:, c] / (bias + alpha * sum(x[:, c - r : c + r + 1] ** 2, dim=1)) ** beta
+        window = x[:, c - size // 2 : c + (size - 1) // 2 + 1]
+        out[:, c] = x[:, c] / (k + alpha / size * sum(window ** 2, dim=1)) ** beta
 
-    with ``r = depth_radius``, the window clipped at the first and last channel. TensorFlow's
-    ``alpha`` multiplies the *sum* of squares; :class:`torch.nn.LocalResponseNorm` divides its
-    ``alpha`` by the window size ``n = 2r + 1`` (it multiplies the *mean*), so this module calls
-    :func:`torch.nn.functional.local_response_norm` with ``size=n, alpha=alpha * n``. Passing
-    the graph's alpha to torch unchanged would normalise 9 times too weakly.
+    the window clipped at the first and last channel (torch's zero padding). Note the
+    ``alpha / size``: torch's ``alpha`` scales the *mean* of the squares, TensorFlow's the
+    *sum*, so a TensorFlow LRN with ``depth_radius=r, bias=b, alpha=a`` is this module with
+    ``size=2r+1, k=b, alpha=a*(2r+1)``. On 4-d input the windowed sum is one 1x1 convolution
+    with a banded C x C matrix: several times faster than torch's pooling forward and
+    backward, and it keeps channels-last layout.
 
     Args:
-        depth_radius: half-width ``r`` of the channel window (window size ``2r + 1``).
-        alpha: scale of the sum of squares (TensorFlow's ``alpha``).
+        size: number of channels in the window.
+        alpha: scale of the mean of squares (torch's ``alpha``).
         beta: exponent.
-        bias: additive constant (TensorFlow's ``bias``, torch's ``k``).
+        k: additive constant (TensorFlow's ``bias``).
 
     Shape:
         Input ``(B, C, *)``, output the same shape.
 
     Example:
-        >>> lrn = LocalResponseNorm(depth_radius=0, alpha=1.0, beta=0.5, bias=0.0)
+        >>> lrn = LocalResponseNorm(size=1, alpha=1.0, beta=0.5, k=0.0)
         >>> lrn(torch.tensor([[[[3.0]], [[-4.0]]]])).flatten()   # x / |x| with a window of 1
         tensor([ 1., -1.])
     """
 
-    def __init__(self, depth_radius: int = 5, alpha: float = 1.0, beta: float = 0.5,
-                 bias: float = 1.0) -> None:
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0
+                 ) -> None:
         super().__init__()
-        self.depth_radius = depth_radius
-        self.alpha = alpha
-        self.beta = beta
-        self.bias = bias
-
-    @property
-    def size(self) -> int:
-        """Window size ``2 * depth_radius + 1`` (torch's ``size``)."""
-        return 2 * self.depth_radius + 1
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
-            return F.local_response_norm(x, size=self.size, alpha=self.alpha * self.size,
-                                         beta=self.beta, k=self.bias)
-        # The windowed sum of squares as a 1x1 convolution with a banded C x C matrix: the
-        # same numbers as F.local_response_norm (which pools over a padded 3-d view), several
-        # times faster forward and backward, and fine in channels-last memory layout.
+            return F.local_response_norm(x, self.size, self.alpha, self.beta, self.k)
         channels = torch.arange(x.shape[1], device=x.device)
-        band = (channels[:, None] - channels[None, :]).abs() <= self.depth_radius
-        weight = (band.to(x.dtype) * self.alpha)[:, :, None, None]
-        bias = torch.full((x.shape[1],), self.bias, device=x.device, dtype=x.dtype)
+        offset = channels[None, :] - channels[:, None]        # input channel - output channel
+        band = (offset >= -(self.size // 2)) & (offset <= (self.size - 1) // 2)
+        weight = (band.to(x.dtype) * (self.alpha / self.size))[:, :, None, None]
+        bias = torch.full((x.shape[1],), self.k, device=x.device, dtype=x.dtype)
         denominator = F.conv2d(x * x, weight, bias)
         if self.beta == 0.5:
             return x * torch.rsqrt(denominator)
         return x * denominator.pow(-self.beta)
 
     def extra_repr(self) -> str:
-        return (f"depth_radius={self.depth_radius}, alpha={self.alpha}, beta={self.beta}, "
-                f"bias={self.bias} (TensorFlow convention)")
+        return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
 
 
 class PaddedMaxPool2d(nn.Module):
@@ -286,7 +277,8 @@ class InceptionV1(nn.Module):
                                 top 2, bottom 3), ReLU
         maxpool0                3x3 stride-2 max pool, padded right/bottom by 1       64   56
                                 with -inf
-        localresponsenorm0      LRN (INCEPTIONV1_LRN, TensorFlow convention)          64   56
+        localresponsenorm0      LRN (INCEPTIONV1_LRN: size 9, alpha 1e-4, beta 0.5,   64   56
+                                k 1, torch's convention)
         conv2d1                 1x1 conv, ReLU                                        64   56
         conv2d2                 3x3 conv (padding 1), ReLU                           192   56
         localresponsenorm1      LRN                                                  192   56
@@ -331,10 +323,19 @@ class InceptionV1(nn.Module):
     the input of each stride-2 layer has even height and width (224, 160, 128, ...); for odd
     sizes TensorFlow would pad symmetrically instead, this model does not.
 
+    LRN: :data:`INCEPTIONV1_LRN`, the parameters of the PyTorch conversion (size 9,
+    alpha 1e-4 on the mean of squares, k 1, beta 0.5), so activations equal Lucent's and
+    Captum's for the same weights. Others who read Lucid's TensorFlow graph report different
+    LRN attributes (``depth_radius`` 5, ``bias`` 2, ``alpha`` 1e-4 on the *sum*, ``beta``
+    0.5); that was not checked here (no TensorFlow graph offline). To try it, build
+    ``InceptionV1(lrn={"size": 11, "alpha": 11e-4, "beta": 0.5, "k": 2.0})`` and load the
+    same weights.
+
     Args:
         redirected_relu: initial ``redirect`` flag of every ReLU (all are
             :class:`RedirectedReLU`; switch later with
             :func:`lucent_core.models.relu.set_redirected_relu`).
+        lrn: parameters of both LRN layers (:class:`LocalResponseNorm`'s arguments).
 
     Shape:
         Input ``(B, 3, H, W)``, RGB on the [-117, 138] scale (:data:`INCEPTIONV1_VALUE_RANGE`),
@@ -354,10 +355,10 @@ class InceptionV1(nn.Module):
         torch.Size([2, 1008])
     """
 
-    def __init__(self, redirected_relu: bool = False) -> None:
+    def __init__(self, redirected_relu: bool = False, lrn: dict | None = None) -> None:
         super().__init__()
         self.preprocessing = Preprocessing(value_range=INCEPTIONV1_VALUE_RANGE)
-        lrn = INCEPTIONV1_LRN
+        lrn = INCEPTIONV1_LRN if lrn is None else lrn
         self._stem_conv("conv2d0", 3, 64, 7, redirected_relu, stride=2, padding=0)
         self.maxpool0 = PaddedMaxPool2d(3, 2, _MAXPOOL_PADDING)
         self.localresponsenorm0 = LocalResponseNorm(**lrn)
