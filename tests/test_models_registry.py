@@ -340,3 +340,32 @@ def test_vgg16_hed_pretrained_shares_the_hed_weights(hed_edges_pretrained):
     torch.testing.assert_close(backbone.block4_conv3_conv.weight,
                                hed_edges_pretrained.block4_conv3_conv.weight, rtol=0, atol=0)
     assert backbone.block1_conv1_conv.weight.abs().sum() > 0
+
+
+# --- torchvision: built as torchvision builds it for its weights ------------------------------
+
+def test_every_torchvision_classifier_has_a_config_without_building_it():
+    import torchvision.models as tvm
+    names = tvm.list_models(module=tvm)
+    assert len(names) > 70
+    configs = {name: get_config(f"torchvision:{name}") for name in names}  # RegNets included
+    assert configs["regnet_y_128gf"].weights.sha256 is not None
+    assert configs["resnet18"].weights.sha256 == "f37072fd"  # resnet18-f37072fd.pth
+
+
+@pytest.mark.parametrize("name, size", [("vit_b_16", 224), ("vit_h_14", 518), ("maxvit_t", 224)])
+def test_fixed_size_torchvision_models_get_the_size_of_their_weights(name, size):
+    config = get_config(f"torchvision:{name}")
+    assert config.preprocessing.input_size == (size, size) == config.input_size
+    with torch.device("meta"):  # the size is the model's own: its position embeddings fit it
+        model = config.build()
+    if name.startswith("vit"):
+        assert model.image_size == size
+        assert model.encoder.pos_embedding.shape[1] == (size // model.patch_size) ** 2 + 1
+
+
+@pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
+def test_googlenet_and_inception_v3_transform_their_input_as_their_weights_expect(name):
+    with torch.device("meta"):
+        model = get_config(f"torchvision:{name}").build()
+    assert model.transform_input is True

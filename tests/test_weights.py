@@ -218,6 +218,41 @@ def test_failed_download_says_where_to_put_the_file(tmp_path, hub_dir, monkeypat
     assert isinstance(info.value.__cause__, type(error))
 
 
+def test_a_truncated_download_without_a_known_hash_is_not_cached(tmp_path, hub_dir,
+                                                                   monkeypatch):
+    served = served_file(tmp_path).read_bytes()
+    calls = []
+
+    def short_download(url, dst, hash_prefix=None, progress=True):  # the body ends early
+        calls.append(url)
+        Path(dst).write_bytes(served[:len(served) // 2])
+    monkeypatch.setattr(torch.hub, "download_url_to_file", short_download)
+    for attempt in (1, 2):  # nothing bad is kept, so the next call downloads again
+        with pytest.raises(WeightsError, match=r"(?s)the download from .* cannot be read .*"
+                                               r"not kept: try again later"):
+            load_weights(source(url=URL))
+        assert len(calls) == attempt
+        assert list((hub_dir / "checkpoints").iterdir()) == []
+
+
+def test_an_unreadable_cached_file_says_to_delete_it(tmp_path, hub_dir):
+    cached = hub_dir / "checkpoints" / FILENAME
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"not a torch file")
+    with pytest.raises(WeightsError, match=r"(?s)cannot read .* download cache: delete it"):
+        load_weights(source(url=URL))
+
+
+def test_a_hash_prefix_like_torchvisions_file_names_is_checked(tmp_path):
+    path = save_state(tmp_path / FILENAME, 1.0)
+    prefix = sha256sum(path)[:8]
+    assert find_weights(source(sha256=prefix), path) == path
+    assert find_weights(source(sha256=prefix.upper()), path) == path
+    wrong = "0" * 8 if prefix != "0" * 8 else "1" * 8
+    with pytest.raises(WeightsError, match=f"should have {wrong}"):
+        find_weights(source(sha256=wrong), path)
+
+
 def test_no_url_and_nothing_found_shows_install_hint(tmp_path, hub_dir, monkeypatch):
     calls = fake_download(monkeypatch, tmp_path)
     hint = "pip install --no-deps tiny-weights-package"

@@ -50,7 +50,9 @@ class WeightsSource:
     Attributes:
         filename: the file name looked for in ``$LUCENT_CORE_WEIGHTS`` and the hub cache.
         url: where to download it, or None if it cannot be downloaded.
-        sha256: the file's SHA256 hex digest, when known (then every file is checked).
+        sha256: the file's SHA256 hex digest when known, or its first characters (as in
+            torchvision's file names, ``resnet18-f37072fd.pth``); every file is checked
+            against it.
         license: the weights' licence.
         provenance: who trained/converted them and from what.
         locate: finds a copy shipped in an installed package (returns None if absent).
@@ -116,7 +118,7 @@ def _cache_path(source: WeightsSource) -> Path:
 def _verify(path: Path, source: WeightsSource, downloaded: bool = False) -> Path:
     if source.sha256 is not None:
         found = sha256sum(path)
-        if found != source.sha256:
+        if not found.startswith(source.sha256.lower()):
             what = f"the download from {source.url}" if downloaded else str(path)
             advice = "It was not kept; try again later." if downloaded else \
                 "Delete it and download it again."
@@ -169,10 +171,17 @@ def _missing_message(source: WeightsSource, cached: Path, reason: str = "") -> s
 
 def _download(source: WeightsSource, destination: Path) -> Path:
     destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(destination.name + ".partial")
+    # one partial file per process: workers of one atlas may download at the same time
+    partial = destination.with_name(f"{destination.name}.{os.getpid()}.partial")
     try:
         torch.hub.download_url_to_file(source.url, str(partial), progress=True)
         _verify(partial, source, downloaded=True)
+        if source.sha256 is None:  # no hash to check: at least the file must read
+            try:
+                source.reader(partial)
+            except WeightsError as error:
+                raise WeightsError(f"the download from {source.url} cannot be read ({error}); "
+                                   "it was not kept: try again later") from error
         os.replace(partial, destination)
     except WeightsError:
         raise
@@ -188,4 +197,11 @@ def _download(source: WeightsSource, destination: Path) -> Path:
 def load_weights(source: WeightsSource, weights: str | os.PathLike | None = None,
                  download: bool = True) -> dict[str, torch.Tensor]:
     """Find (see :func:`find_weights`), verify and read a state dict."""
-    return source.reader(find_weights(source, weights, download))
+    path = find_weights(source, weights, download)
+    try:
+        return source.reader(path)
+    except WeightsError as error:
+        if path == _cache_path(source):
+            raise WeightsError(f"{error}. It is in the download cache: delete it, and the "
+                               "next use downloads it again") from error
+        raise

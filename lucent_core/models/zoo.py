@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
+import re
+import typing
 from pathlib import Path
 
-import torch
 
 from lucent_core.models.config import Preprocessing
 from lucent_core.models.registry import ModelConfig, register_model
@@ -95,9 +97,16 @@ def _hed_edges() -> ModelConfig:
 def torchvision_config(name: str) -> ModelConfig:
     """Config for any torchvision classification model, with its own weights and preprocessing.
 
+    The model is built as torchvision builds it for its ``DEFAULT`` weights: the constructor
+    settings those weights need (GoogLeNet's and Inception v3's ``transform_input``, a vision
+    transformer's ``image_size``, MaxViT's ``input_size``) are passed, fixed-size models get a
+    fixed input size, and the file is checked against the SHA256 prefix in its name.
+
     Example:
         >>> torchvision_config("resnet18").preprocessing.mean
         (0.485, 0.456, 0.406)
+        >>> torchvision_config("vit_h_14").preprocessing.input_size   # SWAG weights: 518 px
+        (518, 518)
     """
     import torchvision.models as tvm
 
@@ -110,22 +119,43 @@ def torchvision_config(name: str) -> ModelConfig:
                          "See torchvision.models.list_models(module=torchvision.models).")
     enum_weights = tvm.get_model_weights(name).DEFAULT
     transform = enum_weights.transforms()
-    with torch.device("meta"):  # only to read attributes: allocates nothing
-        probe = tvm.get_model(name, weights=None)
-    fixed = getattr(probe, "image_size", None)  # vision transformers need a fixed size
+    settings = _torchvision_weight_settings(name, enum_weights)
+    fixed = settings.get("image_size") or (settings.get("input_size") or (None,))[0]
     crop = int(transform.crop_size[0])
     url = enum_weights.url
+    prefix = re.search(r"-([0-9a-f]{8,})\.[^.]+$", Path(url).name)
     return ModelConfig(
         name=f"torchvision:{name}",
         description=f"torchvision {name} ({enum_weights.name} weights)",
-        build=lambda: tvm.get_model(name, weights=None),
+        build=lambda: tvm.get_model(name, weights=None, **settings),
         preprocessing=Preprocessing(mean=tuple(transform.mean), std=tuple(transform.std),
                                     input_size=(fixed, fixed) if fixed else None),
-        input_size=(crop, crop),
+        input_size=(fixed, fixed) if fixed else (crop, crop),
         weights=WeightsSource(
-            filename=Path(url).name,  # torchvision's file names carry a hash prefix
+            filename=Path(url).name,
             url=url,
+            sha256=prefix.group(1) if prefix else None,  # torchvision names carry one
             license="see torchvision's weights documentation",
             provenance=f"torchvision.models.{type(enum_weights).__name__}.{enum_weights.name}",
         ),
     )
+
+
+def _torchvision_weight_settings(name: str, enum_weights) -> dict:
+    """Constructor arguments that torchvision's builder sets when it loads ``enum_weights``.
+
+    Read from the model class's signature (the builder's return type), so nothing is built.
+    """
+    import torchvision.models as tvm
+
+    model_class = typing.get_type_hints(tvm.get_model_builder(name))["return"]
+    accepts = inspect.signature(model_class.__init__).parameters
+    size = enum_weights.meta["min_size"]
+    settings = {}
+    if "transform_input" in accepts:  # GoogLeNet, Inception v3: weights expect it on
+        settings["transform_input"] = True
+    if "image_size" in accepts:       # vision transformers: position embeddings fix the size
+        settings["image_size"] = size[0]
+    if "input_size" in accepts:       # MaxViT: window partitions fix the size
+        settings["input_size"] = tuple(size)
+    return settings
