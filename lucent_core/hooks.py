@@ -105,8 +105,15 @@ def capture(model: nn.Module, layers: Sequence[str], stop_early: bool = True
     A module that runs more than once in a forward pass (a ReLU reused inside a torchvision
     ``BasicBlock``, say) is captured at its *first* call, with or without ``stop_early``.
 
+    An activation that the rest of the forward pass overwrites in place (a later ReLU with
+    ``inplace=True``, ``out += identity`` in a torchvision ResNet block) is noticed by
+    :func:`run_to_layers`, which then keeps a copy of that layer and runs the forward again:
+    the value is always the layer's own output.
+
     Yields:
-        A dict from each requested name (as given) to its activation of the latest forward.
+        A dict from each requested name (as given) to its activation, filled by every
+        :func:`run_to_layers` call (which clears it first). Calling ``model(x)`` directly
+        inside the block does not refill layers already captured.
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1))
@@ -129,8 +136,11 @@ def capture(model: nn.Module, layers: Sequence[str], stop_early: bool = True
         def hook(_module, _inputs, output):
             if names[0] in acts:  # a module called again: keep its first output
                 return
+            if names[0] in acts.copied:  # the forward changes it in place later on
+                output = output.clone()
             for name in names:
                 acts[name] = output
+            acts.versions[names[0]] = _version(output)
             if acts.stop_early and all(name in acts for name in acts.requested):
                 raise _StopForward
         return hook
@@ -152,6 +162,22 @@ class _Activations(dict):
         self.requested = requested
         self.stop_early = stop_early
         self.output_names = output_names
+        self.versions: dict[str, int | None] = {}  # version counter when captured
+        self.copied: set[str] = set()  # layers the forward changes in place after capture
+
+    def changed_in_place(self) -> list[str]:
+        """Captured layers whose tensor was written to later in the forward pass (a ReLU
+        with ``inplace=True``, ``out += identity`` in a ResNet block)."""
+        return [name for name, version in self.versions.items()
+                if version is not None and _version(self[name]) != version]
+
+
+def _version(value: object) -> int | None:
+    """The tensor's in-place write counter, where there is one to read."""
+    if not isinstance(value, torch.Tensor) or value.is_inference() or \
+            torch.compiler.is_compiling():
+        return None
+    return value._version
 
 
 def run_to_layers(model: nn.Module, x: torch.Tensor, acts: dict[str, torch.Tensor]
@@ -166,10 +192,12 @@ def run_to_layers(model: nn.Module, x: torch.Tensor, acts: dict[str, torch.Tenso
     """
     if not isinstance(acts, _Activations):
         raise TypeError("run_to_layers needs the dict yielded by lucent_core.hooks.capture")
-    acts.clear()
-    try:
-        output = model(x)
-    except _StopForward:
+    output = _forward(model, x, acts)
+    changed = acts.changed_in_place()
+    if changed:  # keep copies of those layers from now on, and run this forward again
+        acts.copied.update(changed)
+        output = _forward(model, x, acts)
+    if output is _STOPPED:
         return acts
     for name in acts.output_names:
         if not isinstance(output, torch.Tensor):
@@ -181,6 +209,19 @@ def run_to_layers(model: nn.Module, x: torch.Tensor, acts: dict[str, torch.Tenso
         raise RuntimeError(f"layer(s) {missing} were never reached by the forward pass: the "
                            "module exists but model.forward does not call it")
     return acts
+
+
+_STOPPED = object()
+
+
+def _forward(model: nn.Module, x: torch.Tensor, acts: _Activations) -> object:
+    """``model(x)``, or ``_STOPPED`` when the capture stopped it early."""
+    acts.clear()
+    acts.versions.clear()
+    try:
+        return model(x)
+    except _StopForward:
+        return _STOPPED
 
 
 def model_device(model: nn.Module) -> tuple[torch.device, torch.dtype]:

@@ -391,3 +391,54 @@ def test_model_device_skips_integer_buffers():
 def test_model_device_meta():
     model = nn.Linear(2, 2, device="meta")
     assert model_device(model) == (torch.device("meta"), torch.float32)
+
+
+# --- activations the forward overwrites in place ----------------------------------------------
+
+class InPlaceBlock(nn.Module):
+    """A ResNet-style block: an in-place ReLU after ``bn``, ``out += identity`` after ``conv``."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.bn = nn.Conv2d(3, 3, 1)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.head = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        out = self.relu(self.bn(x))
+        identity = out
+        out = self.conv(out)
+        out += identity
+        return self.head(out)
+
+
+def test_a_layer_overwritten_in_place_later_is_captured_as_its_own_output():
+    model = InPlaceBlock()
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        true_bn = model.bn(x)
+        true_conv = model.conv(torch.relu(true_bn))
+    assert (true_bn < 0).any()
+    for stop_early in (True, False):
+        with capture(model, ["bn", "conv", "head"], stop_early=stop_early) as acts:
+            for _ in range(2):  # the first forward notices, later ones copy straight away
+                run_to_layers(model, x, acts)
+                torch.testing.assert_close(acts["bn"], true_bn)
+                torch.testing.assert_close(acts["conv"], true_conv)
+            assert acts.copied == {"bn", "conv"}
+    # gradients flow through the copies: d(sum of bn)/dx is the bn weights' column sums
+    image = x.clone().requires_grad_()
+    with capture(model, ["bn", "head"]) as acts:
+        run_to_layers(model, image, acts)
+        acts["bn"].sum().backward()
+    expected = model.bn.weight.sum(0).view(3, 1, 1).expand(3, 6, 6)
+    torch.testing.assert_close(image.grad[0], expected)
+
+
+def test_layers_nobody_overwrites_are_not_copied():
+    model = InPlaceBlock()
+    with capture(model, ["head"]) as acts:
+        run_to_layers(model, torch.randn(1, 3, 6, 6), acts)
+    assert acts.copied == set()
