@@ -198,8 +198,10 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
             model has one (zoo models do), else images are passed as RGB in [0, 1].
         redirected_relu: during the render, give the model's
             :class:`~lucent_core.models.relu.RedirectedReLU` modules Lucid's redirected
-            gradient, so units that start dead can still be reached (zoo models use them;
-            plain ``nn.ReLU`` modules are not affected).
+            gradient, so units that start dead can still be reached (models from
+            ``create_model`` have them in place of every ``nn.ReLU``; for your own model call
+            :func:`~lucent_core.models.relu.use_redirected_relus` once). ``settings`` records
+            whether any ReLU was redirected.
         autocast: run the model under ``torch.autocast`` in this dtype (``torch.bfloat16``
             or ``torch.float16``): faster on GPUs with tensor cores. The parameterisation,
             the optimiser and the objective stay in float32 (activations are cast back).
@@ -247,7 +249,7 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
             raise ValueError("the parameterisation has no trainable parameters")
         opt = optimizer(params) if optimizer is not None else torch.optim.Adam(params, DEFAULT_LR)
         # the bar opens after capture, so an unknown layer fails before any bar is drawn
-        with frozen(model), redirecting(model, redirected_relu), \
+        with frozen(model), redirecting(model, redirected_relu) as redirectable, \
                 capture(model, model_layers) as acts, \
                 tqdm(total=steps[-1], desc=objective.name[:60], disable=not progress,
                      leave=True) as bar:
@@ -306,7 +308,7 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
     history = torch.stack(values).float().cpu().tolist() if values else []
     settings = {"seed": seed, "transforms": describe_transforms(transform),
                 "optimizer": _describe_optimizer(opt), "preprocess": repr(preprocess),
-                "redirected_relu": redirected_relu,
+                "redirected_relu": redirected_relu and redirectable > 0,  # what took effect
                 "autocast": None if autocast is None else str(autocast).replace("torch.", ""),
                 "channels_last": channels_last, "compile": compile}
     return RenderResult(images=images, thresholds=taken, history=history,

@@ -523,8 +523,8 @@ def test_side_car_holds_one_record_per_panel(tmp_path, renders):
         assert panel["transforms"] == describe_transforms(None) == repr(standard_affine())
         assert panel["transforms"].startswith("RandomAffine(pad=12, jitter=(8, 4), scales=[0.9,")
         assert panel["render"] == {"optimizer": "Adam(lr=0.05)", "preprocess": repr(
-            Preprocessing()), "redirected_relu": True, "autocast": None, "channels_last": True,
-            "compile": False}
+            Preprocessing()), "redirected_relu": False, "autocast": None,  # a plain nn.ReLU
+            "channels_last": True, "compile": False}
         assert panel["interrupted"] is False
         assert panel["extra"] == {"lr": 0.05, "note": [1, 2]}
         assert panel["versions"]["lucent_core"] == record["versions"]["lucent_core"]

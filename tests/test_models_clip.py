@@ -244,3 +244,10 @@ def test_render_prompts_renders_one_image_per_prompt_with_a_grid(vit):
     assert result.history[-1] > result.history[0]
     with pytest.raises(ValueError, match="at least one prompt"):
         render_prompts(vit, [])
+
+
+def test_the_resnet_towers_relus_can_be_redirected_the_vits_have_none(rn50, vit):
+    from lucent_core.models.relu import RedirectedReLU
+    assert not any(type(m) is torch.nn.ReLU for m in rn50.modules())
+    assert sum(isinstance(m, RedirectedReLU) for m in rn50.modules()) > 40
+    assert not any(isinstance(m, RedirectedReLU) for m in vit.modules())

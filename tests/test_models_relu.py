@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch import nn
 
 from lucent_core.models.relu import RedirectedReLU, redirected_relu
 
@@ -79,3 +80,39 @@ def test_the_redirected_backward_compiles_as_one_graph_with_the_same_gradient():
     leaf = x.clone().requires_grad_()
     compiled(leaf).backward()  # fullgraph=True: a graph break is an error
     torch.testing.assert_close(leaf.grad, reference_grad(x, grad))
+
+
+# --- every model from create_model has switchable ReLUs ----------------------------------------
+
+def test_create_model_swaps_torchvisions_relus_and_keeps_its_outputs():
+    import torchvision
+    from lucent_core.models import create_model
+    from lucent_core.models.relu import set_redirected_relu
+    model = create_model("torchvision:resnet18", pretrained=False)
+    assert not any(type(m) is nn.ReLU for m in model.modules())
+    assert set_redirected_relu(model, False) == 9  # the stem's and one per BasicBlock
+    plain = torchvision.models.resnet18().eval()
+    plain.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), plain(x))
+
+
+def test_use_redirected_relus_reaches_nested_and_reused_modules():
+    from lucent_core.models.relu import use_redirected_relus
+
+    class Reuses(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.relu = nn.ReLU(inplace=True)
+            self.inner = nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU())
+
+        def forward(self, x):
+            return self.relu(self.inner(self.relu(x)))
+
+    net = Reuses()
+    x = torch.randn(1, 3, 4, 4)
+    before = net(x.clone())
+    assert use_redirected_relus(net) == 2 and use_redirected_relus(net) == 0
+    assert isinstance(net.relu, RedirectedReLU) and isinstance(net.inner[1], RedirectedReLU)
+    torch.testing.assert_close(net(x), before)

@@ -32,6 +32,7 @@ from PIL import Image
 
 from lucent_core.hooks import INPUT_LAYER, capture, frozen, model_device, run_to_layers
 from lucent_core.models.config import Preprocessing
+from lucent_core.models.relu import use_redirected_relus
 from lucent_core.models.registry import ModelConfig, get_config, register_model
 from lucent_core.objectives.catalogue import direction
 from lucent_core.objectives.core import Activations, Objective, wrap_objective
@@ -176,9 +177,11 @@ def _create(open_clip_name: str, pretrained: str | None, cache_dir: str | None =
             ) -> CLIPVisual:
     open_clip = _import_open_clip()
     # OpenAI trained with QuickGELU; open_clip >= 2.2x only warns when it is not forced
-    return CLIPVisual(open_clip.create_model(open_clip_name, pretrained=pretrained,
-                                             force_quick_gelu=True, cache_dir=cache_dir),
-                      open_clip_name)
+    model = CLIPVisual(open_clip.create_model(open_clip_name, pretrained=pretrained,
+                                              force_quick_gelu=True, cache_dir=cache_dir),
+                       open_clip_name)
+    use_redirected_relus(model)  # the ResNet towers' nn.ReLUs (ViTs have none)
+    return model
 
 
 @register_model("clip_rn50")

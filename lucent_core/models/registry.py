@@ -11,6 +11,7 @@ from typing import Callable
 from torch import nn
 
 from lucent_core.models.config import Preprocessing
+from lucent_core.models.relu import use_redirected_relus
 from lucent_core.models.weights import WeightsSource, load_weights
 
 __all__ = ["ModelConfig", "create_model", "get_config", "list_models", "register_model"]
@@ -152,6 +153,7 @@ def create_model(name: str, pretrained: bool = True, weights: str | os.PathLike 
                 raise ValueError(f"model {name!r} has no trained weights file; use "
                                  "pretrained=False")
             model.load_state_dict(load_weights(config.weights, weights))
+    use_redirected_relus(model)  # torchvision's and open_clip's nn.ReLUs, for renders
     model.eval()
     model.config = config
     model.preprocessing = config.preprocessing

@@ -16,7 +16,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
-__all__ = ["RedirectedReLU", "redirected_relu", "redirecting", "set_redirected_relu"]
+__all__ = ["RedirectedReLU", "redirected_relu", "redirecting", "set_redirected_relu",
+           "use_redirected_relus"]
 
 
 _compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # torch >= 2.3
@@ -82,6 +83,28 @@ class RedirectedReLU(nn.Module):
 
     def extra_repr(self) -> str:
         return f"redirect={self.redirect}"
+
+
+def use_redirected_relus(model: nn.Module) -> int:
+    """Replace every ``nn.ReLU`` module of ``model`` by a :class:`RedirectedReLU`, in place.
+
+    The forward pass is unchanged (an in-place ReLU becomes an ordinary one); renders can
+    then switch on the redirected gradient. ReLUs called as functions (``F.relu``) inside a
+    ``forward`` cannot be reached. :func:`~lucent_core.models.create_model` does this for
+    every model it builds. Returns how many modules were replaced.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(inplace=True))
+        >>> use_redirected_relus(net), net[1]
+        (1, RedirectedReLU(redirect=False))
+    """
+    count = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.ReLU:
+                setattr(parent, name, RedirectedReLU())
+                count += 1
+    return count
 
 
 def _relus(model: nn.Module) -> Iterator[RedirectedReLU]:
