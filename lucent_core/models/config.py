@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +42,10 @@ class Preprocessing:
     input_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
+        for name in ("mean", "std"):  # any sequence of numbers becomes a tuple of floats
+            values = getattr(self, name)
+            if values is not None:
+                object.__setattr__(self, name, tuple(float(v) for v in values))
         if self.channel_order not in CHANNEL_ORDERS:
             raise ValueError(f"unknown channel order {self.channel_order!r}; "
                              f"choose one of {CHANNEL_ORDERS}")
@@ -56,10 +61,18 @@ class Preprocessing:
         if self.channel_order == "BGR":
             x = x.flip(1)
         if self.mean is not None:
-            x = x - torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+            x = x - _per_channel(self.mean, x.device, x.dtype)
         if self.std is not None:
-            x = x / torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+            x = x / _per_channel(self.std, x.device, x.dtype)
         return x
+
+
+@functools.lru_cache(maxsize=64)
+def _per_channel(values: tuple[float, ...], device: torch.device, dtype: torch.dtype
+                 ) -> torch.Tensor:
+    """``values`` as a ``(1, C, 1, 1)`` tensor, made once per device and dtype: building it
+    every step would copy from the host each time, which waits for a GPU to catch up."""
+    return torch.tensor(values, device=device, dtype=dtype).view(1, -1, 1, 1)
 
 
 def registry_name(model: nn.Module) -> str:
