@@ -16,6 +16,7 @@ from torch import nn
 
 from lucent_core import atlas, objectives, param, render_vis
 from lucent_core.hooks import capture, run_to_layers
+from lucent_core.models import Preprocessing
 from lucent_core.models.inceptionv1 import InceptionV1
 from lucent_core.models.relu import redirecting
 
@@ -92,3 +93,32 @@ def test_an_atlas_on_cuda_renders_a_unit_the_same_alone_as_in_a_batch(tmp_path):
     alone = pixels(tmp_path / "alone/2/units/00004.png")
     batch = pixels(tmp_path / "batch/2/units/00004.png")
     assert np.abs(alone - batch).max() <= 1, "CUDA kernels may differ in the last bit, no more"
+
+
+@pytest.mark.parametrize("objective", [
+    objectives.batch_channels("mixed4a", [476, 3]),
+    objectives.direction("mixed4a", torch.randn(508)) - 1e2 * objectives.diversity("mixed4a"),
+], ids=["batch_channels", "direction-diversity"])
+def test_render_steps_do_not_wait_for_the_gpu(inception, objective):
+    """No step synchronises host and device: more steps add no synchronising calls (the
+    ones left happen once, at set-up and at the threshold that reads the results)."""
+    import warnings
+    model = inception.cuda()
+    imagenet = Preprocessing(value_range=(-117.0, 138.0), mean=(0.1, 0.2, 0.3),
+                             std=(1.0, 1.1, 0.9))  # mean/std: the per-channel constants
+
+    def synchronising_calls(steps: int) -> int:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                render_vis(model, objective, param_f=lambda: param.image(64, batch=2),
+                           thresholds=(steps,), seed=0, progress=False, preprocess=imagenet)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return sum("synchronizing" in str(w.message) for w in caught)
+
+    synchronising_calls(2)  # warm-up: first-use allocations and caches
+    few, many = synchronising_calls(3), synchronising_calls(13)
+    model.cpu()
+    assert many == few, f"{many - few} synchronising calls in 10 more steps"

@@ -30,6 +30,7 @@ from torch import nn
 
 from PIL import Image
 
+from lucent_core._device import DeviceCopies
 from lucent_core.hooks import INPUT_LAYER, capture, frozen, model_device, run_to_layers
 from lucent_core.models.config import Preprocessing
 from lucent_core.models.relu import use_redirected_relus
@@ -285,6 +286,7 @@ def clip_text(model: nn.Module, prompts: str | Sequence[str],
         raise ValueError("clip_text needs at least one prompt")
     negatives = _as_prompts(negative, "negative")
     w = torch.ones(len(positive)) if weights is None else torch.as_tensor(weights).float()
+    w_copies = DeviceCopies(w)
     if w.shape != (len(positive),):
         raise ValueError(f"got {w.numel()} weights for {len(positive)} prompts; give one each")
     targets = _text_targets(model, positive)
@@ -292,7 +294,7 @@ def clip_text(model: nn.Module, prompts: str | Sequence[str],
 
     def inner(acts: Activations) -> torch.Tensor:
         embedding = acts[EMBEDDING_LAYER]
-        value = (_cosine(embedding, targets) * w.to(embedding.device, embedding.dtype)).sum(1)
+        value = (_cosine(embedding, targets) * w_copies.like(embedding)).sum(1)
         if away is not None:
             value = value - _cosine(embedding, away).mean(1)
         return value.mean()

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from lucent_core._device import DeviceCopies
 from lucent_core.hooks import OUTPUT_LAYER
 from lucent_core.objectives.core import Activations, Objective, wrap_objective
 
@@ -60,16 +61,16 @@ def _as_vector(vector: "torch.Tensor | np.ndarray | Sequence[float]") -> torch.T
     return v.float()
 
 
-def _dot_cossim(t: torch.Tensor, vector: torch.Tensor, layer: str, cossim_pow: float
+def _dot_cossim(t: torch.Tensor, vector: DeviceCopies, layer: str, cossim_pow: float
                 ) -> torch.Tensor:
     """Per-position dot product with ``vector`` along channels, optionally times cos-sim^pow.
 
     As in Lucid: ``dot * max(0.1, cos)^cossim_pow`` (``cossim_pow=0`` is the plain dot).
     """
-    if t.shape[1] != vector.shape[0]:
-        raise ValueError(f"direction has {vector.shape[0]} values but layer {layer!r} has "
-                         f"{t.shape[1]} channels")
-    v = vector.to(device=t.device, dtype=t.dtype).reshape(1, -1, *([1] * (t.dim() - 2)))
+    if t.shape[1] != vector.tensor.shape[0]:
+        raise ValueError(f"direction has {vector.tensor.shape[0]} values but layer {layer!r} "
+                         f"has {t.shape[1]} channels")
+    v = vector.like(t).reshape(1, -1, *([1] * (t.dim() - 2)))
     dot = (t * v).sum(1)
     if cossim_pow == 0:
         return dot
@@ -131,7 +132,7 @@ def batch_channels(layer: str, units: Sequence[int]) -> Objective:
         5.0
     """
     units = [int(u) for u in units]
-    index = torch.tensor(units)
+    index = DeviceCopies(torch.tensor(units))
 
     def inner(acts: Activations) -> torch.Tensor:
         t = acts[layer]
@@ -140,7 +141,7 @@ def batch_channels(layer: str, units: Sequence[int]) -> Objective:
                              f"{t.shape[0]} images; make them equal")
         for unit in (min(units), max(units)):
             _check_unit(t, layer, unit)
-        picked = t[torch.arange(len(units), device=t.device), index.to(t.device)]
+        picked = t[torch.arange(len(units), device=t.device), index.on(t.device)]
         return picked.reshape(len(units), -1).mean(1).sum()
     return Objective(inner, [layer])
 
@@ -164,7 +165,7 @@ def direction(layer: str, vector: "torch.Tensor | np.ndarray | Sequence[float]",
         >>> direction("fc", [1.0, -1.0])({"fc": torch.tensor([[3.0, 1.0]])}).item()
         2.0
     """
-    v = _as_vector(vector)
+    v = DeviceCopies(_as_vector(vector))
 
     def inner(acts: Activations) -> torch.Tensor:
         return _dot_cossim(_layer(acts, layer, batch), v, layer, cossim_pow).mean()
@@ -183,7 +184,7 @@ def direction_neuron(layer: str, vector: "torch.Tensor | np.ndarray | Sequence[f
         >>> direction_neuron("c", [1.0, 1.0])(acts).item()
         7.0
     """
-    v = _as_vector(vector)
+    v = DeviceCopies(_as_vector(vector))
 
     def inner(acts: Activations) -> torch.Tensor:
         t = _layer(acts, layer, batch)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from lucent_core._device import DeviceCopies
 from lucent_core.hooks import capture, frozen, model_device, run_to_layers
 from lucent_core.io import centre_crop_box, open_photo
 from lucent_core.models.config import Preprocessing, preprocessing_of
@@ -237,22 +238,7 @@ def _centre_crop(t: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     return t
 
 
-class _Target:
-    """A target activation, with copies kept on each device / dtype it is used with (so a GPU
-    render does not copy it from the CPU at every step)."""
-
-    def __init__(self, target: torch.Tensor | np.ndarray):
-        self.tensor = _as_target(target)
-        self._copies: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
-
-    def like(self, t: torch.Tensor) -> torch.Tensor:
-        key = (t.device, t.dtype)
-        if key not in self._copies:
-            self._copies[key] = self.tensor.to(device=t.device, dtype=t.dtype)
-        return self._copies[key]
-
-
-def _paired(acts: Activations, layer: str, goal: _Target, batch: int | None
+def _paired(acts: Activations, layer: str, goal: DeviceCopies, batch: int | None
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """The layer's activation and the target, both flattened to ``(B or 1, N)``.
 
@@ -317,7 +303,7 @@ def activation_match(layer: str, target: torch.Tensor | np.ndarray, cossim_pow: 
         >>> round(obj({"fc": torch.tensor([[2.0, 4.0, 4.0]])}).item(), 4)  # twice as large
         2.0
     """
-    goal = _Target(target)
+    goal = DeviceCopies(_as_target(target))
     if not cossim_pow >= 0:
         raise ValueError(f"cossim_pow must be >= 0, got {cossim_pow}")
 
@@ -353,7 +339,7 @@ def activation_distance(layer: str, target: torch.Tensor | np.ndarray,
         >>> activation_distance("fc", target)({"fc": torch.tensor([[3.0, 9.0]])}).item()
         1.0
     """
-    goal = _Target(target)
+    goal = DeviceCopies(_as_target(target))
 
     def inner(acts: Activations) -> torch.Tensor:
         a, g = _paired(acts, layer, goal, batch)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lucent_core._device import to_device
 from lucent_core.hooks import INPUT_LAYER
 from lucent_core.objectives import Objective, as_objective, wrap_objective
 from lucent_core.param.color import ToRGB
@@ -236,7 +237,7 @@ class CompositeBackground(RandomTransform):
         if background.shape[0] != x.shape[0] or background.shape[-2:] != x.shape[-2:]:
             raise ValueError(f"background of shape {tuple(background.shape)} does not fit "
                              f"images of shape {tuple(x.shape)}")
-        return composite(x, background.to(device=x.device, dtype=x.dtype))
+        return composite(x, to_device(background, x.device, x.dtype))
 
     def extra_repr(self) -> str:
         return (f"kind={self.kind!r}, sd={self.sd!r}, decay_power={self.decay_power!r}, "

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lucent_core._device import to_device
 from lucent_core._validate import positive_int, size_pair
 from lucent_core.param.color import ToRGB
 from lucent_core.param.spatial import fourier_frequencies
@@ -399,7 +400,7 @@ def crop_resize(x: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> 
                          f"{tuple(boxes.shape)}")
     n = boxes.shape[0] // batch
     out_h, out_w = size
-    b = boxes.to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
+    b = to_device(boxes, x.device, x.dtype if x.is_floating_point() else torch.float32)
     theta = torch.zeros(b.shape[0], 2, 3, device=b.device, dtype=b.dtype)
     theta[:, 0, 0] = (b[:, 2] - b[:, 0]) / width
     theta[:, 0, 2] = (b[:, 0] + b[:, 2]) / width - 1

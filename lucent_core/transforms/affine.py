@@ -17,6 +17,7 @@ import kornia.geometry.transform as KT
 import torch
 from torch import nn
 
+from lucent_core._device import to_device
 from lucent_core.transforms.functional import PAD_MODES
 
 __all__ = ["RandomAffine", "standard_affine"]
@@ -137,11 +138,8 @@ class RandomAffine(nn.Module):
 
     def apply_transform(self, x: torch.Tensor, params: dict) -> torch.Tensor:
         """Apply the draws of :meth:`sample` (replays a draw exactly)."""
-        matrix = self.matrices(params["draws"], tuple(x.shape[-2:])).to(x.dtype)
-        if x.device.type == "cuda":  # no host-device synchronisation for a small copy
-            matrix = matrix.pin_memory().to(x.device, non_blocking=True)
-        else:
-            matrix = matrix.to(x.device)
+        matrix = to_device(self.matrices(params["draws"], tuple(x.shape[-2:])), x.device,
+                           x.dtype)
         fill = self.pad_value if self.pad_mode == "constant" else 0.0
         warped = KT.warp_affine(x - fill, matrix, self.output_size(*x.shape[-2:]),
                                 mode="bilinear", padding_mode=_KORNIA_PADDING[self.pad_mode],

@@ -6,6 +6,8 @@ import kornia.geometry.transform as KT
 import torch
 import torch.nn.functional as F
 
+from lucent_core._device import to_device
+
 __all__ = ["crop", "pad", "rotate", "scale"]
 
 PAD_MODES = ("constant", "reflect", "replicate")
@@ -58,9 +60,11 @@ def rotate(x: torch.Tensor, degrees: "float | torch.Tensor") -> torch.Tensor:
         >>> rotate(torch.ones(2, 3, 8, 8), 0.0).shape
         torch.Size([2, 3, 8, 8])
     """
-    angle = torch.as_tensor(degrees, device=x.device, dtype=x.dtype).reshape(-1)
-    if angle.numel() == 1:
-        if angle.item() == 0:
+    if not isinstance(degrees, torch.Tensor):
+        if degrees == 0:  # decided on the host: reading a GPU value would wait for the GPU
             return x
+        degrees = torch.full((x.shape[0],), float(degrees))
+    angle = to_device(degrees, x.device, x.dtype).reshape(-1)
+    if angle.numel() == 1:
         angle = angle.expand(x.shape[0])
     return KT.rotate(x, angle, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -1,0 +1,49 @@
+"""Moving small host tensors to the render's device without stalling a GPU."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["DeviceCopies", "to_device"]
+
+
+def to_device(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None
+              ) -> torch.Tensor:
+    """``tensor`` on ``device`` (in ``dtype``); a CPU-to-GPU copy goes through pinned memory
+    and does not wait, so the host keeps queueing work (a plain ``.to`` synchronises).
+
+    Example:
+        >>> to_device(torch.ones(2), torch.device("cpu"), torch.float64).dtype
+        torch.float64
+    """
+    if dtype is not None:
+        tensor = tensor.to(dtype)
+    if tensor.device.type == "cpu" and torch.device(device).type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+class DeviceCopies:
+    """A constant tensor with a copy kept per device and dtype it is used with, so a step on
+    a GPU does not copy it from the host again.
+
+    Example:
+        >>> vector = DeviceCopies(torch.tensor([1, 2]))
+        >>> vector.like(torch.zeros(1, dtype=torch.float64))
+        tensor([1., 2.], dtype=torch.float64)
+    """
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+        self._copies: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    def on(self, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The tensor on ``device`` in ``dtype`` (default: its own dtype)."""
+        key = (torch.device(device), dtype or self.tensor.dtype)
+        if key not in self._copies:
+            self._copies[key] = to_device(self.tensor, *key)
+        return self._copies[key]
+
+    def like(self, t: torch.Tensor) -> torch.Tensor:
+        """The tensor on ``t``'s device, in ``t``'s dtype."""
+        return self.on(t.device, t.dtype)
