@@ -136,6 +136,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
         thresholds=(args.steps,), seed=args.seed, progress=not args.quiet,
         redirected_relu=not args.no_redirect, autocast=_autocast(args), compile=args.compile)
     elapsed = time.perf_counter() - started
+    if result.interrupted and not result.images:
+        raise KeyboardInterrupt  # before the first step: nothing to save
     path = save_png(result.image, args.output)
     state = "interrupted at" if result.interrupted else "after"
     print(f"{objective.name}: {result.history[0]:.4g} -> {result.history[-1]:.4g} "
@@ -147,7 +149,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         score = diversity_score(model, images, args.layer)
         print(f"diversity score at {args.layer}: {score:.3f} (mean Gram cosine between the "
               "images; lower is more diverse)")
-    return 0
+    return 130 if result.interrupted else 0
 
 
 @contextmanager

@@ -522,3 +522,20 @@ def test_index_attaches_examples_and_superstimulus_ratio(tiny, tmp_path):
     page = (tmp_path / "2" / "units" / f"{best:05d}.html").read_text()
     assert "Dataset examples" in page and "superstimulus 2" in page
     assert f"photos/{best}-0.jpg" in page and f"examples/2/crops/{best:05d}-0.png" in page
+
+
+def test_the_reproduce_command_keeps_every_digit_of_the_learning_rate():
+    settings = AtlasSettings(model="vgg16_hed", lr=0.05 / 3)
+    command = atlas.reproduce_command(settings, Series("block4_conv3"), 7)
+    assert "--lr 0.016666666666666666 " in command
+    assert float(command.split("--lr ")[1].split()[0]) == settings.lr  # the seed hashes it
+
+
+def test_records_come_in_unit_order_past_unit_99999(tmp_path):
+    units = tmp_path / "layer" / "units"
+    units.mkdir(parents=True)
+    for unit in (9, 100000, 10001, 123456, 99999):
+        (units / f"{unit:05d}.json").write_text(json.dumps({"unit": unit}))
+        (units / f"{unit:05d}.png").write_bytes(b"")
+    order = [r["unit"] for r in atlas.AtlasStore(tmp_path).records(tmp_path / "layer")]
+    assert order == [9, 10001, 99999, 100000, 123456]

@@ -301,3 +301,25 @@ def test_layers_of_a_torchvision_model_lists_its_top_two_levels(capsys):
     assert lines["layer4"].split()[-1] == "512x7x7"
     assert lines["layer3.1"].split()[-1] == "256x14x14"
     assert "layer3.1.conv1" not in lines  # deeper modules only with --all
+
+
+def test_render_interrupted_by_ctrl_c_saves_what_it_has_and_exits_130(capsys, tmp_path,
+                                                                       monkeypatch):
+    import dataclasses
+    original = cli.render_vis
+
+    def interrupted(*args, **kwargs):  # as if Ctrl-C came after the last step
+        return dataclasses.replace(original(*args, **kwargs), interrupted=True)
+    monkeypatch.setattr(cli, "render_vis", interrupted)
+    out = tmp_path / "unit.png"
+    rc, printed, _ = run_cli(capsys, *RANDOM_RENDER, "-o", str(out))
+    assert rc == 130 and out.is_file() and "interrupted at 3 steps" in printed
+
+    def before_the_first_step(*args, **kwargs):
+        result = original(*args, **kwargs)
+        return dataclasses.replace(result, images=[], thresholds=[], history=[],
+                                   interrupted=True)
+    monkeypatch.setattr(cli, "render_vis", before_the_first_step)
+    early = tmp_path / "early.png"
+    rc, _, err = run_cli(capsys, *RANDOM_RENDER, "-o", str(early))
+    assert rc == 130 and err.strip() == "lucent-core: interrupted" and not early.exists()

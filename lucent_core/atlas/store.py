@@ -72,6 +72,10 @@ def _running_other_split(locks: Path, count: int) -> tuple[str, str] | None:
     return None
 
 
+def _unit_number(path: Path) -> tuple[int, str]:
+    return (int(path.stem), "") if path.stem.isdigit() else (-1, path.stem)
+
+
 class AtlasError(ValueError):
     """The atlas directory does not match the request (other settings, another series)."""
 
@@ -256,6 +260,7 @@ class AtlasStore:
 
     def records(self, series_dir: Path) -> Iterator[dict]:
         """The records of one series directory, in unit order (units with a PNG only)."""
-        for path in sorted((series_dir / "units").glob("*.json")):
+        # by unit number: names grow past five digits at unit 100000
+        for path in sorted((series_dir / "units").glob("*.json"), key=_unit_number):
             if path.with_suffix(".png").is_file():
                 yield read_json(path)
