@@ -525,7 +525,7 @@ def test_index_attaches_examples_and_superstimulus_ratio(tiny, tmp_path):
 
 
 def test_the_reproduce_command_keeps_every_digit_of_the_learning_rate():
-    settings = AtlasSettings(model="vgg16_hed", lr=0.05 / 3)
+    settings = AtlasSettings(model="vgg16_hed", weights_sha256="ab", lr=0.05 / 3)
     command = atlas.reproduce_command(settings, Series("block4_conv3"), 7)
     assert "--lr 0.016666666666666666 " in command
     assert float(command.split("--lr ")[1].split()[0]) == settings.lr  # the seed hashes it
