@@ -539,3 +539,30 @@ def test_records_come_in_unit_order_past_unit_99999(tmp_path):
         (units / f"{unit:05d}.png").write_bytes(b"")
     order = [r["unit"] for r in atlas.AtlasStore(tmp_path).records(tmp_path / "layer")]
     assert order == [9, 10001, 99999, 100000, 123456]
+
+
+def test_a_request_that_fails_its_checks_leaves_no_atlas_behind(tiny, tmp_path):
+    out = tmp_path / "atlas"
+    bad = [({"size": 1}, RuntimeError), ({"batch": 0}, ValueError),
+           ({"units": [9]}, IndexError)]
+    for change, error in bad:
+        with pytest.raises(error):
+            atlas.render_atlas(tiny, out, "2", **{**FAST, **change})
+        assert not (out / "atlas.json").exists(), change
+    with pytest.raises(ValueError, match="unknown layer"):
+        atlas.render_atlas(tiny, out, "9", **FAST)
+    assert not (out / "atlas.json").exists()
+
+
+def test_settings_of_an_atlas_with_no_finished_unit_can_be_dropped(tiny, tmp_path):
+    out = tmp_path / "atlas"
+    atlas.AtlasStore(out).open(AtlasSettings(model="Sequential", weights_sha256="ab",
+                                             size=512))  # e.g. ran out of memory at once
+    with pytest.raises(AtlasError, match=r"No unit of it is finished yet: to start it again "
+                                         r"with the new settings, delete .*atlas.json"):
+        atlas.render_atlas(tiny, out, "2", units="0:2", batch=2, **FAST)
+    (out / "atlas.json").unlink()
+    assert atlas.render_atlas(tiny, out, "2", units="0:2", batch=2, **FAST).rendered == 2
+    with pytest.raises(AtlasError) as info:  # now units exist: no such advice
+        atlas.render_atlas(tiny, out, "2", units="0:2", batch=2, **{**FAST, "steps": 5})
+    assert "delete" not in str(info.value)

@@ -475,11 +475,9 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
     rank, world, created_group = _distributed()
     worker = (shard_index * world + rank, shard_count * world)
 
-    store = AtlasStore(out)
-    store.open(atlas_settings)
     shapes = _layer_shapes(model, sorted({s.layer for s in all_series}), atlas_settings.size,
                            preprocess)
-    work = []
+    work, counts = [], []
     for s in all_series:
         channels = shapes[s.layer][0]
         if s.directions is not None and s.directions.shape[1] != channels:
@@ -488,11 +486,14 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
         if s.kind == "neuron" and len(shapes[s.layer]) != 3:
             raise ValueError(f"neurons need a spatial layer; {s.layer!r} gives "
                              f"{shapes[s.layer]}: render its channels instead")
-        count = s.count(channels)
-        chosen = select_units(units, count)
-        store.open_series(s, count)
-        work.append((s, chosen))
+        counts.append(s.count(channels))
+        work.append((s, select_units(units, counts[-1])))
     mine = plan_batches(work, batch, *worker)
+    # the atlas is created (and its settings fixed) only once the request is known to be valid
+    store = AtlasStore(out)
+    store.open(atlas_settings)
+    for s, count in zip(all_series, counts):
+        store.open_series(s, count)
     todo_total = sum(not store.is_done(b.series, u) for b in mine for u in b.units)
     skipped = sum(len(b.units) for b in mine) - todo_total
 

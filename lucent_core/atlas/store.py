@@ -140,10 +140,13 @@ class AtlasStore:
         found = read_json(path).get(identity_key, {})
         differences = _differences(found, data[identity_key])
         if differences:
+            empty = "" if any(self.root.glob("*/units/*.json")) else (
+                f" No unit of it is finished yet: to start it again with the new {what}, "
+                f"delete {path}.")
             raise AtlasError(f"{path} was rendered with other {what}; refusing to mix two "
                              f"atlases. Differences: " + "; ".join(differences) +
                              ". Use the atlas's settings to resume it, or another output "
-                             "directory.")
+                             "directory." + empty)
 
     def open(self, settings: AtlasSettings) -> None:
         """Create the atlas, or check that an existing one has the same settings."""
