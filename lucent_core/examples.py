@@ -40,9 +40,9 @@ from tqdm.auto import tqdm
 from lucent_core._validate import positive_int
 from lucent_core.atlas.plan import Series, select_units
 from lucent_core.atlas.runner import _layer_shapes, layer_unit_maps
-from lucent_core.atlas.store import AtlasError, AtlasWriteError, _differences, read_json, \
-    write_json
-from lucent_core.hooks import capture, frozen, model_device, run_to_layers
+from lucent_core.atlas.store import AtlasError, AtlasStore, AtlasWriteError, _differences, \
+    read_json, write_json
+from lucent_core.hooks import capture, frozen, model_device, run_to_layers, same_layer
 from lucent_core.io import centre_crop_box, open_photo, save_png, write_atomically
 from lucent_core.models.config import preprocessing_of, registry_name
 from lucent_core.models.weights import state_dict_sha256
@@ -581,6 +581,7 @@ def find_examples(model: nn.Module, images: str | os.PathLike, out: str | os.Pat
                 "directions_sha256": series.directions_sha256, "top": top, "size": size,
                 "files_sha256": _files_sha256(folder, files)}
     _check_atlas_weights(out, weights_sha256)
+    AtlasStore(out).check_layer_spelling(series, lambda a, b: same_layer(model, a, b))
 
     shape = _layer_shapes(model, [series.layer], size, preprocess)[series.layer]
     if len(shape) not in (1, 3):

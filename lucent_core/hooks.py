@@ -22,7 +22,8 @@ OUTPUT_ALIASES = ("output", "labels", "logits")
 INPUT_LAYER = "input"
 
 __all__ = ["INPUT_LAYER", "LayerInfo", "OUTPUT_LAYER", "capture", "frozen", "list_layers",
-           "model_device", "resolve_layer", "run_to_layers", "UnknownLayerError"]
+           "model_device", "resolve_layer", "run_to_layers", "same_layer",
+           "UnknownLayerError"]
 
 
 class _StopForward(BaseException):
@@ -85,6 +86,20 @@ def resolve_layer(model: nn.Module, name: str) -> str:
         return OUTPUT_LAYER
     close = difflib.get_close_matches(name, list(modules) + list(underscored), n=5, cutoff=0.6)
     raise UnknownLayerError(name, sorted(set(close)))
+
+
+def same_layer(model: nn.Module, a: str, b: str) -> bool:
+    """Whether two layer names (dotted, underscored, ...) mean one module of ``model``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 1)))
+        >>> same_layer(net, "0.0", "0_0"), same_layer(net, "0", "0.0")
+        (True, False)
+    """
+    try:
+        return resolve_layer(model, a) == resolve_layer(model, b)
+    except ValueError:  # a name this model does not have
+        return False
 
 
 @contextmanager

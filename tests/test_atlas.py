@@ -566,3 +566,22 @@ def test_settings_of_an_atlas_with_no_finished_unit_can_be_dropped(tiny, tmp_pat
     with pytest.raises(AtlasError) as info:  # now units exist: no such advice
         atlas.render_atlas(tiny, out, "2", units="0:2", batch=2, **{**FAST, "steps": 5})
     assert "delete" not in str(info.value)
+
+
+def test_one_layer_has_one_spelling_in_an_atlas(tmp_path):
+    torch.manual_seed(0)
+    nested = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(),
+                           nn.Sequential(nn.Conv2d(4, 3, 3), nn.ReLU()))
+    out = tmp_path / "atlas"
+    atlas.render_atlas(nested, out, "2_1", **FAST)
+    with pytest.raises(AtlasError, match=r"layer '2.1' is '2_1' in .* \(the same module\): "
+                                         r"use '2_1'"):
+        atlas.render_atlas(nested, out, "2.1", **FAST)
+    assert sorted(p.name for p in out.glob("*/series.json")) == ["series.json"]
+    # dataset examples under one spelling bind the atlas to it as well
+    other = tmp_path / "examples-first"
+    (other / "examples" / "2.1").mkdir(parents=True)
+    (other / "examples" / "2.1" / "examples.json").write_text(
+        json.dumps({"identity": {"layer": "2.1"}}))
+    with pytest.raises(AtlasError, match="use '2.1'"):
+        atlas.render_atlas(nested, other, "2_1", **FAST)

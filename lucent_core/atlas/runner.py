@@ -23,7 +23,7 @@ from lucent_core import param as param_lib
 from lucent_core.atlas.plan import AtlasSettings, Batch, Series, plan_batches, select_units, \
     unit_seed
 from lucent_core.atlas.store import AtlasStore
-from lucent_core.hooks import model_device
+from lucent_core.hooks import model_device, same_layer
 from lucent_core.models.config import Preprocessing, preprocessing_of, registry_name
 from lucent_core.models.weights import state_dict_sha256
 from lucent_core.objectives import Objective, layer_activations
@@ -491,6 +491,8 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
     mine = plan_batches(work, batch, *worker)
     # the atlas is created (and its settings fixed) only once the request is known to be valid
     store = AtlasStore(out)
+    for s in all_series:
+        store.check_layer_spelling(s, lambda a, b: same_layer(model, a, b))
     store.open(atlas_settings)
     for s, count in zip(all_series, counts):
         store.open_series(s, count)
