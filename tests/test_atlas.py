@@ -585,3 +585,18 @@ def test_one_layer_has_one_spelling_in_an_atlas(tmp_path):
         json.dumps({"identity": {"layer": "2.1"}}))
     with pytest.raises(AtlasError, match="use '2.1'"):
         atlas.render_atlas(nested, other, "2_1", **FAST)
+
+
+@pytest.mark.parametrize("name, content", [
+    ("numpy-inside.pt", lambda p: torch.save(np.ones((2, 3), dtype=np.float32), p)),
+    ("junk.pt", lambda p: p.write_bytes(b"not a torch file")),
+    ("junk.npy", lambda p: p.write_bytes(b"not numpy")),
+])
+def test_an_unreadable_directions_file_is_one_clear_error(tmp_path, capsys, name, content):
+    path = tmp_path / name
+    content(path)
+    with pytest.raises(ValueError, match=rf"cannot read the directions file .*{name}"):
+        atlas.load_directions(path)
+    rc = main(["atlas", "--model", "vgg16_hed", "--random-weights", "--layer", "block1_conv1",
+               "--directions", str(path), "--out", str(tmp_path / "atlas"), "--quiet"])
+    assert rc == 2 and "cannot read the directions file" in capsys.readouterr().err

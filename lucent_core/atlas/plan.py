@@ -305,19 +305,23 @@ def load_directions(path: str | os.PathLike) -> torch.Tensor:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"directions file {path} does not exist")
-    if path.suffix == ".npy":
-        matrix = torch.from_numpy(np.load(path, allow_pickle=False))
-    elif path.suffix in (".pt", ".pth"):
-        matrix = torch.load(path, map_location="cpu", weights_only=True)
+    if path.suffix not in (".npy", ".pt", ".pth"):
+        raise ValueError(f"directions file {path}: unknown type {path.suffix!r}; use .pt, .pth "
+                         "(torch.save of a tensor) or .npy")
+    try:
+        matrix = (torch.from_numpy(np.load(path, allow_pickle=False)) if path.suffix == ".npy"
+                  else torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as error:  # damaged, or pickled objects that weights_only refuses
+        raise ValueError(f"cannot read the directions file {path} ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0]}); save a plain N x C tensor with "
+                         "torch.save, or an array with numpy.save") from error
+    if path.suffix != ".npy":
         if isinstance(matrix, dict):
             tensors = [v for v in matrix.values() if isinstance(v, torch.Tensor) and v.dim() == 2]
             if len(tensors) != 1:
                 raise ValueError(f"{path} holds a dict with {len(tensors)} matrices "
                                  f"(keys {sorted(matrix)}); save the one N x C tensor alone")
             matrix = tensors[0]
-    else:
-        raise ValueError(f"directions file {path}: unknown type {path.suffix!r}; use .pt, .pth "
-                         "(torch.save of a tensor) or .npy")
     if not isinstance(matrix, torch.Tensor) or matrix.dim() != 2:
         shape = tuple(matrix.shape) if isinstance(matrix, torch.Tensor) else type(matrix).__name__
         raise ValueError(f"{path} must hold an N x C matrix (one direction per row), got {shape}")
