@@ -600,3 +600,14 @@ def test_an_unreadable_directions_file_is_one_clear_error(tmp_path, capsys, name
     rc = main(["atlas", "--model", "vgg16_hed", "--random-weights", "--layer", "block1_conv1",
                "--directions", str(path), "--out", str(tmp_path / "atlas"), "--quiet"])
     assert rc == 2 and "cannot read the directions file" in capsys.readouterr().err
+
+
+def test_an_atlas_is_not_made_beside_dataset_examples_of_other_weights(tiny, tmp_path):
+    out = tmp_path / "atlas"
+    (out / "examples" / "2").mkdir(parents=True)
+    (out / "examples" / "2" / "examples.json").write_text(
+        json.dumps({"identity": {"layer": "2", "weights_sha256": "0" * 64}}))
+    with pytest.raises(AtlasError, match=r"dataset examples of weights 0{64}, but this "
+                                         r"model's weights are [0-9a-f]{64}"):
+        atlas.render_atlas(tiny, out, "2", **FAST)
+    assert not (out / "atlas.json").exists()

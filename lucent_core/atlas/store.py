@@ -157,6 +157,13 @@ class AtlasStore:
                                   f"{error}") from error
         if not self.root.is_dir() or not os.access(self.root, os.W_OK):
             raise AtlasWriteError(f"the atlas directory {self.root} is not a writable directory")
+        for path in sorted(self.root.glob("examples/*/examples.json")):
+            found = read_json(path).get("identity", {}).get("weights_sha256")
+            if found != settings.weights_sha256:
+                raise AtlasError(f"{path} holds dataset examples of weights {found}, but this "
+                                 f"model's weights are {settings.weights_sha256}: they would "
+                                 "be shown beside its units and mislead. Use the examples' "
+                                 "model, or another output directory.")
         data = {"format": ATLAS_FORMAT, "identity": settings.identity(),
                 "settings": settings.as_dict()}
         self._claim(self.root / "atlas.json", data, "identity", "settings")
