@@ -23,7 +23,8 @@ __all__ = ["centre_crop_box", "image_grid", "open_photo", "save_png", "show", "t
 
 
 def open_photo(path: Union[str, os.PathLike]) -> Image.Image:
-    """Read an image file as RGB, upright: EXIF orientation applied, as image viewers do.
+    """Read an image file as 8-bit RGB, upright: EXIF orientation applied, as image viewers
+    do; 16-bit grey images keep their top 8 bits (PIL alone would clip them to white).
 
     Example:
         >>> import tempfile
@@ -33,7 +34,13 @@ def open_photo(path: Union[str, os.PathLike]) -> Image.Image:
         (4, 2)
     """
     with Image.open(path) as opened:
-        return ImageOps.exif_transpose(opened).convert("RGB")
+        picture = ImageOps.exif_transpose(opened)
+        if picture.mode.startswith("I"):  # 16-bit (or 32-bit integer) grey: keep the top byte
+            values = np.asarray(picture).astype(np.int64)
+            if picture.mode.startswith("I;16") or values.max(initial=0) > 255:
+                values = values >> 8
+            picture = Image.fromarray(values.clip(0, 255).astype(np.uint8), "L")
+        return picture.convert("RGB")
 
 
 def centre_crop_box(height: int, width: int, side: int) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -386,3 +386,15 @@ def test_show_displays_labelled_grid(fake_ipython):
     io.show(torch.zeros(3, 3, 4, 5), labels=["a", "b", "c"])
     assert len(fake_ipython) == 1
     assert fake_ipython[0].size == grid_size(3, 2, 4, 5, 4, 14)
+
+
+def test_open_photo_reads_16_bit_grey_pngs_without_clipping(tmp_path):
+    from lucent_core.io import open_photo
+    ramp = np.linspace(0, 65535, 64 * 64).astype(np.uint16).reshape(64, 64)
+    path = tmp_path / "ramp16.png"
+    Image.fromarray(ramp).save(path)
+    assert Image.open(path).mode.startswith("I")
+    rgb = np.asarray(open_photo(path))
+    assert rgb.shape == (64, 64, 3) and rgb.dtype == np.uint8
+    np.testing.assert_array_equal(rgb[..., 0], (ramp >> 8).astype(np.uint8))
+    assert rgb.min() == 0 and rgb.max() == 255 and (rgb == 255).mean() < 0.01
