@@ -240,7 +240,9 @@ def _layer_shapes(model: nn.Module, layers: Sequence[str], size: int,
 
 @contextmanager
 def _finish_before_interrupt() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block is done (a batch is written), then interrupt."""
+    """Hold Ctrl-C and SIGTERM until the block is done (a batch is written), then deliver the
+    first one to the handler that was there before (Ctrl-C: ``KeyboardInterrupt``; SIGTERM:
+    by default, the end of the process, as at any other moment)."""
     received: list[int] = []
     signals = (signal.SIGINT, signal.SIGTERM)
     try:
@@ -254,7 +256,7 @@ def _finish_before_interrupt() -> Iterator[None]:
         for number, handler in zip(signals, previous):
             signal.signal(number, handler)
     if received:
-        raise KeyboardInterrupt
+        signal.raise_signal(received[0])
 
 
 def _number(value: torch.Tensor) -> float | None:
