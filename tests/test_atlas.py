@@ -622,3 +622,13 @@ def test_an_atlas_is_not_made_beside_dataset_examples_of_other_weights(tiny, tmp
                                          r"model's weights are [0-9a-f]{64}"):
         atlas.render_atlas(tiny, out, "2", **FAST)
     assert not (out / "atlas.json").exists()
+
+
+def test_a_zoo_model_with_random_weights_is_recorded_as_such(tmp_path):
+    from lucent_core.models import create_model
+    model = create_model("vgg16_hed", pretrained=False)
+    assert model.weights_origin == "random"
+    atlas.render_atlas(model, tmp_path, "block1_conv1", units="0", steps=2, size=16,
+                       progress=False, index=False)
+    record = json.loads((tmp_path / "block1_conv1" / "units" / "00000.json").read_text())
+    assert record["weights"] == "random" and "--random-weights" in record["command"]

@@ -461,9 +461,8 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
     all_series = _as_series(series)
     if "weights_sha256" in settings:
         raise ValueError("weights_sha256 is computed from the model's weights; do not pass it")
-    config = getattr(model, "config", None)
     settings["model"] = model_name or registry_name(model)
-    settings.setdefault("weights", "pretrained" if config is not None else "custom")
+    settings.setdefault("weights", getattr(model, "weights_origin", "custom"))
     try:
         atlas_settings = AtlasSettings(weights_sha256=state_dict_sha256(model), **settings)
     except TypeError as error:

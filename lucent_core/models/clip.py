@@ -227,6 +227,7 @@ def clip_model(name: str, pretrained: bool = True, cache_dir: str | None = None)
     model.eval()
     model.config = config
     model.preprocessing = config.preprocessing
+    model.weights_origin = "pretrained" if pretrained else "random"
     return model
 
 

@@ -135,7 +135,9 @@ def create_model(name: str, pretrained: bool = True, weights: str | os.PathLike 
 
     Returns:
         The model, with ``model.config`` (:class:`ModelConfig`) and ``model.preprocessing``
-        set, so :func:`~lucent_core.render_vis` preprocesses correctly by itself.
+        set, so :func:`~lucent_core.render_vis` preprocesses correctly by itself, and
+        ``model.weights_origin`` (``"pretrained"``, ``"random"`` or the weights path) for
+        records.
 
     Example:
         >>> model = create_model("inceptionv1", pretrained=False)
@@ -157,4 +159,6 @@ def create_model(name: str, pretrained: bool = True, weights: str | os.PathLike 
     model.eval()
     model.config = config
     model.preprocessing = config.preprocessing
+    model.weights_origin = str(weights) if weights is not None else \
+        "pretrained" if pretrained else "random"
     return model
