@@ -188,7 +188,7 @@ def _cmd_atlas(args: argparse.Namespace) -> int:
             lr=args.lr, seed=args.seed, redirected_relu=not args.no_redirect,
             precision=args.precision, compile=args.compile)
     print(summary)
-    return 130 if summary.interrupted else 0
+    return 130 if summary.interrupted else 1 if summary.failed else 0
 
 
 def _cmd_atlas_index(args: argparse.Namespace) -> int:

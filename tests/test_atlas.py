@@ -632,3 +632,38 @@ def test_a_zoo_model_with_random_weights_is_recorded_as_such(tmp_path):
                        progress=False, index=False)
     record = json.loads((tmp_path / "block1_conv1" / "units" / "00000.json").read_text())
     assert record["weights"] == "random" and "--random-weights" in record["command"]
+
+
+def test_a_unit_whose_objective_overflows_fails_alone_and_the_atlas_goes_on(tmp_path, capsys,
+                                                                            monkeypatch):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 5, padding=2), nn.ReLU(),
+                        nn.Conv2d(8, 6, 3, stride=2), nn.ReLU())
+    with torch.no_grad():
+        net[2].weight[3] = 3e38          # channel 3 overflows to inf at once
+    summary = atlas.render_atlas(net, tmp_path, "3", batch=3, **FAST)
+    assert summary.rendered == 5 and summary.failed == ["3:3"] and summary.missing == 0
+    assert "1 units failed (their objective stopped being finite): 3:3" in str(summary)
+    failure = json.loads((tmp_path / "3" / "units" / "00003.failed.json").read_text())
+    assert failure["failed"].startswith("the objective became inf at step 1")
+    assert not (tmp_path / "3" / "units" / "00003.png").exists()
+    # the others are exactly what they are without the failing unit in their batch
+    clean = atlas.render_atlas(net, tmp_path / "alone", "3", units=[4, 5], batch=2, **FAST)
+    assert clean.rendered == 2
+    for unit in (4, 5):
+        name = f"3/units/{unit:05d}.png"
+        assert np.abs(pixels(tmp_path / name) - pixels(tmp_path / "alone" / name)).max() <= 1
+    manifest = atlas.load_manifest(tmp_path)  # the index was built: nothing is missing
+    assert [f["unit"] for f in manifest["series"][0]["failed"]] == [3]
+    # a second run has nothing left to do
+    again = atlas.render_atlas(net, tmp_path, "3", batch=3, **FAST)
+    assert again.rendered == 0 and again.skipped == 6 and again.failed == []
+
+
+def test_the_cli_exits_1_when_units_failed(tmp_path, capsys, monkeypatch):
+    from lucent_core.atlas.runner import AtlasSummary
+    monkeypatch.setattr(atlas, "render_atlas", lambda *a, **k: AtlasSummary(
+        out=tmp_path, rendered=5, skipped=0, missing=0, seconds=1.0, failed=["3:3"]))
+    rc = main(["atlas", "--model", "vgg16_hed", "--random-weights", "--layer", "block1_conv1",
+               "--out", str(tmp_path), "--quiet"])
+    assert rc == 1 and "1 units failed" in capsys.readouterr().out

@@ -103,7 +103,7 @@ def build_index(out: str | os.PathLike) -> Path:
             "kind": info["kind"], "source": info.get("source"),
             "grid": _contact_sheet(root, series_dir, records) if records else None,
             "count": len(records), "total": info["count"], "units": records,
-            "examples": examples})
+            "failed": store.failures(series_dir), "examples": examples})
     manifest = {"format": ATLAS_FORMAT, "settings": settings.as_dict(),
                 "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "series": series}

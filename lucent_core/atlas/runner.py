@@ -8,7 +8,7 @@ import shlex
 import signal
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, Union
@@ -50,6 +50,9 @@ class AtlasSummary:
         interrupted: Ctrl-C stopped it (finished units are saved).
         index: the gallery's ``index.html`` if this call built the index, else None.
         worker: this call's share, ``(index, count)``.
+        failed: units (``"series:unit"``) whose objective stopped being finite; each has a
+            ``<unit>.failed.json`` record saying when, and counts as done (delete that file to
+            try it again).
     """
 
     out: Path
@@ -60,6 +63,7 @@ class AtlasSummary:
     interrupted: bool = False
     index: Path | None = None
     worker: tuple[int, int] = (0, 1)
+    failed: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         rate = f" ({self.rendered / self.seconds:.2f} units/s)" if self.rendered else ""
@@ -73,6 +77,10 @@ class AtlasSummary:
             lines.append(f"{self.missing} requested units are not rendered yet (other shards or "
                          f"ranks); the index is built when the last one finishes, or run "
                          f"`lucent-core atlas-index {self.out}`")
+        if self.failed:
+            shown = ", ".join(self.failed[:10]) + (" ..." if len(self.failed) > 10 else "")
+            lines.append(f"{len(self.failed)} units failed (their objective stopped being "
+                         f"finite): {shown}; see units/<unit>.failed.json in their series")
         if self.index is not None:
             lines.append(f"gallery: {self.index}")
         return "\n".join(lines)
@@ -265,6 +273,18 @@ def _number(value: torch.Tensor) -> float | None:
     return None if math.isnan(number) else round(number, 6)
 
 
+def _failure(values: torch.Tensor, image: np.ndarray) -> str | None:
+    """Why a unit's render failed (its objective stopped being finite), or None."""
+    bad = (~torch.isfinite(values)).nonzero()
+    if len(bad):
+        step = int(bad[0, 0])
+        return (f"the objective became {float(values[step])} at step {step + 1}: the model "
+                "overflows on this unit (try another learning rate or precision in a new atlas)")
+    if not np.isfinite(image).all():
+        return "the image became NaN"
+    return None
+
+
 def _history(values: torch.Tensor, column: int) -> dict:
     steps = values.shape[0]
     at = sorted({int(round(s)) for s in np.linspace(1, steps, min(steps, HISTORY_POINTS))})
@@ -312,7 +332,9 @@ class _BatchRenderer:
         def objective_fn(acts: dict) -> torch.Tensor:
             values = values_of(acts)
             history.append(values.detach())
-            return values.sum()
+            # a unit whose objective is no longer finite stops here (it is reported as
+            # failed); the others, whose images it does not touch, render on
+            return torch.where(torch.isfinite(values), values, torch.zeros_like(values)).sum()
 
         objective = Objective(objective_fn, [series.layer],
                               name=f"{len(units)} {series.kind}s of {series.layer}")
@@ -343,6 +365,13 @@ class _BatchRenderer:
         finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
         records = []
         for i, unit in enumerate(units):
+            failure = _failure(trained[:, i], result.image[i])
+            if failure:
+                records.append((unit, None, {
+                    "unit": unit, "series": series.dir, "failed": failure,
+                    "command": reproduce_command(settings, series, unit),
+                    "seed": seeds[i], "finished_at": finished}))
+                continue
             record = {
                 "unit": unit,
                 "image": self.store.image_path(series, unit).relative_to(
@@ -501,7 +530,7 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
     skipped = sum(len(b.units) for b in mine) - todo_total
 
     renderer = _BatchRenderer(model, atlas_settings, preprocess, store, worker, compile)
-    rendered, interrupted = 0, False
+    rendered, interrupted, failed = 0, False, []
     with store.worker_lock(worker):  # the same share started twice fails here, at once
         bar = tqdm(total=todo_total, unit="unit", disable=not progress or rank != 0,
                    desc=f"atlas {worker[0]}/{worker[1]}" if worker[1] > 1 else "atlas")
@@ -517,8 +546,12 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
                     break
                 with _finish_before_interrupt():
                     for unit, pixels, record in records:
-                        store.write_unit(b.series, unit, pixels, record)
-                rendered += len(records)
+                        if pixels is None:
+                            store.write_failure(b.series, unit, record)
+                            failed.append(f"{b.series.dir}:{unit}")
+                        else:
+                            store.write_unit(b.series, unit, pixels, record)
+                            rendered += 1
                 bar.update(len(records))
         except KeyboardInterrupt:
             interrupted = True
@@ -538,5 +571,5 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
         dist.destroy_process_group()
     return AtlasSummary(out=Path(out), rendered=rendered, skipped=skipped, missing=missing,
                         seconds=time.perf_counter() - started, interrupted=interrupted,
-                        index=index_page, worker=worker)
+                        index=index_page, worker=worker, failed=failed)
 

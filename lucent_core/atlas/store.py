@@ -268,9 +268,28 @@ class AtlasStore:
     def record_path(self, series: Series, unit: int) -> Path:
         return self.root / series.dir / "units" / f"{unit:05d}.json"
 
+    def failure_path(self, series: Series, unit: int) -> Path:
+        return self.root / series.dir / "units" / f"{unit:05d}.failed.json"
+
     def is_done(self, series: Series, unit: int) -> bool:
-        """True once the unit's record (written after its PNG) and PNG both exist."""
-        return self.record_path(series, unit).is_file() and self.image_path(series, unit).is_file()
+        """True once the unit's record (written after its PNG) and PNG both exist, or once it
+        failed (a ``.failed.json`` record: delete it to try the unit again)."""
+        return (self.record_path(series, unit).is_file()
+                and self.image_path(series, unit).is_file()) or \
+            self.failure_path(series, unit).is_file()
+
+    def write_failure(self, series: Series, unit: int, record: dict) -> None:
+        """Record that the unit could not be rendered (no PNG)."""
+        try:
+            write_json(self.failure_path(series, unit), record)
+        except OSError as error:
+            raise AtlasWriteError(f"could not write {self.failure_path(series, unit)}: "
+                                  f"{error}") from error
+
+    def failures(self, series_dir: Path) -> list[dict]:
+        """The failure records of one series directory, in unit order."""
+        return [read_json(p) for p in sorted((series_dir / "units").glob("*.failed.json"),
+                                               key=lambda p: int(p.name.split(".")[0]))]
 
     def write_unit(self, series: Series, unit: int, image: np.ndarray, record: dict) -> None:
         """Save the unit's PNG, then its record (the record marks it finished)."""
