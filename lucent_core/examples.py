@@ -236,19 +236,26 @@ def _measure_field(model: nn.Module, layer: str, size: int, preprocess: Preproce
 def _image_files(folder: Path) -> list[str]:
     """The relative POSIX path of every image under ``folder``, sorted.
 
-    Only the relative paths are kept (a short string per file): folders of millions of images
-    are fine.
+    Symbolic links to folders are followed (each real folder once); a link to nothing is kept,
+    so that reading it fails and it is counted and listed as skipped. Only the relative paths
+    are kept (a short string per file): folders of millions of images are fine.
     """
     if not folder.exists():
         raise FileNotFoundError(f"the images folder {folder} does not exist")
     if not folder.is_dir():
         raise NotADirectoryError(f"images must be a folder of images, got the file {folder}")
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
+    found, seen = [], {os.path.realpath(folder)}
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        kept = []
+        for name in sorted(dirs):  # each real folder once: no loops, no twins
+            target = os.path.realpath(os.path.join(root, name))
+            if target not in seen:
+                seen.add(target)
+                kept.append(name)
+        dirs[:] = kept
         for name in files:
             path = Path(root) / name
-            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            if path.suffix.lower() in IMAGE_SUFFIXES and (path.is_file() or path.is_symlink()):
                 found.append(path.relative_to(folder).as_posix())
     if not found:
         raise ValueError(f"no images in {folder}: looked for files ending in "
@@ -261,7 +268,9 @@ def _files_sha256(folder: Path, files: Sequence[str]) -> str:
     """Digest of the file list: every relative path and file size, in order."""
     digest = hashlib.sha256()
     for relative in files:
-        digest.update(f"{relative}\0{(folder / relative).stat().st_size}\n".encode())
+        path = folder / relative
+        size = path.stat().st_size if path.exists() else -1  # -1: a link to nothing
+        digest.update(f"{relative}\0{size}\n".encode())
     return digest.hexdigest()
 
 

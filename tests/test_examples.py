@@ -556,3 +556,18 @@ def test_layers_without_space_use_the_whole_image(folder, tmp_path):
         assert [(e["position"], e["box"]) for e in entries] == [([0, 0], [0, 0, SIZE, SIZE])] * 2
         assert all(crop_pixels(tmp_path, e).shape == (SIZE, SIZE, 3) for e in entries)
     assert not math.isnan(found["0"][0]["activation"])
+
+
+def test_linked_folders_are_followed_once_and_links_to_nothing_are_skipped(folder, tmp_path):
+    from lucent_core.examples import _image_files
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "elsewhere").symlink_to(folder, target_is_directory=True)
+    (linked / "again").symlink_to(folder, target_is_directory=True)   # the same folder twice
+    (linked / "loop").symlink_to(linked, target_is_directory=True)    # a cycle
+    (linked / "gone.jpg").symlink_to(tmp_path / "no-such-file.jpg")
+    files = _image_files(linked)
+    originals = _image_files(folder)
+    assert files == sorted(["gone.jpg"] + [f"again/{f}" for f in originals])
+    summary = run(colour_net(), linked, tmp_path / "out")
+    assert summary.skipped == ["gone.jpg"] and summary.scanned == len(originals)
