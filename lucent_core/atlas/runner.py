@@ -168,7 +168,8 @@ def layer_unit_maps(acts: torch.Tensor, series: Series,
 
 
 def reproduce_command(settings: AtlasSettings, series: Series, unit: int) -> str:
-    """The ``lucent-core atlas`` command that renders this one unit again, identically.
+    """The ``lucent-core atlas`` command that renders this one unit again, alone (the same
+    picture up to the rounding of batch-size-dependent kernels, see the README).
 
     Example:
         >>> s = AtlasSettings(model="vgg16_hed", weights_sha256="ab", steps=64)
@@ -352,8 +353,8 @@ class _BatchRenderer:
             autocast=None if settings.precision == "float32" else getattr(torch,
                                                                           settings.precision),
             compile=self.compile,
-            # oneDNN's channels-last CPU kernels give an image numbers that depend on the
-            # batch it is in; contiguous ones do not, and a unit must render the same alone
+            # on the CPU, oneDNN's channels-last kernels round more differently from one
+            # batch size to another than contiguous ones (neither is exactly batch-invariant)
             channels_last=self.device.type != "cpu")
         if result.interrupted:
             return []
@@ -447,8 +448,9 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
 
     Units are optimised ``batch`` at a time (image ``i`` of a batch optimises unit ``i``); each
     unit's initialisation and transform draws come from its own seed, a hash of the settings,
-    the series and the unit number, so a unit renders the same alone or in any batch. Finished
-    units are skipped: running the same call again after a crash resumes it. The call writes
+    the series and the unit number, so a unit renders the same alone or in any batch (up to
+    kernel rounding). Finished units are skipped: running the same call again after a crash
+    resumes it. The call writes
     one PNG and one JSON record per unit (see :mod:`lucent_core.atlas.store`) and, once every
     requested unit exists, the manifest, contact sheets and HTML gallery
     (:func:`~lucent_core.atlas.build_index`).
