@@ -21,6 +21,8 @@ ImageLike = Union[np.ndarray, torch.Tensor, Image.Image]
 __all__ = ["centre_crop_box", "image_grid", "open_photo", "save_png", "show", "to_numpy", "to_pil",
            "write_atomically"]
 
+_RANGE_TOLERANCE = 1e-3  # float images may overshoot [0, 1] by rounding, no more
+
 
 def open_photo(path: Union[str, os.PathLike]) -> Image.Image:
     """Read an image file as 8-bit RGB, upright: EXIF orientation applied, as image viewers
@@ -62,6 +64,9 @@ def centre_crop_box(height: int, width: int, side: int) -> tuple[tuple[int, int]
 def to_numpy(images: ImageLike) -> np.ndarray:
     """Any supported image or batch as a float32 ``(B, H, W, C)`` array in [0, 1].
 
+    uint8 images are divided by 255; float images must lie in [0, 1] (rounding errors up to
+    1e-3 are clipped), anything else is an error rather than a silently clipped picture.
+
     Example:
         >>> to_numpy(torch.zeros(3, 4, 5)).shape
         (1, 4, 5, 3)
@@ -88,6 +93,14 @@ def to_numpy(images: ImageLike) -> np.ndarray:
         if array.ndim != 4 or array.shape[-1] not in (1, 3, 4):
             raise ValueError(f"expected an (H, W, C) or (B, H, W, C) array with C in 1/3/4, "
                              f"got shape {array.shape}")
+    if array.dtype.kind not in "f":
+        raise TypeError(f"unsupported image dtype {array.dtype}; use uint8 (0..255) or float "
+                        "in [0, 1]")
+    if array.size and (not np.isfinite(array).all() or array.min() < -_RANGE_TOLERANCE
+                       or array.max() > 1 + _RANGE_TOLERANCE):
+        raise ValueError(f"image values must lie in [0, 1] (got {np.nanmin(array):g}.."
+                         f"{np.nanmax(array):g}, or NaN); for 0..255 values pass uint8 or "
+                         "divide by 255")
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
     return np.clip(array.astype(np.float32), 0.0, 1.0)

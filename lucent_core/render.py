@@ -70,8 +70,11 @@ def _check_thresholds(thresholds: Sequence[int]) -> list[int]:
     if isinstance(thresholds, (str, bytes)):
         raise ValueError(f"thresholds must be positive integers (step counts), got the string "
                          f"{thresholds!r}; e.g. thresholds=(512,)")
-    if isinstance(thresholds, int):
+    if isinstance(thresholds, (int, np.integer)):
         thresholds = (thresholds,)
+    if not isinstance(thresholds, Iterable):
+        raise ValueError(f"thresholds must be positive integers (step counts), got "
+                         f"{thresholds!r}; e.g. thresholds=(512,)")
     checked = []
     for t in thresholds:
         if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 1:

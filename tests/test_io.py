@@ -86,10 +86,16 @@ def test_save_png_rgba_kept(tmp_path):
     np.testing.assert_array_equal(pixels, rgba)
 
 
-def test_save_png_clips_out_of_range_floats(tmp_path):
-    array = np.array([[[-0.5, 0.0, 1.0], [2.0, 1.0 / 255, 0.5 + 1e-3]]])
+def test_save_png_clips_rounding_overshoot_and_refuses_values_outside_0_1(tmp_path):
+    array = np.array([[[-1e-4, 0.0, 1.0], [1.0 + 1e-4, 1.0 / 255, 0.5 + 1e-3]]])
     pixels, _ = read_png(io.save_png(array, tmp_path / "clip.png"))
     np.testing.assert_array_equal(pixels, [[[0, 0, 255], [255, 1, 128]]])
+    for bad in (array * 255, array - 0.5, np.full((2, 2, 3), np.nan)):
+        with pytest.raises(ValueError, match=r"image values must lie in \[0, 1\]"):
+            io.save_png(bad, tmp_path / "bad.png")
+    with pytest.raises(TypeError, match="use uint8"):
+        io.save_png((array * 255).astype(np.int64), tmp_path / "bad.png")
+    assert not (tmp_path / "bad.png").exists()
 
 
 def test_save_png_grayscale_channel_is_repeated(tmp_path):

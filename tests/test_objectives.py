@@ -534,3 +534,20 @@ def test_diversity_term_lowers_diversity(net):
     torch.manual_seed(0)
     start = evaluate(net, target, param.image(32, batch=3)().detach())
     assert outcomes["diverse"][1] > start
+
+
+def test_an_objective_given_one_layer_name_as_a_string_keeps_it_whole():
+    from lucent_core.objectives import Objective
+    assert Objective(lambda acts: acts["conv"].mean(), "conv", "mean").layers == {"conv"}
+
+
+def test_a_named_combination_keeps_its_name_in_further_arithmetic():
+    from lucent_core import objectives
+    from lucent_core.objectives.matching import feature_inversion
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    inversion = feature_inversion(net, "1", torch.rand(3, 8, 8))
+    combined = inversion - 1e-3 * objectives.total_variation()
+    assert combined.name == "feature_inversion('1') - 0.001 * total_variation()"
+    acts = {"1": torch.rand(1, 4, 6, 6), "input": torch.rand(1, 3, 8, 8)}
+    torch.testing.assert_close(combined(acts), inversion(acts)
+                               - 1e-3 * objectives.total_variation()(acts))

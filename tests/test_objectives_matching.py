@@ -292,3 +292,41 @@ def test_load_image_turns_photos_upright_like_the_dataset_examples(tmp_path):
     example = torch.tensor(_load_image(path, 20)).permute(2, 0, 1).float() / 255
     assert torch.equal(square[0], example)
     assert torch.equal(square[0], upright[0, :, 10:30, :])
+
+
+# --- per-image targets, batches of images ------------------------------------------------------
+
+def test_a_per_image_target_with_batch_matches_that_images_row():
+    torch.manual_seed(0)
+    target = torch.rand(2, 4, 5, 5)
+    acts = {"c": torch.rand(2, 4, 5, 5)}
+    for objective in (activation_match, activation_distance):
+        one = objective("c", target, batch=1)(acts)
+        alone = objective("c", target[1])({"c": acts["c"][1:2]})
+        torch.testing.assert_close(one, alone)
+
+
+def test_a_per_image_target_that_is_zero_for_one_image_is_a_clear_error():
+    target = torch.rand(3, 4, 3, 3)
+    target[1] = 0
+    for objective in (activation_match, activation_distance):
+        with pytest.raises(ValueError, match=r"target activation of image\(s\) \[1\] is all "
+                                             r"zeros"):
+            objective("c", target)({"c": torch.rand(3, 4, 3, 3)})
+
+
+def test_layer_activations_reads_batches_as_renders_and_photos_come():
+    from lucent_core.objectives import layer_activations
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    floats = torch.rand(2, 3, 10, 10)
+    expected = layer_activations(net, floats, ["1"])["1"]
+    as_uint8 = (floats * 255).round().to(torch.uint8)
+    torch.testing.assert_close(layer_activations(net, as_uint8, "1")["1"], expected,
+                               atol=0.02, rtol=0)           # one name, uint8: 0..255
+    channels_last = floats.permute(0, 2, 3, 1).numpy()       # (B, H, W, 3), as result.images
+    torch.testing.assert_close(layer_activations(net, channels_last, ["1"])["1"], expected)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        layer_activations(net, floats * 255, ["1"])
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        layer_activations(net, floats[0], ["1"])

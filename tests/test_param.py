@@ -291,3 +291,10 @@ def test_decay_power_needs_fft():
 def test_to_rgb_wrong_channel_count():
     with pytest.raises(ValueError, match="3 channels"):
         ToRGB()(torch.zeros(1, 4, 2, 2))
+
+
+def test_sizes_may_be_numpy_integers_but_not_bools():
+    for make in (param.image, param.cppn, param.image_rgba):
+        assert make(np.int64(16))().shape[-2:] == (16, 16)
+    with pytest.raises(ValueError, match="batch must be a positive integer, got True"):
+        param.image(16, batch=True)

@@ -146,6 +146,7 @@ def test_duplicate_and_integer_thresholds():
     assert quick(make_net(), thresholds=(2, 2, 1)).thresholds == [1, 2]
     assert quick(make_net(), thresholds=2).thresholds == [2]
     assert quick(make_net(), thresholds=[np.int64(2)]).thresholds == [2]
+    assert quick(make_net(), thresholds=np.int64(2)).thresholds == [2]
 
 
 def test_default_param_is_128px():
@@ -319,7 +320,8 @@ def test_non_finite_later_step_is_named():
 
 # --- argument checks ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("bad", [(0,), (-1,), (2.5,), ("10",), "10", (True,), (), [], 0, (4, 0)])
+@pytest.mark.parametrize("bad", [(0,), (-1,), (2.5,), ("10",), "10", (True,), (), [], 0, (4, 0),
+                                 20.0, None])
 def test_bad_thresholds(bad):
     with pytest.raises(ValueError, match="positive integers|empty"):
         quick(make_net(), thresholds=bad)

@@ -37,7 +37,7 @@ class Objective:
     def __init__(self, fn: Callable[[Activations], torch.Tensor], layers: Iterable[str],
                  name: str | None = None):
         self._fn = fn
-        self.layers = frozenset(layers)
+        self.layers = frozenset([layers] if isinstance(layers, str) else layers)
         self._name = name
 
     def _describe(self) -> str:
@@ -153,7 +153,8 @@ class _Linear(Objective):
         return _Linear(a.terms + b.terms, a.constant + b.constant)
 
     def _linear(self) -> "_Linear":
-        return self
+        # a named combination (feature_inversion, ...) stays one term, keeping its name
+        return self if self._name is None else _Linear([(1.0, self)], 0.0)
 
     def _evaluate(self, acts: Activations) -> torch.Tensor:
         total = None
@@ -170,7 +171,9 @@ class _Linear(Objective):
             sign = "-" if coefficient < 0 else "+"
             magnitude = abs(coefficient)
             text = term.name if magnitude == 1.0 else f"{_format_number(magnitude)} * {term.name}"
-            if isinstance(term, (_Linear, _Binary)) and len(self.terms) > 1:
+            # a composite term is parenthesised, unless it carries its own (call-like) name
+            if isinstance(term, (_Linear, _Binary)) and term._name is None and \
+                    len(self.terms) > 1:
                 text = f"({term.name})" if magnitude == 1.0 else \
                     f"{_format_number(magnitude)} * ({term.name})"
             parts.append((sign, text))

@@ -160,8 +160,28 @@ def load_image(source: ImageSource, size: Size = None) -> torch.Tensor:
     return _resize(_to_unit_float(tensor, shape), size)
 
 
-def layer_activations(model: nn.Module, images: torch.Tensor, layers: Sequence[str],
-                      preprocess: Preprocessing | None = None) -> dict[str, torch.Tensor]:
+def _image_batch(images: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """A ``(B, 3, H, W)`` float tensor in [0, 1] from a batch given as a tensor (channels
+    first) or an array (``(B, H, W, 3)``, channels last, as renders return), uint8 or float."""
+    if isinstance(images, np.ndarray):
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"an image batch array must be (B, H, W, 3), channels last; got "
+                             f"shape {images.shape}")
+        tensor = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2)
+    elif isinstance(images, torch.Tensor):
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"an image batch tensor must be (B, 3, H, W), channels first; got "
+                             f"shape {tuple(images.shape)}")
+        tensor = images.detach()
+    else:
+        raise TypeError(f"images must be a (B, 3, H, W) tensor or a (B, H, W, 3) array; got "
+                        f"{type(images).__name__} (one picture: use load_image)")
+    return _to_unit_float(tensor, tuple(images.shape))
+
+
+def layer_activations(model: nn.Module, images: torch.Tensor | np.ndarray,
+                      layers: str | Sequence[str], preprocess: Preprocessing | None = None
+                      ) -> dict[str, torch.Tensor]:
     """What ``layers`` give for a batch of images, computed once without gradient.
 
     The images are moved to the model's device and dtype, passed through ``preprocess``
@@ -170,8 +190,9 @@ def layer_activations(model: nn.Module, images: torch.Tensor, layers: Sequence[s
 
     Args:
         model: the network.
-        images: ``(B, 3, H, W)`` RGB in [0, 1].
-        layers: layer names.
+        images: ``(B, 3, H, W)`` RGB tensor, or ``(B, H, W, 3)`` array (``result.images``
+            of a render), float in [0, 1] or uint8.
+        layers: layer names (or one name).
         preprocess: how images become model input (default: the model's own).
 
     Returns:
@@ -184,8 +205,10 @@ def layer_activations(model: nn.Module, images: torch.Tensor, layers: Sequence[s
     """
     device, dtype = model_device(model)
     preprocess = preprocessing_of(model) if preprocess is None else preprocess
-    with frozen(model), capture(model, list(layers)) as acts, torch.no_grad():
-        run_to_layers(model, preprocess(images.to(device=device, dtype=dtype)), acts)
+    layers = [layers] if isinstance(layers, str) else list(layers)
+    batch = _image_batch(images).to(device=device, dtype=dtype)
+    with frozen(model), capture(model, layers) as acts, torch.no_grad():
+        run_to_layers(model, preprocess(batch), acts)
         return dict(acts)
 
 
@@ -238,18 +261,36 @@ def _centre_crop(t: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     return t
 
 
-def _paired(acts: Activations, layer: str, goal: DeviceCopies, batch: int | None
+class _Target(DeviceCopies):
+    """A target activation (one, or one per image of the batch), kept on each device."""
+
+    def __init__(self, target: torch.Tensor | np.ndarray):
+        super().__init__(_as_target(target))
+        self.rows_checked = False
+
+
+def _paired(acts: Activations, layer: str, goal: _Target, batch: int | None
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """The layer's activation and the target, both flattened to ``(B or 1, N)``.
 
     A spatial activation larger than the target (robustness transforms pad the image) is
-    centre-cropped to the target's size.
+    centre-cropped to the target's size. With ``batch``, a per-image target gives its row
+    for that image.
     """
     t = _layer(acts, layer, batch)
     shape = tuple(t.shape)
     g = goal.like(t)
     if g.dim() == t.dim() - 1:
         g = g[None]
+    full = acts[layer].shape[0] if isinstance(acts[layer], torch.Tensor) else None
+    if batch is not None and g.dim() == t.dim() and g.shape[0] > 1 and g.shape[0] == full:
+        g = g[batch:batch + 1]
+    if not goal.rows_checked and g.shape[0] > 1:  # once: the first step reads the device
+        zero = (g.reshape(g.shape[0], -1).norm(dim=1) == 0).nonzero().flatten().tolist()
+        if zero:
+            raise ValueError(f"the target activation of image(s) {zero} is all zeros: there "
+                             "is nothing to match for them (try another layer or image)")
+        goal.rows_checked = True
     if t.dim() > 2 and g.dim() == t.dim() and g.shape[1] == t.shape[1] and \
             all(have >= want for have, want in zip(t.shape[2:], g.shape[2:])):
         t = _centre_crop(t, tuple(g.shape[2:]))
@@ -303,7 +344,7 @@ def activation_match(layer: str, target: torch.Tensor | np.ndarray, cossim_pow: 
         >>> round(obj({"fc": torch.tensor([[2.0, 4.0, 4.0]])}).item(), 4)  # twice as large
         2.0
     """
-    goal = DeviceCopies(_as_target(target))
+    goal = _Target(target)
     if not cossim_pow >= 0:
         raise ValueError(f"cossim_pow must be >= 0, got {cossim_pow}")
 
@@ -339,7 +380,7 @@ def activation_distance(layer: str, target: torch.Tensor | np.ndarray,
         >>> activation_distance("fc", target)({"fc": torch.tensor([[3.0, 9.0]])}).item()
         1.0
     """
-    goal = DeviceCopies(_as_target(target))
+    goal = _Target(target)
 
     def inner(acts: Activations) -> torch.Tensor:
         a, g = _paired(acts, layer, goal, batch)

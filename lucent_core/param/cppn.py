@@ -31,6 +31,8 @@ import math
 import torch
 from torch import nn
 
+from lucent_core._validate import positive_int
+
 __all__ = ["ACTIVATIONS", "CPPNImage", "composite_activation", "cppn", "cppn_coordinates"]
 
 #: RMS of ``atan(z)`` and of ``atan(z)**2`` for ``z ~ N(0, 1)`` (the article's constants).
@@ -114,8 +116,7 @@ def cppn_coordinates(width: int, height: int, coordinate_range: float = math.sqr
 
 def _check_size(**sizes: int) -> None:
     for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        positive_int(name, value)
 
 
 class _BatchedPointwise(nn.Module):

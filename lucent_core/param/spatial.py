@@ -5,14 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lucent_core._validate import positive_int
+
 __all__ = ["FourierImage", "PixelImage", "fourier_frequencies", "fourier_scale",
            "spectrum_to_image"]
 
 
 def _check_size(batch: int, height: int, width: int) -> None:
     for name, value in (("batch", batch), ("height", height), ("width", width)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        positive_int(name, value)
 
 
 class PixelImage(nn.Module):
