@@ -4,6 +4,7 @@ touches the network), weights-only loading, and the same through create_model.""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import urllib.error
 from pathlib import Path
@@ -333,6 +334,18 @@ def test_create_model_finds_torchvision_weights_offline(tmp_path, hub_dir, monke
     torch.save(reference, folder / filename)
     if where == "env":
         monkeypatch.setenv(WEIGHTS_ENV, str(folder))
+    # the stand-in file is not torchvision's: it fails the hash prefix in the name ...
+    with pytest.raises(WeightsError, match=r"should have 047dcff4"):
+        create_model(name)
+    # ... and loads where the prefix is its own (as torchvision's real file would)
+    from lucent_core.models import zoo
+    real_config = zoo.torchvision_config
+
+    def with_own_hash(tv_name):
+        config = real_config(tv_name)
+        weights = dataclasses.replace(config.weights, sha256=sha256sum(folder / filename)[:8])
+        return dataclasses.replace(config, weights=weights)
+    monkeypatch.setattr(zoo, "torchvision_config", with_own_hash)
     model = create_model(name)  # pretrained by default; the no_network fixture forbids downloads
     key = "features.0.0.weight"
     torch.testing.assert_close(model.state_dict()[key], reference[key], rtol=0, atol=0)
@@ -365,3 +378,11 @@ def test_create_model_torchvision_offline_says_where_to_put_the_file(hub_dir, mo
     assert "weights=" in message and WEIGHTS_ENV in message and str(cache) in message
     assert config.weights.filename in message and config.weights.url in message
     assert list(cache.parent.iterdir()) == []
+
+
+def test_your_own_weights_file_is_not_checked_against_the_published_hash(tmp_path):
+    path = save_state(tmp_path / "fine-tuned.pth", 2.0)
+    assert find_weights(source(sha256="0" * 64), path) == path       # another name: yours
+    same_name = save_state(tmp_path / FILENAME, 2.0)
+    with pytest.raises(WeightsError, match="should have 0{64}"):      # the published name
+        find_weights(source(sha256="0" * 64), same_name)

@@ -8,8 +8,9 @@ Where weights are looked for, in order:
 4. the torch hub cache, ``<torch.hub.get_dir()>/checkpoints/<file name>``;
 5. a download from the source URL into that cache (with a progress bar).
 
-A file whose SHA256 is known is verified before it is loaded; PyTorch files are loaded with
-``torch.load(..., weights_only=True)``.
+A file whose SHA256 is known is verified before it is loaded (a ``weights=PATH`` of another
+name than the published file's is your own, fine-tuned say, and is loaded as it is); PyTorch
+files are loaded with ``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ def find_weights(source: WeightsSource, weights: str | os.PathLike | None = None
         path = Path(weights).expanduser()
         if not path.is_file():
             raise WeightsError(f"weights file {path} does not exist")
-        return _verify(path, source)
+        # the published file (its name) is checked; a file of your own is loaded as it is
+        return _verify(path, source) if path.name == source.filename else path
     env_dir = os.environ.get(WEIGHTS_ENV)
     if env_dir:
         candidate = Path(env_dir).expanduser() / source.filename
