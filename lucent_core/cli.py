@@ -42,6 +42,8 @@ def _device(name: str) -> torch.device:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: no CUDA device is available; use --device cpu")
+    if name == "cuda":  # no index given: under torchrun, the GPU of the local rank too
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device(name)
 
 

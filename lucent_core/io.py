@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import os
+import socket
+import uuid
 from pathlib import Path
 from typing import Callable, Sequence, Union
 
@@ -19,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 ImageLike = Union[np.ndarray, torch.Tensor, Image.Image]
 
 __all__ = ["centre_crop_box", "image_grid", "open_photo", "save_png", "show", "to_numpy", "to_pil",
-           "write_atomically"]
+           "unique_suffix", "write_atomically"]
 
 _RANGE_TOLERANCE = 1e-3  # float images may overshoot [0, 1] by rounding, no more
 
@@ -194,6 +196,17 @@ def save_png(images: ImageLike, path: Union[str, os.PathLike], labels: Sequence[
     return write_atomically(path, lambda partial: picture.save(partial, format="PNG"))
 
 
+def unique_suffix() -> str:
+    """A name part no other process writing the same folder uses, even on another machine
+    sharing the file system, or in another container with the same process id.
+
+    Example:
+        >>> unique_suffix() != unique_suffix()
+        True
+    """
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 def write_atomically(path: Union[str, os.PathLike], write: Callable[[Path], object]) -> Path:
     """Call ``write(temporary_path)``, then rename the result to ``path`` in one step.
 
@@ -210,7 +223,7 @@ def write_atomically(path: Union[str, os.PathLike], write: Callable[[Path], obje
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial = path.with_name(f"{path.name}.{unique_suffix()}.partial")
     try:
         write(partial)
         os.replace(partial, path)

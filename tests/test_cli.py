@@ -323,3 +323,10 @@ def test_render_interrupted_by_ctrl_c_saves_what_it_has_and_exits_130(capsys, tm
     early = tmp_path / "early.png"
     rc, _, err = run_cli(capsys, *RANDOM_RENDER, "-o", str(early))
     assert rc == 130 and err.strip() == "lucent-core: interrupted" and not early.exists()
+
+
+def test_under_torchrun_cuda_without_an_index_is_the_local_ranks_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert cli._device("cuda") == cli._device("auto") == torch.device("cuda", 3)
+    assert cli._device("cuda:1") == torch.device("cuda", 1)   # an explicit index is kept

@@ -400,17 +400,18 @@ class _BatchRenderer:
         return records
 
 
-def _distributed() -> tuple[int, int, bool]:
-    """(rank, world size, whether this call created the process group) under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, False
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) under torchrun (or an initialised process group), else (0, 1).
+
+    Ranks never wait for one another (no barrier, whose timeout a rank that finishes hours
+    before the others would hit): like shards, each renders its share, and whichever finds
+    the atlas complete builds the index.
+    """
     import torch.distributed as dist
-    created = False
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-        created = True
-    return dist.get_rank(), dist.get_world_size(), created
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return (int(os.environ.get("RANK", "0")), world) if world > 1 else (0, 1)
 
 
 def _as_series(series: SeriesSpec) -> list[Series]:
@@ -457,8 +458,8 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
 
     Scaling out: ``shard=(i, n)`` takes every n-th batch starting at i (e.g. Slurm array
     tasks); under ``torchrun`` (``WORLD_SIZE`` > 1) the batches are also split over the ranks
-    with ``torch.distributed`` (gloo), which waits for all ranks before rank 0 builds the
-    index. All workers can share one directory.
+    (``RANK``). Workers never wait for one another; the one that finds every unit done builds
+    the index. All workers can share one directory.
 
     Args:
         model: the network (on the device to render on).
@@ -504,7 +505,7 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
                          "a CPPN draws its colours directly")
     preprocess = preprocessing_of(model) if preprocess is None else preprocess
     shard_index, shard_count = _shard(shard)
-    rank, world, created_group = _distributed()
+    rank, world = _distributed()
     worker = (shard_index * world + rank, shard_count * world)
 
     shapes = _layer_shapes(model, sorted({s.layer for s in all_series}), atlas_settings.size,
@@ -560,17 +561,11 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
         finally:
             bar.close()
 
-    if world > 1 and not interrupted:
-        import torch.distributed as dist
-        dist.barrier()
     missing = sum(not store.is_done(s, u) for s, chosen in work for u in chosen)
     index_page = None
-    if index and not interrupted and missing == 0 and rank == 0:
+    if index and not interrupted and missing == 0:  # the last worker (shard or rank) to finish
         from lucent_core.atlas.index import build_index
         index_page = build_index(out)
-    if created_group:
-        import torch.distributed as dist
-        dist.destroy_process_group()
     return AtlasSummary(out=Path(out), rendered=rendered, skipped=skipped, missing=missing,
                         seconds=time.perf_counter() - started, interrupted=interrupted,
                         index=index_page, worker=worker, failed=failed)

@@ -33,7 +33,7 @@ except ImportError:  # Windows: no advisory locks; the guard below is then skipp
 import numpy as np
 
 from lucent_core.atlas.plan import ATLAS_FORMAT, AtlasSettings, Series
-from lucent_core.io import save_png, write_atomically
+from lucent_core.io import save_png, unique_suffix, write_atomically
 
 __all__ = ["AtlasError", "AtlasStore", "AtlasWriteError", "read_json", "write_json"]
 
@@ -126,7 +126,7 @@ class AtlasStore:
             try:
                 # write a private copy, then link it to the real name: fails if another
                 # process got there first, so the first writer's file is the one kept
-                private = write_json(path.with_name(f"{path.name}.{os.getpid()}.new"), data)
+                private = write_json(path.with_name(f"{path.name}.{unique_suffix()}.new"), data)
                 try:
                     os.link(private, path)
                 except FileExistsError:

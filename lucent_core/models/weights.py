@@ -23,6 +23,8 @@ from typing import Callable
 
 import torch
 
+from lucent_core.io import unique_suffix
+
 __all__ = ["WEIGHTS_ENV", "WeightsError", "WeightsSource", "find_weights", "load_weights",
            "sha256sum", "state_dict_sha256"]
 
@@ -174,7 +176,7 @@ def _missing_message(source: WeightsSource, cached: Path, reason: str = "") -> s
 def _download(source: WeightsSource, destination: Path) -> Path:
     destination.parent.mkdir(parents=True, exist_ok=True)
     # one partial file per process: workers of one atlas may download at the same time
-    partial = destination.with_name(f"{destination.name}.{os.getpid()}.partial")
+    partial = destination.with_name(f"{destination.name}.{unique_suffix()}.partial")
     try:
         torch.hub.download_url_to_file(source.url, str(partial), progress=True)
         _verify(partial, source, downloaded=True)
