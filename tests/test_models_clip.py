@@ -251,3 +251,18 @@ def test_the_resnet_towers_relus_can_be_redirected_the_vits_have_none(rn50, vit)
     assert not any(type(m) is torch.nn.ReLU for m in rn50.modules())
     assert sum(isinstance(m, RedirectedReLU) for m in rn50.modules()) > 40
     assert not any(isinstance(m, RedirectedReLU) for m in vit.modules())
+
+
+def test_text_direction_on_a_vit_block_honours_cossim_pow(vit):
+    from lucent_core.objectives.catalogue import _dot_cossim
+    from lucent_core._device import DeviceCopies
+    vector = text_direction_vector(vit, 6, "a dog")
+    tokens = torch.randn(2, 50, 768)                 # (B, 1 class + 49 patch tokens, C)
+    acts = {"visual.transformer.resblocks.6": tokens if vit.batch_first
+            else tokens.transpose(0, 1)}
+    plain = text_direction(vit, 6, "a dog")(acts)
+    torch.testing.assert_close(plain, (tokens[:, 1:] @ vector).mean())
+    sharper = text_direction(vit, 6, "a dog", cossim_pow=2.0)(acts)
+    expected = _dot_cossim(tokens[:, 1:].transpose(1, 2), DeviceCopies(vector), "b", 2.0).mean()
+    torch.testing.assert_close(sharper, expected)
+    assert not torch.isclose(sharper, plain)

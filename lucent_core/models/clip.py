@@ -35,7 +35,7 @@ from lucent_core.hooks import INPUT_LAYER, capture, frozen, model_device, run_to
 from lucent_core.models.config import Preprocessing
 from lucent_core.models.relu import use_redirected_relus
 from lucent_core.models.registry import ModelConfig, get_config, register_model
-from lucent_core.objectives.catalogue import direction
+from lucent_core.objectives.catalogue import _dot_cossim, direction
 from lucent_core.objectives.core import Activations, Objective, wrap_objective
 
 if TYPE_CHECKING:
@@ -442,8 +442,9 @@ def text_direction(model: nn.Module, layer: str | int, prompt: str,
     """Maximise, at an intermediate layer, the direction that ``prompt`` defines there.
 
     The direction is :func:`text_direction_vector` (computed once, here). For a ResNet stage
-    this is :func:`~lucent_core.objectives.direction`; for a ViT block, the dot product of
-    the mean patch token with the direction.
+    this is :func:`~lucent_core.objectives.direction`; for a ViT block, the same over the
+    patch tokens (each token's dot product with the direction, times its cosine similarity to
+    the power ``cossim_pow``, averaged).
 
     Example:
         >>> model = create_model("clip_rn50", pretrained=False)  # doctest: +SKIP
@@ -454,10 +455,12 @@ def text_direction(model: nn.Module, layer: str | int, prompt: str,
     if not name.startswith(VIT_BLOCKS):
         return direction(name, vector, cossim_pow=cossim_pow)
     batch_first = model.batch_first
+    copies = DeviceCopies(vector)
 
     def inner(acts: Activations) -> torch.Tensor:
         tokens = _tokens_last(acts[name], name, batch_first, acts)[:, 1:]
-        return (tokens @ vector.to(tokens.device, tokens.dtype)).mean()
+        # (B, C, tokens): each patch token as a position, as direction() treats a map
+        return _dot_cossim(tokens.transpose(1, 2), copies, name, cossim_pow).mean()
     return Objective(inner, [name])
 
 
