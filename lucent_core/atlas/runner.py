@@ -451,10 +451,9 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
     unit's initialisation and transform draws come from its own seed, a hash of the settings,
     the series and the unit number, so a unit renders the same alone or in any batch (up to
     kernel rounding). Finished units are skipped: running the same call again after a crash
-    resumes it. The call writes
-    one PNG and one JSON record per unit (see :mod:`lucent_core.atlas.store`) and, once every
-    requested unit exists, the manifest, contact sheets and HTML gallery
-    (:func:`~lucent_core.atlas.build_index`).
+    resumes it. The call writes one PNG and one JSON record per unit (see
+    :mod:`lucent_core.atlas.store`) and, once every requested unit exists, the manifest,
+    contact sheets and HTML gallery (:func:`~lucent_core.atlas.build_index`).
 
     Scaling out: ``shard=(i, n)`` takes every n-th batch starting at i (e.g. Slurm array
     tasks); under ``torchrun`` (``WORLD_SIZE`` > 1) the batches are also split over the ranks

@@ -73,7 +73,9 @@ def _running_other_split(locks: Path, count: int) -> tuple[str, str] | None:
 
 
 def _unit_number(path: Path) -> tuple[int, str]:
-    return (int(path.stem), "") if path.stem.isdigit() else (-1, path.stem)
+    """Sort key of a unit's file (``00476.json``, ``123456.failed.json``): its unit number."""
+    number = path.name.split(".")[0]
+    return (int(number), path.name) if number.isdigit() else (-1, path.name)
 
 
 class AtlasError(ValueError):
@@ -289,7 +291,7 @@ class AtlasStore:
     def failures(self, series_dir: Path) -> list[dict]:
         """The failure records of one series directory, in unit order."""
         return [read_json(p) for p in sorted((series_dir / "units").glob("*.failed.json"),
-                                               key=lambda p: int(p.name.split(".")[0]))]
+                                               key=_unit_number)]
 
     def write_unit(self, series: Series, unit: int, image: np.ndarray, record: dict) -> None:
         """Save the unit's PNG, then its record (the record marks it finished)."""
