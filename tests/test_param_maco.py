@@ -431,3 +431,13 @@ def test_render_maco_is_repeatable_with_a_seed():
 def test_errors(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_crop_options_with_transforms_are_an_error_not_ignored():
+    from lucent_core.param.maco import render_maco
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    with pytest.raises(ValueError, match=r"n_crops, noise shape\(s\) maco_transforms"):
+        render_maco(net, "0:1", w=16, steps=1, n_crops=2, noise=0.1, transforms=[],
+                    progress=False)
+    result = render_maco(net, "0:1", w=16, steps=1, transforms=[], progress=False)
+    assert result.image.shape == (1, 16, 16, 3)

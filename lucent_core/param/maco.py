@@ -512,8 +512,8 @@ def maco_transforms(n_crops: int = MACO_CROPS, scale: tuple[float, float] = MACO
 
 def render_maco(model: nn.Module, objective: "Objective | str", w: int = MACO_SIZE,
                 h: int | None = None, batch: int = 1, steps: int = MACO_STEPS,
-                lr: float = MACO_LR, n_crops: int = MACO_CROPS,
-                crop_scale: tuple[float, float] = MACO_CROP_SCALE, noise: float = MACO_NOISE,
+                lr: float = MACO_LR, n_crops: int | None = None,
+                crop_scale: tuple[float, float] | None = None, noise: float | None = None,
                 crop_size: "int | tuple[int, int] | None" = None,
                 magnitude: torch.Tensor | None = None, thresholds: Sequence[int] | None = None,
                 transforms: "Callable[[torch.Tensor], torch.Tensor] | None" = None,
@@ -536,12 +536,14 @@ def render_maco(model: nn.Module, objective: "Objective | str", w: int = MACO_SI
         batch: number of images.
         steps: optimisation steps (the last threshold, when ``thresholds`` is not given).
         lr: NAdam learning rate on the phase.
-        n_crops, crop_scale, noise: see :func:`maco_transforms`.
+        n_crops, crop_scale, noise: see :func:`maco_transforms` (defaults
+            ``MACO_CROPS``, ``MACO_CROP_SCALE``, ``MACO_NOISE``).
         crop_size: size the crops are resized to; default the model's input size
             (``preprocess.input_size``) if it has one, else the image size.
         magnitude: the amplitude spectrum (default :func:`natural_magnitude`).
         thresholds: steps at which to take images (default ``(steps,)``).
-        transforms: replace :func:`maco_transforms` by these.
+        transforms: replace :func:`maco_transforms` by these (then ``n_crops``,
+            ``crop_scale``, ``noise`` and ``crop_size``, which only shape those, are errors).
         seed, progress, preprocess, redirected_relu: as in :func:`~lucent_core.render_vis`.
 
     Returns:
@@ -561,7 +563,17 @@ def render_maco(model: nn.Module, objective: "Objective | str", w: int = MACO_SI
 
     h = w if h is None else h
     steps = positive_int("steps", steps)
-    if transforms is None:
+    crop_options = {"n_crops": n_crops, "crop_scale": crop_scale, "noise": noise,
+                    "crop_size": crop_size}
+    if transforms is not None:
+        given = [name for name, value in crop_options.items() if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} shape(s) maco_transforms, which transforms= "
+                             "replaces; drop them, or pass transforms=maco_transforms(...)")
+    else:
+        n_crops = MACO_CROPS if n_crops is None else n_crops
+        crop_scale = MACO_CROP_SCALE if crop_scale is None else crop_scale
+        noise = MACO_NOISE if noise is None else noise
         if crop_size is None:
             own = preprocess if preprocess is not None else preprocessing_of(model)
             crop_size = own.input_size if own.input_size is not None else (h, w)
