@@ -98,7 +98,8 @@ def nmf(matrix: "torch.Tensor | np.ndarray", k: int, iterations: int = 1000, see
     ``||matrix - W @ H|| / ||matrix||`` improves by less than ``tol`` over 10 iterations.
     The result is normalised and ordered: each row of ``H`` has unit L2 norm (its scale moves
     into ``W``), and the components are sorted by decreasing size of ``W[:, j] H[j]``, i.e. by
-    how much of the matrix they explain. Computed in float64 (float32 on Apple MPS) on the
+    how much of the matrix they explain. A component the updates drove to zero (more
+    components than the matrix has structure for) comes back as zeros in both, last. Computed in float64 (float32 on Apple MPS) on the
     matrix's device; returned in float64 for float64 input, else float32.
 
     Args:
@@ -169,7 +170,9 @@ def nmf(matrix: "torch.Tensor | np.ndarray", k: int, iterations: int = 1000, see
             previous = error
 
     sizes = torch.linalg.norm(h, dim=1)
-    alive = sizes > 0
+    alive = (sizes > 0) & (torch.linalg.norm(w, dim=0) > 0)
+    w[:, ~alive] = 0  # a group that went to zero on either side explains nothing:
+    h[~alive] = 0     # no leftover map or direction from before it died
     h[alive] /= sizes[alive, None]
     w[:, alive] *= sizes[alive]
     order = torch.sort(torch.linalg.norm(w, dim=0), descending=True, stable=True).indices
@@ -198,6 +201,8 @@ class NeuronGroups:
             ``A`` (0: the groups explain the layer exactly).
         image_size: ``(height, width)`` of the image the activations were computed on (before
             the model's own preprocessing).
+        centre_square: the image was the centre square of the original (an ``int`` size),
+            so an overlay on the original covers that square only.
     """
 
     layer: str
@@ -205,6 +210,7 @@ class NeuronGroups:
     spatial_maps: torch.Tensor
     reconstruction_error: float
     image_size: tuple[int, int]
+    centre_square: bool = False
 
     @property
     def k(self) -> int:
@@ -297,6 +303,7 @@ def neuron_groups(model: nn.Module, layer: str, image: ImageInput, k: int = 6, *
         spatial_maps=w.T.reshape(k, height, width).float().cpu().contiguous(),
         reconstruction_error=error,
         image_size=(int(pixels.shape[-2]), int(pixels.shape[-1])),
+        centre_square=isinstance(size, (int, np.integer)) and not isinstance(size, bool),
     )
 
 
@@ -368,7 +375,9 @@ def groups_overlay(groups: NeuronGroups, image: "ImageInput | None" = None) -> n
     Args:
         groups: from :func:`neuron_groups`.
         image: the image (any input :func:`neuron_groups` takes), used for its size only; or
-            None for ``groups.image_size``. A larger original works too.
+            None for ``groups.image_size``. The original works too: the maps then cover what
+            the groups saw of it (all of it after a ``(height, width)`` resize, the centre
+            square after an ``int`` size), and are 0 elsewhere.
 
     Returns:
         ``(k, H, W)`` float32 array in [0, 1]. Blend it onto an ``(H, W, 3)`` image with, e.g.,
@@ -384,12 +393,15 @@ def groups_overlay(groups: NeuronGroups, image: "ImageInput | None" = None) -> n
     if not isinstance(groups, NeuronGroups):
         raise TypeError(f"groups must be the NeuronGroups from neuron_groups(), got "
                         f"{type(groups).__name__}")
-    if image is None:
-        height, width = groups.image_size
-    else:
-        height, width = load_image(image).shape[-2:]
-    maps = F.interpolate(groups.spatial_maps.float()[None], size=(int(height), int(width)),
+    height, width = groups.image_size if image is None else load_image(image).shape[-2:]
+    top, left, seen_h, seen_w = 0, 0, int(height), int(width)
+    if groups.centre_square and image is not None:  # the groups saw the centre square only
+        seen_h = seen_w = min(seen_h, seen_w)
+        top, left = (int(height) - seen_h) // 2, (int(width) - seen_w) // 2
+    seen = F.interpolate(groups.spatial_maps.float()[None], size=(seen_h, seen_w),
                          mode="bilinear", align_corners=False)[0].clamp(min=0)
+    maps = torch.zeros(groups.k, int(height), int(width))
+    maps[:, top:top + seen_h, left:left + seen_w] = seen
     peaks = maps.amax(dim=(1, 2), keepdim=True)
     maps = torch.where(peaks > 0, maps / peaks.clamp(min=1e-30), torch.zeros_like(maps))
     return maps.clamp(0, 1).numpy()

@@ -372,3 +372,35 @@ def test_vgg_groups_and_their_renders(vgg):
     assert (end.diagonal() > 1.2 * start.diagonal()).all(), (start, end)
     # ... and each image is the one that serves its own group best, and serves it best
     assert end.argmax(1).tolist() == [0, 1, 2] and end.argmax(0).tolist() == [0, 1, 2], end
+
+
+def test_components_nmf_drives_to_zero_come_back_as_zeros_and_last():
+    matrix = torch.zeros(6, 5, dtype=torch.float64)
+    matrix[2, 0] = 1.0                      # one non-zero entry: rank 1, asked for 3
+    for method in NMF_METHODS:
+        w, h = nmf(matrix, 3, seed=0, method=method, iterations=500)
+        explained = torch.linalg.norm(w, dim=0) * torch.linalg.norm(h, dim=1)
+        assert torch.all(explained[:-1] >= explained[1:]), method
+        for j in range(3):  # every component is alive on both sides, or zero on both
+            assert (torch.linalg.norm(w[:, j]) > 0) == (torch.linalg.norm(h[j]) > 0), method
+        assert torch.allclose(w @ h, matrix, atol=1e-3), method
+
+
+def test_an_overlay_on_the_original_photo_covers_the_centre_square_an_int_size_kept():
+    net = nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU())
+    with torch.no_grad():
+        net[0].weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+        net[0].bias.zero_()
+    photo = np.zeros((40, 80, 3), np.uint8)
+    photo[15:25, 32:38, 0] = 255             # a red patch inside the centre square
+    groups = neuron_groups(net, "1", photo, k=1, size=40)
+    assert groups.centre_square and groups.image_size == (40, 40)
+    maps = groups_overlay(groups, photo)
+    assert maps.shape == (1, 40, 80)
+    rows, cols = np.nonzero(maps[0] > 0.5)
+    assert 15 <= rows.min() and rows.max() < 25 and 32 <= cols.min() and cols.max() < 38
+    assert maps[0, :, :20].max() == 0 and maps[0, :, 60:].max() == 0  # outside what it saw
+    stretched = neuron_groups(net, "1", photo, k=1, size=(20, 40))   # a resize: all of it
+    assert not stretched.centre_square
+    rows, cols = np.nonzero(groups_overlay(stretched, photo)[0] > 0.5)
+    assert 30 <= cols.min() and cols.max() < 40
