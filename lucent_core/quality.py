@@ -129,7 +129,8 @@ def robustness(model: nn.Module, images: torch.Tensor, layer: "str | Series",
         images: ``(B, 3, H, W)`` renderings in [0, 1].
         layer: a layer name (channels) or a :class:`~lucent_core.atlas.Series`.
         units: ``B`` unit numbers.
-        directions: ``(B, C)`` direction rows for a direction series.
+        directions: ``(B, C)`` direction rows for a direction series (default: the
+            series' own rows for ``units``); only for direction series.
         transforms: rows from :func:`held_out_transforms` (default: its 16 default rows).
         preprocess: model input preprocessing (default: the model's own).
         batch_size: transformed images per forward pass.
@@ -150,6 +151,11 @@ def robustness(model: nn.Module, images: torch.Tensor, layer: "str | Series",
     if units_t.shape != (images.shape[0],):
         raise ValueError(f"got {units_t.numel()} units for {images.shape[0]} images; give one "
                          "unit per image")
+    if series.kind != "direction" and directions is not None:
+        raise ValueError(f"directions= applies to a direction series; {series.kind} units of "
+                         f"{series.layer!r} have none")
+    if series.kind == "direction" and directions is None:
+        directions = series.directions[units_t]  # each image's unit: its row of the series
     plain = _values(model, images, series, units_t, directions, preprocess)
     count = rows.shape[0]
     moved = []
@@ -170,6 +176,7 @@ def diversity_score(model: nn.Module, images: torch.Tensor, layer: str,
 
     1 means every image has the same channel correlations (no diversity); lower is more
     diverse. This is the quantity the ``diversity`` objective minimises, averaged over pairs.
+    NaN when the layer gives some image nothing at all (all zeros: no correlations to compare).
 
     Args:
         model: the network.
@@ -184,8 +191,10 @@ def diversity_score(model: nn.Module, images: torch.Tensor, layer: str,
     """
     if images.shape[0] < 2:
         raise ValueError("diversity needs a batch of at least 2 images")
-    similarity = gram_similarity(layer_activations(model, images, [layer], preprocess)[layer]
-                                 .double())
+    acts = layer_activations(model, images, [layer], preprocess)[layer].double()
+    if (acts.flatten(1).abs().amax(1) == 0).any():
+        return float("nan")  # an image the layer does not respond to has no Gram matrix
+    similarity = gram_similarity(acts)
     batch = similarity.shape[0]
     pairs = (similarity.sum() - similarity.diagonal().sum()) / (batch * (batch - 1))
     return round(float(pairs), 12)
@@ -195,13 +204,14 @@ def superstimulus_ratio(rendering_peak: float, example_peaks: Sequence[float]) -
     """The rendering's peak activation over the highest peak among the dataset examples.
 
     Both are the unit's largest activation over positions (what dataset examples are ranked
-    by). None when there are no examples or the best example does not activate the unit.
+    by). None when there are no examples or the best example does not activate the unit;
+    non-finite example peaks are left out.
 
     Example:
         >>> superstimulus_ratio(6.0, [3.0, 2.0, 1.5])
         2.0
     """
-    peaks = [float(p) for p in example_peaks]
+    peaks = [float(p) for p in example_peaks if math.isfinite(float(p))]
     if not peaks or max(peaks) <= 0:
         return None
     return float(rendering_peak) / max(peaks)

@@ -137,3 +137,29 @@ def test_superstimulus_ratio():
     assert superstimulus_ratio(1.0, [4.0]) == 0.25
     assert superstimulus_ratio(1.0, []) is None
     assert superstimulus_ratio(1.0, [0.0, -1.0]) is None
+
+
+def test_robustness_of_a_direction_series_uses_its_own_rows_and_refuses_stray_directions():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    images = torch.rand(2, 3, 16, 16)
+    rows = torch.rand(3, 4)
+    series = Series("1", "direction", rows)
+    own = robustness(net, images, series, [0, 2])
+    given = robustness(net, images, series, [0, 2], directions=rows[[0, 2]])
+    torch.testing.assert_close(own, given)
+    with pytest.raises(ValueError, match="directions= applies to a direction series"):
+        robustness(net, images, "1", [0, 1], directions=torch.rand(2, 4))
+
+
+def test_diversity_of_images_a_layer_ignores_is_nan_not_perfect():
+    net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU())
+    with torch.no_grad():
+        net[0].bias.fill_(-100.0)             # dead for every image
+    assert math.isnan(diversity_score(net, torch.rand(3, 3, 8, 8), "1"))
+
+
+def test_superstimulus_ignores_non_finite_example_peaks_wherever_they_are():
+    assert superstimulus_ratio(4.0, [float("nan"), 2.0]) == 2.0
+    assert superstimulus_ratio(4.0, [2.0, float("nan")]) == 2.0
+    assert superstimulus_ratio(4.0, [float("inf")]) is None
