@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 
@@ -34,3 +36,23 @@ def size_pair(name: str, value: object) -> tuple[int, int]:
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise ValueError(f"{name} must be an int or a (height, width) pair, got {value!r}")
     return positive_int(f"{name} height", value[0]), positive_int(f"{name} width", value[1])
+
+
+def real_scalar(value: object) -> float | None:
+    """``value`` as a float if it is one real number (Python, NumPy, or a 0-d array/tensor;
+    not a bool), else None.
+
+    Example:
+        >>> real_scalar(np.float32(2.0)), real_scalar([1.0, 2.0]), real_scalar(True)
+        (2.0, None, None)
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if getattr(value, "shape", None) == () and getattr(value, "dtype", None) is not None:
+        try:
+            return float(value)  # 0-d array or tensor
+        except (TypeError, ValueError):
+            return None
+    return None

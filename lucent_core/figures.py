@@ -680,8 +680,9 @@ def _describe_param(param: nn.Module, image_size: list[int] | None, batch: int |
 
 
 def _recorded(result: RenderResult, key: str, given: object) -> object:
-    """The render's own record of ``key``, or ``given`` where it has none; never both apart."""
-    if key not in result.settings:
+    """The render's own record of ``key``, or ``given`` where it has none (or recorded None,
+    e.g. a render seeded globally rather than with ``seed=``); never both apart."""
+    if result.settings.get(key) is None:
         return given
     recorded = result.settings[key]
     if given is not None and given != recorded:

@@ -99,8 +99,9 @@ def nmf(matrix: "torch.Tensor | np.ndarray", k: int, iterations: int = 1000, see
     The result is normalised and ordered: each row of ``H`` has unit L2 norm (its scale moves
     into ``W``), and the components are sorted by decreasing size of ``W[:, j] H[j]``, i.e. by
     how much of the matrix they explain. A component the updates drove to zero (more
-    components than the matrix has structure for) comes back as zeros in both, last. Computed in float64 (float32 on Apple MPS) on the
-    matrix's device; returned in float64 for float64 input, else float32.
+    components than the matrix has structure for) comes back as zeros in both, last.
+    Computed in float64 (float32 on Apple MPS) on the matrix's device; returned in float64
+    for float64 input, else float32.
 
     Args:
         matrix: ``(N, C)``, every entry >= 0 and finite (tensor or array).

@@ -568,6 +568,8 @@ def test_panel_settings_come_from_the_render_and_disagreement_is_an_error(render
     record = panel_record(plain, transforms=[Pad(4), Jitter(2)])  # the same transforms agree
     assert record["transforms"] == "Compose([Pad(4, mode='constant', value=0.5), Jitter(2)])"
     assert record["seed"] is None and record["render"]["optimizer"] == "SGD(lr=0.5)"
+    # a render seeded globally (torch.manual_seed) recorded no seed: the caller may give it
+    assert panel_record(plain, seed=3)["seed"] == 3
 
 
 def test_rgba_figures_are_saved_untouched(tmp_path):

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lucent_core._device import to_device
-from lucent_core._validate import positive_int, size_pair
+from lucent_core._validate import positive_int, real_scalar, size_pair
 from lucent_core.param.color import ToRGB
 from lucent_core.param.spatial import fourier_frequencies
 from lucent_core.transforms.random import Compose, RandomTransform
@@ -140,7 +140,8 @@ def natural_magnitude(w: int, h: int | None = None,
     h = w if h is None else h
     positive_int("width", w)
     positive_int("height", h)
-    alphas = [float(alpha)] * 3 if isinstance(alpha, (int, float)) else [float(a) for a in alpha]
+    single = real_scalar(alpha)
+    alphas = [single] * 3 if single is not None else [float(a) for a in alpha]
     if len(alphas) != 3 or not all(math.isfinite(a) for a in alphas):
         raise ValueError(f"alpha must be a finite float or three of them (one per colour "
                          f"channel), got {alpha!r}")

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lucent_core._validate import positive_int
+from lucent_core._validate import positive_int, real_scalar
 from lucent_core.param.color import ToRGB
 from lucent_core.param.images import ImageParam
 from lucent_core.param.spatial import FourierImage, PixelImage
@@ -128,8 +128,9 @@ class LaplacianPyramid(nn.Module):
                              f"most {most} (the coarsest level is then 1 pixel); choose "
                              f"1..{most}")
         self.size = (height, width)
-        if isinstance(level_weights, (int, float)) and not isinstance(level_weights, bool):
-            weights = [float(level_weights) ** k for k in range(levels)]
+        single = real_scalar(level_weights)
+        if single is not None:
+            weights = [single ** k for k in range(levels)]
         else:
             weights = [float(w) for w in level_weights]
             if len(weights) != levels:
