@@ -155,7 +155,7 @@ def nmf(matrix: "torch.Tensor | np.ndarray", k: int, iterations: int = 1000, see
         raise ValueError("the matrix is all zeros: there is nothing to factorise")
 
     generator = torch.Generator().manual_seed(int(seed))
-    scale = math.sqrt(x.mean().item() / k)
+    scale = math.sqrt(x.mean().item() / k) / 0.6  # entries 0.6 * scale on average
     # Strictly positive start (multiplicative updates cannot leave an exact zero).
     w = ((torch.rand(n, k, generator=generator, dtype=dtype) + 0.1) * scale).to(x.device)
     h = ((torch.rand(k, c, generator=generator, dtype=dtype) + 0.1) * scale).to(x.device)

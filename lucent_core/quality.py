@@ -31,6 +31,7 @@ import kornia.geometry.transform as KT
 import torch
 from torch import nn
 
+from lucent_core._validate import positive_int
 from lucent_core.atlas.plan import Series
 from lucent_core.atlas.runner import unit_values
 from lucent_core.models.config import Preprocessing, preprocessing_of
@@ -60,8 +61,7 @@ def held_out_transforms(count: int = 16, seed: int = HELD_OUT_SEED) -> torch.Ten
         >>> torch.equal(held_out_transforms(4), held_out_transforms(4))
         True
     """
-    if count < 1:
-        raise ValueError(f"count must be at least 1, got {count}")
+    count = positive_int("count", count)
     g = torch.Generator().manual_seed(seed)
 
     def uniform(low: float, high: float) -> torch.Tensor:

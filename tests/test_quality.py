@@ -44,7 +44,7 @@ def test_held_out_transforms_are_fixed_and_reproducible():
     assert held_out_transforms(4).shape == (4, 6)
     x = torch.rand(2, 3, 20, 20)
     assert torch.equal(apply_held_out(x, rows), apply_held_out(x, held_out_transforms()))
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match="count must be a positive integer"):
         held_out_transforms(0)
 
 
