@@ -1,10 +1,41 @@
-"""Moving small host tensors to the render's device without stalling a GPU."""
+"""Device housekeeping for render loops: small host tensors moved without stalling a GPU,
+and host memory handed back on the CPU."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+
 import torch
 
-__all__ = ["DeviceCopies", "to_device"]
+__all__ = ["DeviceCopies", "release_freed_host_memory", "to_device"]
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None where the C library has none (macOS, Windows, musl)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_freed_host_memory() -> None:
+    """Give memory that freed tensors left in glibc's heaps back to the system.
+
+    A CPU render allocates and frees the same large tensors every step; glibc keeps much of
+    what is freed (its mmap threshold rises after the first big frees, and channels-last
+    reorders fragment the heap), so without this a 512-step render's resident memory grows
+    by megabytes a step (4.7 GB for a 128 px VGG16 render). No-op without glibc.
+
+    Example:
+        >>> release_freed_host_memory()
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def to_device(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from lucent_core._device import release_freed_host_memory
 from lucent_core.hooks import INPUT_LAYER, capture, frozen, model_device, run_to_layers
 from lucent_core.models.config import Preprocessing, preprocessing_of
 from lucent_core.models.relu import redirecting
@@ -28,6 +29,7 @@ TransformSpec = Union[Callable[[torch.Tensor], torch.Tensor],
 
 DEFAULT_SIZE = 128
 DEFAULT_LR = 0.05
+_TRIM_EVERY = 32  # CPU steps between giving freed host memory back (see release_freed_host_memory)
 
 
 @dataclass
@@ -287,6 +289,8 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
                     opt.step()
                     values.append(value.detach())
                     bar.update(1)
+                    if device.type == "cpu" and step % _TRIM_EVERY == 0:
+                        release_freed_host_memory()
                     # Host-device syncs: at thresholds, and every 50 steps for a visible bar.
                     if step == 1 or step in steps or (progress and step % 50 == 0):
                         _check_finite(values[checked:], checked + 1)
