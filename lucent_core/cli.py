@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import time
@@ -40,6 +41,8 @@ def _device(name: str) -> torch.device:
             return torch.device("cpu")
         # under torchrun, each rank takes the GPU of its local rank
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", name):
+        raise ValueError(f"--device {name}: choose auto, cpu, cuda, cuda:N or mps")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: no CUDA device is available; use --device cpu")
     if name == "cuda":  # no index given: under torchrun, the GPU of the local rank too
@@ -95,6 +98,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_layers(args: argparse.Namespace) -> int:
+    if not args.weights:  # shapes do not depend on the weights: no download, works offline
+        args.random_weights = True
     model = _load(args)
     height, width = model.config.input_size
     infos = list_layers(model, (3, height, width))
@@ -126,6 +131,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
     if Path(args.output).is_dir():
         raise ValueError(f"-o {args.output} is a directory; give a file name such as "
                          f"{Path(args.output) / 'unit.png'}")
+    if Path(args.output).suffix.lower() != ".png":
+        raise ValueError(f"-o {args.output}: the picture is saved as a PNG; give a name ending "
+                         f"in .png, such as {Path(args.output).with_suffix('.png')}")
     model = _load(args)
     objective = _objective(args)
     started = time.perf_counter()
@@ -352,6 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.run(args)
+    except BrokenPipeError:  # the reader went away (`lucent-core models | head -1`): fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except UnknownLayerError as error:
         model = getattr(args, "model", None)
         message = error.describe(f"List them with: lucent-core layers --model {model} --all")

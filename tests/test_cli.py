@@ -203,7 +203,48 @@ ERROR_CASES = {
     "missing weights file": (["render", "--model", "vgg16_hed", "--weights", "/nonexistent",
                               "--layer", "block4_conv3", "--channel", "0", *SMALL],
                              [r"weights file /nonexistent does not exist"]),
+    "unknown device": ([*RANDOM_RENDER, "--device", "gpu"],
+                       [r"--device gpu: choose auto, cpu, cuda, cuda:N or mps"]),
 }
+
+# files that are not the model's weights (made by the test: {tmp} is its folder)
+BAD_WEIGHTS = {
+    "a picture as torch weights": ("inceptionv1", "picture.png",
+                                   r"cannot read .*picture.png as PyTorch weights: it is not a "
+                                   r"state dict"),
+    "another model's state dict": ("inceptionv1", "other.pth",
+                                   r"other.pth does not fit model 'inceptionv1': 116 of its "
+                                   r"parameters missing .* 1 unexpected"),
+    "a picture as HED weights": ("vgg16_hed", "picture.h5",
+                                 r"cannot read .*picture.h5 as HED weights: it is not an HDF5"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_WEIGHTS))
+def test_a_file_that_is_not_the_models_weights_is_one_clear_line(capsys, tmp_path, case):
+    pytest.importorskip("h5py")
+    model, name, pattern = BAD_WEIGHTS[case]
+    path = tmp_path / name
+    if name.endswith(".pth"):
+        torch.save({"a": torch.zeros(2)}, path)
+    else:
+        Image.new("RGB", (4, 4)).save(path, format="PNG")
+    rc, out, err = run_cli(capsys, "render", "--model", model, "--weights", str(path),
+                           "--layer", "conv2d0" if model == "inceptionv1" else "block1_conv1",
+                           "--channel", "0", *SMALL, "-o", str(tmp_path / "never.png"))
+    assert_clean_error(rc, out, err, pattern)
+    assert len(err.strip().splitlines()) == 1 and "weights_only" not in err
+
+
+def test_render_wants_a_png_name(capsys, tmp_path):
+    rc, out, err = run_cli(capsys, *RANDOM_RENDER, "-o", str(tmp_path / "unit.jpg"))
+    assert_clean_error(rc, out, err, r"-o .*unit.jpg: the picture is saved as a PNG; give a "
+                                     r"name ending in .png, such as .*unit.png")
+
+
+def test_layers_lists_shapes_offline_without_the_trained_weights(capsys, no_network):
+    rc, out, err = run_cli(capsys, "layers", "--model", "inceptionv1")
+    assert rc == 0 and err == "" and "mixed4a" in out and "508x14x14" in out
 
 
 @pytest.mark.parametrize("case", list(ERROR_CASES))
@@ -228,7 +269,8 @@ def test_cuda_unavailable(capsys, tmp_path):
 def test_offline_torchvision_weights_error(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.delenv("LUCENT_CORE_WEIGHTS", raising=False)
-    rc, out, err = run_cli(capsys, "layers", "--model", "torchvision:resnet18")
+    rc, out, err = run_cli(capsys, "render", "--model", "torchvision:resnet18", "--layer",
+                           "layer1", "--channel", "0", *SMALL, "-o", str(tmp_path / "n.png"))
     assert_clean_error(rc, out, err, r"resnet18-\w+\.pth", r"weights=", r"LUCENT_CORE_WEIGHTS",
                        r"URLError")
 

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Sequence
 
 import torch
@@ -178,9 +179,14 @@ def _create(open_clip_name: str, pretrained: str | None, cache_dir: str | None =
             ) -> CLIPVisual:
     open_clip = _import_open_clip()
     # OpenAI trained with QuickGELU; open_clip >= 2.2x only warns when it is not forced
-    model = CLIPVisual(open_clip.create_model(open_clip_name, pretrained=pretrained,
-                                              force_quick_gelu=True, cache_dir=cache_dir),
-                       open_clip_name)
+    # random weights were asked for: open_clip's root-logger warning about them is noise
+    logging.disable(logging.WARNING if pretrained is None else logging.NOTSET)
+    try:
+        built = open_clip.create_model(open_clip_name, pretrained=pretrained,
+                                       force_quick_gelu=True, cache_dir=cache_dir)
+    finally:
+        logging.disable(logging.NOTSET)
+    model = CLIPVisual(built, open_clip_name)
     use_redirected_relus(model)  # the ResNet towers' nn.ReLUs (ViTs have none)
     return model
 

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lucent_core.models.relu import RedirectedReLU
+from lucent_core.models.weights import WeightsError
 
 __all__ = ["HED_MEAN_BGR", "HED_INPUT_RANGE", "VGG16_HED_BLOCKS", "VGG16HED", "find_hed_weights",
            "load_hed_h5"]
@@ -264,7 +265,12 @@ def load_hed_h5(path: str | Path) -> dict[str, torch.Tensor]:
 
     state: dict[str, torch.Tensor] = {}
     in_channels = 3
-    with h5py.File(path, "r") as f:
+    try:
+        opened = h5py.File(path, "r")
+    except OSError as error:
+        raise WeightsError(f"cannot read {path} as HED weights: it is not an HDF5 (.h5) file "
+                           f"({error})") from error
+    with opened as f:
         try:
             for k, (channels, n_convs) in enumerate(VGG16_HED_BLOCKS, start=1):
                 layers = f[f"block{k}/layers"]

@@ -12,7 +12,7 @@ from torch import nn
 
 from lucent_core.models.config import Preprocessing
 from lucent_core.models.relu import use_redirected_relus
-from lucent_core.models.weights import WeightsSource, load_weights
+from lucent_core.models.weights import WeightsError, WeightsSource, load_weights
 
 __all__ = ["ModelConfig", "create_model", "get_config", "list_models", "register_model"]
 
@@ -123,6 +123,20 @@ def get_config(name: str) -> ModelConfig:
     return _REGISTRY[name]()
 
 
+def _load_state(model: nn.Module, state: dict, name: str, weights: object) -> None:
+    """``model.load_state_dict(state)``, with one clear line when the file is for another model."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        own = set(model.state_dict())
+        missing, unexpected = sorted(own - set(state)), sorted(set(state) - own)
+        detail = (f"{len(missing)} of its parameters missing (e.g. {missing[:2]}), "
+                  f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})" if missing or unexpected
+                  else "parameters of other shapes")
+        where = weights if weights is not None else "the weights file"
+        raise WeightsError(f"{where} does not fit model {name!r}: {detail}") from error
+
+
 def create_model(name: str, pretrained: bool = True, weights: str | os.PathLike | None = None
                  ) -> nn.Module:
     """Build a registered model in eval mode, carrying its config and preprocessing.
@@ -153,8 +167,8 @@ def create_model(name: str, pretrained: bool = True, weights: str | os.PathLike 
         if pretrained or weights is not None:
             if config.weights is None:
                 raise ValueError(f"model {name!r} has no trained weights file; use "
-                                 "pretrained=False")
-            model.load_state_dict(load_weights(config.weights, weights))
+                                 "pretrained=False (command line: --random-weights)")
+            _load_state(model, load_weights(config.weights, weights), name, weights)
     use_redirected_relus(model)  # torchvision's and open_clip's nn.ReLUs, for renders
     model.eval()
     model.config = config

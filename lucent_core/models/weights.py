@@ -39,8 +39,11 @@ def _torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # not a torch file, or pickled code that weights_only refuses
-        raise WeightsError(f"cannot read {path} as PyTorch weights "
-                           f"({type(error).__name__}: {error})") from error
+        lines = str(error).strip().splitlines()
+        detail = f": {lines[0]}" if len(lines) == 1 and len(lines[0]) < 100 else ""
+        raise WeightsError(f"cannot read {path} as PyTorch weights: it is not a state dict "
+                           f"saved with torch.save, or it holds pickled objects other than "
+                           f"tensors ({type(error).__name__}{detail})") from error
     if not isinstance(state, dict):
         raise WeightsError(f"{path} does not hold a state dict (found {type(state).__name__})")
     return state
