@@ -51,7 +51,8 @@ def records(out: Path, series: str) -> dict[int, dict]:
 
 @pytest.mark.parametrize("text, expected", [
     (None, list(range(6))), ("all", list(range(6))), ("2:4", [2, 3]), ("0:6:2", [0, 2, 4]),
-    ("5,1,5", [5, 1]), ("-1", [5]), ("4:", [4, 5]), (":2,3", [0, 1, 3]), ("0:100", list(range(6))),
+    ("5,1,5", [5, 1]), ("-1", [5]), ("4:", [4, 5]), (":2,3", [0, 1, 3]), ("0:6", list(range(6))),
+    ("-2:", [4, 5]),
 ])
 def test_parse_units(text, expected):
     assert atlas.parse_units(text, 6) == expected
@@ -59,7 +60,8 @@ def test_parse_units(text, expected):
 
 @pytest.mark.parametrize("text, message", [
     ("7", "out of range: the series has 6 units"), ("a:b", "cannot read units"),
-    ("1:2:3:4", "cannot read units"), ("4:2", "selects nothing")])
+    ("1:2:3:4", "cannot read units"), ("4:2", "selects nothing"),
+    ("0:100", "'0:100' reach past the series' 6 units .*use 0:6"), ("-7:", "reach past")])
 def test_parse_units_rejects_bad_input(text, message):
     with pytest.raises((ValueError, IndexError), match=message):
         atlas.parse_units(text, 6)

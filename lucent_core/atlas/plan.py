@@ -203,8 +203,8 @@ def unit_seed(settings: AtlasSettings, series: Series, unit: int) -> int:
 def parse_units(text: str | None, count: int) -> list[int]:
     """Unit numbers from ``"0:508"``, ``"0:64:2"``, ``"3,7,9"``, ``"0:10,20"`` or None (all).
 
-    Python slice rules (end excluded, negative numbers count from the end); duplicates are
-    dropped, order is kept.
+    Python slice rules (end excluded, negative numbers count from the end), except that a
+    start or stop past the series' end is an error; duplicates are dropped, order is kept.
 
     Example:
         >>> parse_units("0:4,10,-1", 12)
@@ -220,6 +220,10 @@ def parse_units(text: str | None, count: int) -> list[int]:
                 bits = [int(b) if b.strip() else None for b in part.split(":")]
                 if len(bits) > 3:
                     raise ValueError
+                for bound in bits[:2]:  # a start or stop past the end is a mistake, not "all"
+                    if bound is not None and not -count <= bound <= count:
+                        raise IndexError(f"units {part!r} reach past the series' {count} units "
+                                         f"(0..{count - 1}); use 0:{count}, or ':' for all")
                 chosen = range(count)[slice(*bits)]
             else:
                 unit = int(part)
