@@ -32,6 +32,11 @@ class _StopForward(BaseException):
     A ``BaseException`` so that a model whose forward catches ``Exception`` cannot swallow it.
     """
 
+    def __init__(self) -> None:
+        super().__init__("capture() stopped the forward pass once its layers were reached: "
+                         "run it with run_to_layers(model, x, acts), which absorbs the stop, "
+                         "or use capture(..., stop_early=False) to call model(x) yourself")
+
 
 def _module_names(model: nn.Module) -> dict[str, nn.Module]:
     return {name: module for name, module in model.named_modules() if name}

@@ -36,7 +36,7 @@ from lucent_core.atlas.plan import Series
 from lucent_core.atlas.runner import unit_values
 from lucent_core.models.config import Preprocessing, preprocessing_of
 from lucent_core.objectives.catalogue import gram_similarity
-from lucent_core.objectives.matching import layer_activations
+from lucent_core.objectives.matching import _image_batch, layer_activations
 
 __all__ = ["HELD_OUT_SEED", "diversity_score", "held_out_transforms", "robustness",
            "superstimulus_ratio", "apply_held_out"]
@@ -126,7 +126,7 @@ def robustness(model: nn.Module, images: torch.Tensor, layer: "str | Series",
 
     Args:
         model: the network.
-        images: ``(B, 3, H, W)`` renderings in [0, 1].
+        images: ``(B, 3, H, W)`` renderings in [0, 1] (or ``result.images`` arrays).
         layer: a layer name (channels) or a :class:`~lucent_core.atlas.Series`.
         units: ``B`` unit numbers.
         directions: ``(B, C)`` direction rows for a direction series (default: the
@@ -145,6 +145,7 @@ def robustness(model: nn.Module, images: torch.Tensor, layer: "str | Series",
         torch.Size([2])
     """
     series = _series(layer)
+    images = _image_batch(images)  # tensors or render_vis's (B, H, W, 3) arrays alike
     preprocess = preprocessing_of(model) if preprocess is None else preprocess
     rows = held_out_transforms() if transforms is None else transforms
     units_t = torch.as_tensor(list(units), dtype=torch.long)

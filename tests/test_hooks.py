@@ -442,3 +442,13 @@ def test_layers_nobody_overwrites_are_not_copied():
     with capture(model, ["head"]) as acts:
         run_to_layers(model, torch.randn(1, 3, 6, 6), acts)
     assert acts.copied == set()
+
+
+def test_calling_the_model_directly_inside_capture_says_how_to_run_it():
+    model = nested_model()
+    with pytest.raises(BaseException, match=r"run_to_layers\(model, x, acts\).*stop_early=False"):
+        with capture(model, ["stem"]):
+            model(torch.ones(1, 1))
+    with capture(model, ["stem"], stop_early=False) as acts:
+        model(torch.ones(1, 1))
+    assert "stem" in acts

@@ -163,3 +163,12 @@ def test_superstimulus_ignores_non_finite_example_peaks_wherever_they_are():
     assert superstimulus_ratio(4.0, [float("nan"), 2.0]) == 2.0
     assert superstimulus_ratio(4.0, [2.0, float("nan")]) == 2.0
     assert superstimulus_ratio(4.0, [float("inf")]) is None
+
+
+def test_robustness_takes_the_arrays_render_vis_returns():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    images = torch.rand(2, 3, 16, 16)
+    as_array = images.permute(0, 2, 3, 1).numpy()       # (B, H, W, 3), like result.images[-1]
+    torch.testing.assert_close(robustness(net, as_array, "1", [0, 1]),
+                               robustness(net, images, "1", [0, 1]))
