@@ -156,7 +156,10 @@ def capture(model: nn.Module, layers: Sequence[str], stop_early: bool = True
         def hook(_module, _inputs, output):
             if names[0] in acts:  # a module called again: keep its first output
                 return
-            if names[0] in acts.copied:  # the forward changes it in place later on
+            # a copy where the forward changes it in place later on (seen by run_to_layers),
+            # and always under torch.compile, where version counters cannot be read
+            if isinstance(output, torch.Tensor) and (names[0] in acts.copied
+                                                     or torch.compiler.is_compiling()):
                 output = output.clone()
             for name in names:
                 acts[name] = output

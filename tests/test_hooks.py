@@ -452,3 +452,14 @@ def test_calling_the_model_directly_inside_capture_says_how_to_run_it():
     with capture(model, ["stem"], stop_early=False) as acts:
         model(torch.ones(1, 1))
     assert "stem" in acts
+
+
+def test_under_torch_compile_captured_layers_are_copies_too():
+    model = InPlaceBlock()
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        true_bn = model.bn(x)
+    compiled = torch.compile(run_to_layers)
+    with torch.no_grad(), capture(model, ["bn", "head"]) as acts:
+        compiled(model, x, acts)
+        torch.testing.assert_close(acts["bn"], true_bn)
