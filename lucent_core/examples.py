@@ -233,18 +233,22 @@ def _measure_field(model: nn.Module, layer: str, size: int, preprocess: Preproce
 
 # --- images --------------------------------------------------------------------------------
 
-def _image_files(folder: Path) -> list[str]:
+def _image_files(folder: Path, skip: Path | None = None) -> list[str]:
     """The relative POSIX path of every image under ``folder``, sorted.
 
     Symbolic links to folders are followed (each real folder once); a link to nothing is kept,
-    so that reading it fails and it is counted and listed as skipped. Only the relative paths
-    are kept (a short string per file): folders of millions of images are fine.
+    so that reading it fails and it is counted and listed as skipped. ``skip`` (the output
+    atlas, when it lies inside the folder) is left out, so earlier crops are never scanned.
+    Only the relative paths are kept (a short string per file): folders of millions of images
+    are fine.
     """
     if not folder.exists():
         raise FileNotFoundError(f"the images folder {folder} does not exist")
     if not folder.is_dir():
         raise NotADirectoryError(f"images must be a folder of images, got the file {folder}")
     found, seen = [], {os.path.realpath(folder)}
+    if skip is not None:
+        seen.add(os.path.realpath(skip))  # as if already walked
     for root, dirs, files in os.walk(folder, followlinks=True):
         kept = []
         for name in sorted(dirs):  # each real folder once: no loops, no twins
@@ -582,7 +586,7 @@ def find_examples(model: nn.Module, images: str | os.PathLike, out: str | os.Pat
     size = positive_int("size", size)
     preprocess = preprocessing_of(model) if preprocess is None else preprocess
     folder, out = Path(images), Path(out)
-    files = _image_files(folder)
+    files = _image_files(folder, skip=out)
 
     weights_sha256 = state_dict_sha256(model)
     identity = {"model": model_name or registry_name(model),

@@ -571,3 +571,14 @@ def test_linked_folders_are_followed_once_and_links_to_nothing_are_skipped(folde
     assert files == sorted(["gone.jpg"] + [f"again/{f}" for f in originals])
     summary = run(colour_net(), linked, tmp_path / "out")
     assert summary.skipped == ["gone.jpg"] and summary.scanned == len(originals)
+
+
+def test_an_output_atlas_inside_the_images_folder_is_not_scanned(folder, tmp_path):
+    import shutil
+    images = tmp_path / "images"
+    shutil.copytree(folder, images)
+    from lucent_core.atlas import Series
+    first = run(colour_net(), images, images / "atlas")
+    assert list((images / "atlas").rglob("*.png"))            # its crops are in the folder now
+    again = run(colour_net(), images, images / "atlas", series=Series("0", "neuron"))
+    assert again.files == first.files and again.scanned == first.scanned
