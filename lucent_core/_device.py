@@ -72,7 +72,8 @@ class DeviceCopies:
         """The tensor on ``device`` in ``dtype`` (default: its own dtype)."""
         key = (torch.device(device), dtype or self.tensor.dtype)
         if key not in self._copies:
-            self._copies[key] = to_device(self.tensor, *key)
+            with torch.inference_mode(False):  # a normal tensor even if first used there
+                self._copies[key] = to_device(self.tensor, *key)
         return self._copies[key]
 
     def like(self, t: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,8 @@ __all__ = ["INPUT_LAYER", "LayerInfo", "OUTPUT_LAYER", "capture", "frozen", "lis
            "model_device", "resolve_layer", "run_to_layers", "same_layer",
            "UnknownLayerError"]
 
+_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # torch >= 2.3
+
 
 class _StopForward(BaseException):
     """Raised inside a hook once every requested layer has been captured.
@@ -159,7 +161,7 @@ def capture(model: nn.Module, layers: Sequence[str], stop_early: bool = True
             # a copy where the forward changes it in place later on (seen by run_to_layers),
             # and always under torch.compile, where version counters cannot be read
             if isinstance(output, torch.Tensor) and (names[0] in acts.copied
-                                                     or torch.compiler.is_compiling()):
+                                                     or _compiling()):
                 output = output.clone()
             for name in names:
                 acts[name] = output
@@ -198,7 +200,7 @@ class _Activations(dict):
 def _version(value: object) -> int | None:
     """The tensor's in-place write counter, where there is one to read."""
     if not isinstance(value, torch.Tensor) or value.is_inference() or \
-            torch.compiler.is_compiling():
+            _compiling():
         return None
     return value._version
 

@@ -669,3 +669,8 @@ def test_the_cli_exits_1_when_units_failed(tmp_path, capsys, monkeypatch):
     rc = main(["atlas", "--model", "vgg16_hed", "--random-weights", "--layer", "block1_conv1",
                "--out", str(tmp_path), "--quiet"])
     assert rc == 1 and "1 units failed" in capsys.readouterr().out
+
+
+def test_the_reproduce_command_writes_a_numpy_learning_rate_as_a_number():
+    settings = AtlasSettings(model="vgg16_hed", weights_sha256="ab", lr=np.float64(0.05))
+    assert "--lr 0.05 " in atlas.reproduce_command(settings, Series("block4_conv3"), 7)

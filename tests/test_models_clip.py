@@ -266,3 +266,15 @@ def test_text_direction_on_a_vit_block_honours_cossim_pow(vit):
     expected = _dot_cossim(tokens[:, 1:].transpose(1, 2), DeviceCopies(vector), "b", 2.0).mean()
     torch.testing.assert_close(sharper, expected)
     assert not torch.isclose(sharper, plain)
+
+
+def test_building_clip_keeps_the_applications_logging_settings():
+    import logging
+    from lucent_core.models.clip import clip_model
+    logging.disable(logging.INFO)
+    try:
+        clip_model("clip_rn50", pretrained=False)
+        assert logging.root.manager.disable == logging.INFO
+        assert logging.root.filters == []
+    finally:
+        logging.disable(logging.NOTSET)

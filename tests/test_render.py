@@ -708,3 +708,17 @@ def test_cpu_renders_hand_freed_host_memory_back_every_32_steps(monkeypatch):
     assert len(calls) == 2
     from lucent_core._device import release_freed_host_memory
     release_freed_host_memory()  # callable here, whatever the C library
+
+
+def test_a_render_after_inference_mode_use_of_the_preprocessing_works():
+    from lucent_core.models import Preprocessing
+    net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU())
+    net.preprocessing = Preprocessing(mean=(0.41, 0.42, 0.43), std=(0.21, 0.22, 0.23))
+    with torch.inference_mode():  # e.g. a quick prediction first: caches must not keep this
+        net(net.preprocessing(torch.rand(1, 3, 16, 16)))
+    result = render_vis(net, "1:1", param_f=lambda: param.image(16), thresholds=(2,),
+                        progress=False, seed=0)
+    assert result.image.shape == (1, 16, 16, 3)
+    single = Preprocessing(mean=0.5, std=0.25)   # one number for every channel
+    assert single.mean == (0.5,) and torch.equal(single(torch.ones(1, 3, 2, 2)),
+                                                  torch.full((1, 3, 2, 2), 2.0))

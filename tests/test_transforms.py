@@ -368,3 +368,13 @@ def test_affine_fills_outside_the_image_like_its_pad_mode(mode, corner):
     assert y.shape == (1, 3, 28, 28)
     assert y[..., 0, 0].allclose(torch.full((1, 3), corner), atol=1e-5)
     assert y[..., 14, 14].allclose(torch.ones(1, 3), atol=1e-5)
+
+
+def test_rotate_takes_one_angle_per_image_as_a_list_array_or_tensor():
+    import numpy as np
+    from lucent_core.transforms import functional as TF
+    x = torch.rand(2, 3, 9, 9)
+    expected = TF.rotate(x, torch.tensor([90.0, 0.0]))
+    torch.testing.assert_close(TF.rotate(x, [90.0, 0.0]), expected)
+    torch.testing.assert_close(TF.rotate(x, np.array([90.0, 0.0])), expected)
+    assert TF.rotate(x, np.float32(0.0)) is x

@@ -191,7 +191,7 @@ def reproduce_command(settings: AtlasSettings, series: Series, unit: int) -> str
               "--param", settings.param]
     if not settings.decorrelate:
         words.append("--no-decorrelate")
-    words += ["--transforms", settings.transforms, "--lr", repr(settings.lr),
+    words += ["--transforms", settings.transforms, "--lr", repr(float(settings.lr)),
               "--seed", str(settings.seed)]
     if not settings.redirected_relu:
         words.append("--no-redirect")

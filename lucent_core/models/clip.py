@@ -179,13 +179,16 @@ def _create(open_clip_name: str, pretrained: str | None, cache_dir: str | None =
             ) -> CLIPVisual:
     open_clip = _import_open_clip()
     # OpenAI trained with QuickGELU; open_clip >= 2.2x only warns when it is not forced
-    # random weights were asked for: open_clip's root-logger warning about them is noise
-    logging.disable(logging.WARNING if pretrained is None else logging.NOTSET)
+    # random weights were asked for: open_clip's root-logger warning saying so is noise
+    quiet = logging.Filter()
+    quiet.filter = lambda record: not record.getMessage().startswith(  # type: ignore[method-assign]
+        "No pretrained weights loaded")
+    logging.root.addFilter(quiet)
     try:
         built = open_clip.create_model(open_clip_name, pretrained=pretrained,
                                        force_quick_gelu=True, cache_dir=cache_dir)
     finally:
-        logging.disable(logging.NOTSET)
+        logging.root.removeFilter(quiet)
     model = CLIPVisual(built, open_clip_name)
     use_redirected_relus(model)  # the ResNet towers' nn.ReLUs (ViTs have none)
     return model

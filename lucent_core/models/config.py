@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lucent_core._validate import real_scalar
 
 __all__ = ["Preprocessing", "preprocessing_of"]
 
@@ -42,10 +43,12 @@ class Preprocessing:
     input_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("mean", "std"):  # any sequence of numbers becomes a tuple of floats
+        for name in ("mean", "std"):  # one number, or any sequence: a tuple of floats
             values = getattr(self, name)
             if values is not None:
-                object.__setattr__(self, name, tuple(float(v) for v in values))
+                single = real_scalar(values)
+                object.__setattr__(self, name, (single,) if single is not None
+                                   else tuple(float(v) for v in values))
         if self.channel_order not in CHANNEL_ORDERS:
             raise ValueError(f"unknown channel order {self.channel_order!r}; "
                              f"choose one of {CHANNEL_ORDERS}")
@@ -67,12 +70,20 @@ class Preprocessing:
         return x
 
 
-@functools.lru_cache(maxsize=64)
+_PER_CHANNEL: dict[tuple, torch.Tensor] = {}
+
+
 def _per_channel(values: tuple[float, ...], device: torch.device, dtype: torch.dtype
                  ) -> torch.Tensor:
     """``values`` as a ``(1, C, 1, 1)`` tensor, made once per device and dtype: building it
-    every step would copy from the host each time, which waits for a GPU to catch up."""
-    return torch.tensor(values, device=device, dtype=dtype).view(1, -1, 1, 1)
+    every step would copy from the host each time, which waits for a GPU to catch up. Made
+    outside inference mode, so a first use under ``torch.inference_mode`` cannot leave an
+    inference tensor that later renders fail to save for backward."""
+    key = (values, device, dtype)
+    if key not in _PER_CHANNEL:
+        with torch.inference_mode(False):
+            _PER_CHANNEL[key] = torch.tensor(values, device=device, dtype=dtype).view(1, -1, 1, 1)
+    return _PER_CHANNEL[key]
 
 
 def registry_name(model: nn.Module) -> str:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import kornia.geometry.transform as KT
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from lucent_core._device import to_device
+from lucent_core._validate import real_scalar
 
 __all__ = ["crop", "pad", "rotate", "scale"]
 
@@ -60,10 +62,13 @@ def rotate(x: torch.Tensor, degrees: "float | torch.Tensor") -> torch.Tensor:
         >>> rotate(torch.ones(2, 3, 8, 8), 0.0).shape
         torch.Size([2, 3, 8, 8])
     """
-    if not isinstance(degrees, torch.Tensor):
-        if degrees == 0:  # decided on the host: reading a GPU value would wait for the GPU
+    single = real_scalar(degrees) if not isinstance(degrees, torch.Tensor) else None
+    if single is not None:
+        if single == 0:  # decided on the host: reading a GPU value would wait for the GPU
             return x
-        degrees = torch.full((x.shape[0],), float(degrees))
+        degrees = torch.full((x.shape[0],), single)
+    elif not isinstance(degrees, torch.Tensor):  # one angle per image: a list or an array
+        degrees = torch.as_tensor(np.asarray(degrees, dtype=np.float64))
     angle = to_device(degrees, x.device, x.dtype).reshape(-1)
     if angle.numel() == 1:
         angle = angle.expand(x.shape[0])
