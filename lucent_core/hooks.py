@@ -189,6 +189,7 @@ class _Activations(dict):
         self.output_names = output_names
         self.versions: dict[str, int | None] = {}  # version counter when captured
         self.copied: set[str] = set()  # layers the forward changes in place after capture
+        self.seen_a_forward = False
 
     def changed_in_place(self) -> list[str]:
         """Captured layers whose tensor was written to later in the forward pass (a ReLU
@@ -217,7 +218,11 @@ def run_to_layers(model: nn.Module, x: torch.Tensor, acts: dict[str, torch.Tenso
     """
     if not isinstance(acts, _Activations):
         raise TypeError("run_to_layers needs the dict yielded by lucent_core.hooks.capture")
-    output = _forward(model, x, acts)
+    # the first forward of a capture looks for in-place writes on a copy of the input, so that
+    # a model that writes to its input cannot spoil the rerun (the copy passes gradients on)
+    first = not acts.seen_a_forward and isinstance(x, torch.Tensor)
+    output = _forward(model, x.clone() if first else x, acts)
+    acts.seen_a_forward = True
     changed = acts.changed_in_place()
     if changed:  # keep copies of those layers from now on, and run this forward again
         acts.copied.update(changed)

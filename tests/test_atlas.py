@@ -674,3 +674,19 @@ def test_the_cli_exits_1_when_units_failed(tmp_path, capsys, monkeypatch):
 def test_the_reproduce_command_writes_a_numpy_learning_rate_as_a_number():
     settings = AtlasSettings(model="vgg16_hed", weights_sha256="ab", lr=np.float64(0.05))
     assert "--lr 0.05 " in atlas.reproduce_command(settings, Series("block4_conv3"), 7)
+
+
+def test_one_units_range_over_layers_of_different_widths_is_clipped_to_each(tmp_path):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 8, 3), nn.ReLU())
+    summary = atlas.render_atlas(net, tmp_path, ["1", "3"], units="0:6", **FAST)
+    assert summary.rendered == 4 + 6 and summary.missing == 0
+    with pytest.raises(IndexError, match="reach past"):   # fits neither layer: an error
+        atlas.render_atlas(net, tmp_path / "b", ["1", "3"], units="0:9", **FAST)
+
+
+def test_two_spellings_of_one_layer_in_one_call_are_refused(tmp_path):
+    nested = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()))
+    with pytest.raises(ValueError, match="'0.1' and '0_1' are the same module"):
+        atlas.render_atlas(nested, tmp_path, ["0.1", "0_1"], **FAST)
+    assert not (tmp_path / "atlas.json").exists()

@@ -463,3 +463,21 @@ def test_under_torch_compile_captured_layers_are_copies_too():
     with torch.no_grad(), capture(model, ["bn", "head"]) as acts:
         compiled(model, x, acts)
         torch.testing.assert_close(acts["bn"], true_bn)
+
+
+def test_a_model_writing_to_its_input_does_not_spoil_the_rerun():
+    class Doubles(nn.Module):
+        def forward(self, x):
+            return x.mul_(2)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(Doubles(), nn.Conv2d(3, 3, 1), nn.ReLU(inplace=True),
+                          nn.Conv2d(3, 2, 1))
+    x = torch.randn(1, 3, 4, 4)
+    with torch.no_grad():
+        true_1 = model[1](2 * x)
+        true_3 = model[3](torch.relu(true_1))
+    with torch.no_grad(), capture(model, ["1", "3"]) as acts:
+        run_to_layers(model, x.clone(), acts)
+        torch.testing.assert_close(acts["1"], true_1)
+        torch.testing.assert_close(acts["3"], true_3)

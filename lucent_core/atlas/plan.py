@@ -200,11 +200,13 @@ def unit_seed(settings: AtlasSettings, series: Series, unit: int) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") >> 1
 
 
-def parse_units(text: str | None, count: int) -> list[int]:
+def parse_units(text: str | None, count: int, clip_ranges: bool = False) -> list[int]:
     """Unit numbers from ``"0:508"``, ``"0:64:2"``, ``"3,7,9"``, ``"0:10,20"`` or None (all).
 
     Python slice rules (end excluded, negative numbers count from the end), except that a
-    start or stop past the series' end is an error; duplicates are dropped, order is kept.
+    start or stop past the series' end is an error (with ``clip_ranges``, clipped as Python
+    does: one ``--units`` for layers of different widths); duplicates are dropped, order is
+    kept.
 
     Example:
         >>> parse_units("0:4,10,-1", 12)
@@ -221,7 +223,7 @@ def parse_units(text: str | None, count: int) -> list[int]:
                 if len(bits) > 3:
                     raise ValueError
                 for bound in bits[:2]:  # a start or stop past the end is a mistake, not "all"
-                    if bound is not None and not -count <= bound <= count:
+                    if not clip_ranges and bound is not None and not -count <= bound <= count:
                         raise IndexError(f"units {part!r} reach past the series' {count} units "
                                          f"(0..{count - 1}); use 0:{count}, or ':' for all")
                 chosen = range(count)[slice(*bits)]
@@ -240,7 +242,8 @@ def parse_units(text: str | None, count: int) -> list[int]:
     return list(units)
 
 
-def select_units(units: "str | Sequence[int] | None", count: int) -> list[int]:
+def select_units(units: "str | Sequence[int] | None", count: int, clip_ranges: bool = False
+                 ) -> list[int]:
     """:func:`parse_units` for what users pass: a string, None (all), or unit numbers.
 
     Example:
@@ -252,7 +255,7 @@ def select_units(units: "str | Sequence[int] | None", count: int) -> list[int]:
         ValueError: units is an empty list; give unit numbers, a range like '0:64', or None for all
     """
     if units is None or isinstance(units, str):
-        return parse_units(units, count)
+        return parse_units(units, count, clip_ranges)
     units = list(units)
     if not units:
         raise ValueError("units is an empty list; give unit numbers, a range like '0:64', or "

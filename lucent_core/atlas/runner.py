@@ -425,6 +425,33 @@ def _as_series(series: SeriesSpec) -> list[Series]:
     return out
 
 
+def _select_for_each(units: "str | Sequence[int] | None", counts: Sequence[int]
+                     ) -> list[list[int]]:
+    """The units of each series. A range that fits at least one of them is clipped to the
+    others (one ``--units 0:512`` over layers of different widths); one that fits none is the
+    error it is."""
+    fits, first_error = [], None
+    for count in counts:
+        try:
+            select_units(units, count)
+            fits.append(True)
+        except IndexError as error:
+            fits.append(False)
+            first_error = first_error or error
+    if not any(fits):
+        raise first_error
+    return [select_units(units, count, clip_ranges=True) for count in counts]
+
+
+def _check_one_spelling_each(model: nn.Module, series: Sequence[Series]) -> None:
+    """Two requested series may not spell one layer two ways (``"2.1"`` and ``"2_1"``)."""
+    for i, a in enumerate(series):
+        for b in series[i + 1:]:
+            if a.layer != b.layer and same_layer(model, a.layer, b.layer):
+                raise ValueError(f"layers {a.layer!r} and {b.layer!r} are the same module: "
+                                 f"spell it one way, so that its series stay together")
+
+
 def _shard(shard: "tuple[int, int] | str") -> tuple[int, int]:
     if isinstance(shard, str):
         try:
@@ -509,7 +536,7 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
 
     shapes = _layer_shapes(model, sorted({s.layer for s in all_series}), atlas_settings.size,
                            preprocess)
-    work, counts = [], []
+    counts = []
     for s in all_series:
         channels = shapes[s.layer][0]
         if s.directions is not None and s.directions.shape[1] != channels:
@@ -519,7 +546,8 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
             raise ValueError(f"neurons need a spatial layer; {s.layer!r} gives "
                              f"{shapes[s.layer]}: render its channels instead")
         counts.append(s.count(channels))
-        work.append((s, select_units(units, counts[-1])))
+    work = [(s, chosen) for s, chosen in zip(all_series, _select_for_each(units, counts))]
+    _check_one_spelling_each(model, all_series)
     mine = plan_batches(work, batch, *worker)
     # the atlas is created (and its settings fixed) only once the request is known to be valid
     store = AtlasStore(out)
