@@ -593,6 +593,9 @@ def find_examples(model: nn.Module, images: str | os.PathLike, out: str | os.Pat
                 "weights_sha256": weights_sha256, "layer": series.layer, "kind": series.kind,
                 "directions_sha256": series.directions_sha256, "top": top, "size": size,
                 "files_sha256": _files_sha256(folder, files)}
+    revision = getattr(getattr(model, "config", None), "revision", 1)
+    if revision != 1:  # left out at 1, so that earlier results still resume
+        identity["model_revision"] = revision
     _check_atlas_weights(out, weights_sha256)
     AtlasStore(out).check_layer_spelling(series, lambda a, b: same_layer(model, a, b))
 

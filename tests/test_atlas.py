@@ -690,3 +690,21 @@ def test_two_spellings_of_one_layer_in_one_call_are_refused(tmp_path):
     with pytest.raises(ValueError, match="'0.1' and '0_1' are the same module"):
         atlas.render_atlas(nested, tmp_path, ["0.1", "0_1"], **FAST)
     assert not (tmp_path / "atlas.json").exists()
+
+
+def test_an_atlas_of_an_older_model_definition_is_not_resumed(tmp_path):
+    from lucent_core.models import create_model
+    model = create_model("inceptionv1", pretrained=False)
+    assert model.config.revision == 2
+    atlas.render_atlas(model, tmp_path, "conv2d0", units="0:2", steps=2, size=32,
+                       progress=False, index=False)
+    settings = json.loads((tmp_path / "atlas.json").read_text())
+    assert settings["identity"]["model_revision"] == 2
+    # an atlas made by the previous definition (no revision recorded) is refused
+    del settings["identity"]["model_revision"]
+    (tmp_path / "atlas.json").write_text(json.dumps(settings))
+    with pytest.raises(AtlasError, match=r"model_revision: None in the atlas, 2 now"):
+        atlas.render_atlas(model, tmp_path, "conv2d0", units="2:4", steps=2, size=32,
+                           progress=False, index=False)
+    # models without a revision bump keep their identity (and unit seeds) as before
+    assert "model_revision" not in AtlasSettings(model="tiny", weights_sha256="ab").identity()

@@ -52,6 +52,8 @@ class AtlasSettings:
         seed: the atlas's base seed; each unit's seed is derived from it.
         precision: ``"float32"``, or ``"bfloat16"`` / ``"float16"`` to run the model under
             ``torch.autocast`` (faster on GPUs with tensor cores; slightly different images).
+        model_revision: the model definition's revision (``ModelConfig.revision``; 1 for
+            models without a config), set by :func:`render_atlas`.
 
     Example:
         >>> AtlasSettings(model="tiny", weights_sha256="ab", steps=64).size
@@ -70,6 +72,7 @@ class AtlasSettings:
     redirected_relu: bool = True
     seed: int = 0
     precision: str = "float32"
+    model_revision: int = 1
 
     def __post_init__(self) -> None:
         for name in ("steps", "size"):
@@ -94,11 +97,12 @@ class AtlasSettings:
     def identity(self) -> dict:
         """The settings that must match to add to (or resume) an atlas: all but ``weights``.
 
-        The default precision (float32) is left out, so that unit seeds, and atlases made
-        before the setting existed, stay as they were.
+        The default precision (float32) and model revision (1) are left out, so that unit
+        seeds, and atlases made before these settings existed, stay as they were.
         """
+        defaults = {"precision": "float32", "model_revision": 1}
         return {k: v for k, v in self.as_dict().items()
-                if k != "weights" and not (k == "precision" and v == "float32")}
+                if k != "weights" and not (k in defaults and v == defaults[k])}
 
     @classmethod
     def from_dict(cls, data: dict) -> "AtlasSettings":

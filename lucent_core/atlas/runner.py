@@ -517,14 +517,17 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
     """
     started = time.perf_counter()
     all_series = _as_series(series)
-    if "weights_sha256" in settings:
-        raise ValueError("weights_sha256 is computed from the model's weights; do not pass it")
+    for derived in ("weights_sha256", "model_revision"):
+        if derived in settings:
+            raise ValueError(f"{derived} is read from the model; do not pass it")
+    settings["model_revision"] = getattr(getattr(model, "config", None), "revision", 1)
     settings["model"] = model_name or registry_name(model)
     settings.setdefault("weights", getattr(model, "weights_origin", "custom"))
     try:
         atlas_settings = AtlasSettings(weights_sha256=state_dict_sha256(model), **settings)
     except TypeError as error:
-        valid = sorted(set(AtlasSettings.__dataclass_fields__) - {"weights_sha256", "model"})
+        valid = sorted(set(AtlasSettings.__dataclass_fields__) - {"weights_sha256", "model",
+                                                               "model_revision"})
         raise ValueError(f"unknown atlas setting ({error}); valid settings: {valid}") from None
     if atlas_settings.param == "cppn" and not atlas_settings.decorrelate:
         raise ValueError("decorrelate=False applies to the fourier and pixel parameterisations; "

@@ -172,6 +172,7 @@ def _config(registry_name: str) -> ModelConfig:
         input_size=size,
         layers=layers,
         weights=None,  # open_clip downloads and caches OpenAI's weights itself
+        revision=1 if isinstance(arch["layers"], int) else 2,  # ResNets 2: redirected ReLUs
     )
 
 

@@ -33,6 +33,9 @@ class ModelConfig:
         weights: where the trained weights come from, or None.
         load_pretrained: for models whose own library fetches their trained weights (CLIP via
             open_clip): builds the model with them. Used when ``weights`` is None.
+        revision: raised whenever a change to the definition changes what the model computes
+            for the same weights; atlases and dataset examples of an older revision are not
+            resumed (their pictures would mix two models).
     """
 
     name: str
@@ -43,6 +46,7 @@ class ModelConfig:
     layers: dict[str, int] = field(default_factory=dict)
     weights: WeightsSource | None = None
     load_pretrained: Callable[[], nn.Module] | None = None
+    revision: int = 1
 
 
 _REGISTRY: dict[str, Callable[[], ModelConfig]] = {}

@@ -37,6 +37,7 @@ def _inceptionv1() -> ModelConfig:
         description="InceptionV1 (GoogLeNet, inception5h) with the layer names and weights of "
                     "Lucid, Lucent and the Circuits papers",
         build=InceptionV1,
+        revision=2,  # 2: LRN as the reference conversion (was 9x stronger)
         preprocessing=Preprocessing(value_range=INCEPTIONV1_VALUE_RANGE),
         input_size=(224, 224),
         layers=INCEPTIONV1_LAYERS,
@@ -128,6 +129,7 @@ def torchvision_config(name: str) -> ModelConfig:
         name=f"torchvision:{name}",
         description=f"torchvision {name} ({enum_weights.name} weights)",
         build=lambda: tvm.get_model(name, weights=None, **settings),
+        revision=2,  # 2: redirected ReLUs, the constructor settings of the weights
         preprocessing=Preprocessing(mean=tuple(transform.mean), std=tuple(transform.std),
                                     input_size=(fixed, fixed) if fixed else None),
         input_size=(fixed, fixed) if fixed else (crop, crop),
