@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import sys
 import time
@@ -41,8 +40,11 @@ def _device(name: str) -> torch.device:
             return torch.device("cpu")
         # under torchrun, each rank takes the GPU of its local rank
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", name):
-        raise ValueError(f"--device {name}: choose auto, cpu, cuda, cuda:N or mps")
+    try:
+        torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: choose auto, cpu, cuda, cuda:N or another torch "
+                         "device (mps, xpu, ...)") from None
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: no CUDA device is available; use --device cpu")
     if name == "cuda":  # no index given: under torchrun, the GPU of the local rank too

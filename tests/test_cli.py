@@ -204,7 +204,7 @@ ERROR_CASES = {
                               "--layer", "block4_conv3", "--channel", "0", *SMALL],
                              [r"weights file /nonexistent does not exist"]),
     "unknown device": ([*RANDOM_RENDER, "--device", "gpu"],
-                       [r"--device gpu: choose auto, cpu, cuda, cuda:N or mps"]),
+                       [r"--device gpu: choose auto, cpu, cuda, cuda:N or another torch device"]),
 }
 
 # files that are not the model's weights (made by the test: {tmp} is its folder)

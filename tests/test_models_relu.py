@@ -116,3 +116,25 @@ def test_use_redirected_relus_reaches_nested_and_reused_modules():
     assert use_redirected_relus(net) == 2 and use_redirected_relus(net) == 0
     assert isinstance(net.relu, RedirectedReLU) and isinstance(net.inner[1], RedirectedReLU)
     torch.testing.assert_close(net(x), before)
+
+
+def test_a_swapped_in_place_relu_keeps_its_side_effect_outside_redirected_renders():
+    from lucent_core.models.relu import redirecting, use_redirected_relus
+
+    class SideEffect(nn.Module):  # relies on the ReLU writing into y, not on its result
+        def __init__(self):
+            super().__init__()
+            self.relu = nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            y = x * 1.0
+            self.relu(y)
+            return y
+
+    net = SideEffect()
+    x = torch.randn(2, 3)
+    use_redirected_relus(net)
+    assert net.relu.inplace and torch.equal(net(x), torch.relu(x))
+    image = torch.randn(2, 3, requires_grad=True)
+    with redirecting(net):  # the redirected gradient needs its own output: not in place
+        assert net.relu(image).data_ptr() != image.data_ptr()

@@ -66,43 +66,47 @@ class RedirectedReLU(nn.Module):
 
     Args:
         redirect: use the redirected gradient (forward is a plain ReLU either way).
+        inplace: like ``nn.ReLU(inplace=True)``, overwrite the input, except while the
+            redirected gradient is in use (a custom gradient needs its own output tensor).
 
     Example:
         >>> RedirectedReLU()(torch.tensor([-1.0, 2.0]))
         tensor([0., 2.])
     """
 
-    def __init__(self, redirect: bool = False):
+    def __init__(self, redirect: bool = False, inplace: bool = False):
         super().__init__()
         self.redirect = redirect
+        self.inplace = inplace
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.redirect and torch.is_grad_enabled() and x.requires_grad and x.dim() >= 2:
             return redirected_relu(x)
-        return torch.relu(x)
+        return torch.relu_(x) if self.inplace else torch.relu(x)
 
     def extra_repr(self) -> str:
-        return f"redirect={self.redirect}"
+        return f"redirect={self.redirect}" + (", inplace=True" if self.inplace else "")
 
 
 def use_redirected_relus(model: nn.Module) -> int:
     """Replace every ``nn.ReLU`` module of ``model`` by a :class:`RedirectedReLU`, in place.
 
-    The forward pass is unchanged (an in-place ReLU becomes an ordinary one); renders can
-    then switch on the redirected gradient. ReLUs called as functions (``F.relu``) inside a
-    ``forward`` cannot be reached. :func:`~lucent_core.models.create_model` does this for
-    every model it builds. Returns how many modules were replaced.
+    The forward pass is unchanged (an in-place ReLU stays in place, except while a render
+    uses the redirected gradient); renders can then switch on the redirected gradient. ReLUs
+    called as functions (``F.relu``) inside a ``forward`` cannot be reached.
+    :func:`~lucent_core.models.create_model` does this for every model it builds. Returns how
+    many modules were replaced.
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(inplace=True))
         >>> use_redirected_relus(net), net[1]
-        (1, RedirectedReLU(redirect=False))
+        (1, RedirectedReLU(redirect=False, inplace=True))
     """
     count = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.ReLU:
-                setattr(parent, name, RedirectedReLU())
+                setattr(parent, name, RedirectedReLU(inplace=child.inplace))
                 count += 1
     return count
 
