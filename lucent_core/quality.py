@@ -36,7 +36,7 @@ from lucent_core.atlas.plan import Series
 from lucent_core.atlas.runner import unit_values
 from lucent_core.models.config import Preprocessing, preprocessing_of
 from lucent_core.objectives.catalogue import gram_similarity
-from lucent_core.objectives.matching import _image_batch, layer_activations
+from lucent_core.objectives.matching import _checked_activations, _image_batch
 
 __all__ = ["HELD_OUT_SEED", "diversity_score", "held_out_transforms", "robustness",
            "superstimulus_ratio", "apply_held_out"]
@@ -110,7 +110,7 @@ def _series(layer: "str | Series") -> Series:
 
 def _values(model: nn.Module, images: torch.Tensor, series: Series, units: torch.Tensor,
             directions: torch.Tensor | None, preprocess: Preprocessing) -> torch.Tensor:
-    acts = layer_activations(model, images, [series.layer], preprocess)[series.layer]
+    acts = _checked_activations(model, images, [series.layer], preprocess)[series.layer]
     return unit_values(acts, series, units.to(acts.device), directions).float()
 
 
@@ -192,7 +192,8 @@ def diversity_score(model: nn.Module, images: torch.Tensor, layer: str,
     """
     if images.shape[0] < 2:
         raise ValueError("diversity needs a batch of at least 2 images")
-    acts = layer_activations(model, images, [layer], preprocess)[layer].double()
+    acts = _checked_activations(model, _image_batch(images), [layer], preprocess)[layer]
+    acts = acts.double()
     if (acts.flatten(1).abs().amax(1) == 0).any():
         return float("nan")  # an image the layer does not respond to has no Gram matrix
     similarity = gram_similarity(acts)

@@ -26,7 +26,8 @@ from lucent_core.atlas.store import AtlasStore
 from lucent_core.hooks import model_device, same_layer
 from lucent_core.models.config import Preprocessing, preprocessing_of, registry_name
 from lucent_core.models.weights import state_dict_sha256
-from lucent_core.objectives import Objective, layer_activations
+from lucent_core.objectives import Objective
+from lucent_core.objectives.matching import _checked_activations
 from lucent_core.render import render_vis
 from lucent_core.transforms import standard_affine
 
@@ -240,7 +241,7 @@ def _layer_shapes(model: nn.Module, layers: Sequence[str], size: int,
     """Each layer's activation shape (without batch) for one grey ``size`` x ``size`` image."""
     grey = torch.full((1, 3, size, size), 0.5)
     shapes = {}
-    for layer, found in layer_activations(model, grey, layers, preprocess).items():
+    for layer, found in _checked_activations(model, grey, layers, preprocess).items():
         if not isinstance(found, torch.Tensor):
             raise ValueError(f"layer {layer!r} returns {type(found).__name__}, not a tensor")
         shapes[layer] = tuple(found.shape[1:])
@@ -317,7 +318,7 @@ class _BatchRenderer:
         """Value, peak activation and robustness of each unit on its saved picture."""
         from lucent_core.quality import robustness  # quality builds on this module
         index, rows = self._selection(series, units)
-        acts = layer_activations(self.model, saved, [series.layer], self.preprocess)
+        acts = _checked_activations(self.model, saved, [series.layer], self.preprocess)
         flat = unit_maps(acts[series.layer], series, index, rows).float().flatten(1)
         robust = robustness(self.model, saved, series, units, directions=rows,
                             preprocess=self.preprocess)

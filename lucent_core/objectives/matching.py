@@ -203,12 +203,18 @@ def layer_activations(model: nn.Module, images: torch.Tensor | np.ndarray,
         >>> layer_activations(net, torch.rand(2, 3, 10, 12), ["1"])["1"].shape
         torch.Size([2, 4, 8, 10])
     """
+    return _checked_activations(model, _image_batch(images), layers, preprocess)
+
+
+def _checked_activations(model: nn.Module, images: torch.Tensor, layers: str | Sequence[str],
+                         preprocess: Preprocessing | None = None) -> dict[str, torch.Tensor]:
+    """:func:`layer_activations` for a batch already known to be ``(B, 3, H, W)`` in [0, 1]
+    (no range check: on a GPU that check waits for the device)."""
     device, dtype = model_device(model)
     preprocess = preprocessing_of(model) if preprocess is None else preprocess
     layers = [layers] if isinstance(layers, str) else list(layers)
-    batch = _image_batch(images).to(device=device, dtype=dtype)
     with frozen(model), capture(model, layers) as acts, torch.no_grad():
-        run_to_layers(model, preprocess(batch), acts)
+        run_to_layers(model, preprocess(images.to(device=device, dtype=dtype)), acts)
         return dict(acts)
 
 
