@@ -44,7 +44,7 @@ from lucent_core.atlas.store import AtlasError, AtlasStore, AtlasWriteError, _di
     read_json, write_json
 from lucent_core.hooks import capture, frozen, model_device, run_to_layers, same_layer
 from lucent_core.io import centre_crop_box, open_photo, save_png, write_atomically
-from lucent_core.models.config import preprocessing_of, registry_name
+from lucent_core.models.config import model_revision, preprocessing_of, registry_name
 from lucent_core.models.weights import state_dict_sha256
 
 __all__ = ["EXAMPLES_FORMAT", "IMAGE_SUFFIXES", "ExamplesSummary", "ReceptiveField",
@@ -593,11 +593,10 @@ def find_examples(model: nn.Module, images: str | os.PathLike, out: str | os.Pat
                 "weights_sha256": weights_sha256, "layer": series.layer, "kind": series.kind,
                 "directions_sha256": series.directions_sha256, "top": top, "size": size,
                 "files_sha256": _files_sha256(folder, files)}
-    revision = getattr(getattr(model, "config", None), "revision", 1)
-    if revision != 1:  # left out at 1, so that earlier results still resume
-        identity["model_revision"] = revision
+    if model_revision(model) != 1:  # left out at 1, so that earlier results still resume
+        identity["model_revision"] = model_revision(model)
     _check_atlas_weights(out, weights_sha256)
-    AtlasStore(out).check_layer_spelling(series, lambda a, b: same_layer(model, a, b))
+    AtlasStore(out).check_layer_spelling([series], lambda a, b: same_layer(model, a, b))
 
     shape = _layer_shapes(model, [series.layer], size, preprocess)[series.layer]
     if len(shape) not in (1, 3):

@@ -687,7 +687,7 @@ def test_one_units_range_over_layers_of_different_widths_is_clipped_to_each(tmp_
 
 def test_two_spellings_of_one_layer_in_one_call_are_refused(tmp_path):
     nested = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()))
-    with pytest.raises(ValueError, match="'0.1' and '0_1' are the same module"):
+    with pytest.raises(AtlasError, match="'0.1' and '0_1' are the same module"):
         atlas.render_atlas(nested, tmp_path, ["0.1", "0_1"], **FAST)
     assert not (tmp_path / "atlas.json").exists()
 

@@ -24,7 +24,8 @@ from lucent_core.atlas.plan import AtlasSettings, Batch, Series, plan_batches, s
     unit_seed
 from lucent_core.atlas.store import AtlasStore
 from lucent_core.hooks import model_device, same_layer
-from lucent_core.models.config import Preprocessing, preprocessing_of, registry_name
+from lucent_core.models.config import Preprocessing, model_revision, preprocessing_of, \
+    registry_name
 from lucent_core.models.weights import state_dict_sha256
 from lucent_core.objectives import Objective
 from lucent_core.objectives.matching import _checked_activations
@@ -444,15 +445,6 @@ def _select_for_each(units: "str | Sequence[int] | None", counts: Sequence[int]
     return [select_units(units, count, clip_ranges=True) for count in counts]
 
 
-def _check_one_spelling_each(model: nn.Module, series: Sequence[Series]) -> None:
-    """Two requested series may not spell one layer two ways (``"2.1"`` and ``"2_1"``)."""
-    for i, a in enumerate(series):
-        for b in series[i + 1:]:
-            if a.layer != b.layer and same_layer(model, a.layer, b.layer):
-                raise ValueError(f"layers {a.layer!r} and {b.layer!r} are the same module: "
-                                 f"spell it one way, so that its series stay together")
-
-
 def _shard(shard: "tuple[int, int] | str") -> tuple[int, int]:
     if isinstance(shard, str):
         try:
@@ -521,7 +513,7 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
     for derived in ("weights_sha256", "model_revision"):
         if derived in settings:
             raise ValueError(f"{derived} is read from the model; do not pass it")
-    settings["model_revision"] = getattr(getattr(model, "config", None), "revision", 1)
+    settings["model_revision"] = model_revision(model)
     settings["model"] = model_name or registry_name(model)
     settings.setdefault("weights", getattr(model, "weights_origin", "custom"))
     try:
@@ -551,12 +543,10 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
                              f"{shapes[s.layer]}: render its channels instead")
         counts.append(s.count(channels))
     work = [(s, chosen) for s, chosen in zip(all_series, _select_for_each(units, counts))]
-    _check_one_spelling_each(model, all_series)
     mine = plan_batches(work, batch, *worker)
     # the atlas is created (and its settings fixed) only once the request is known to be valid
     store = AtlasStore(out)
-    for s in all_series:
-        store.check_layer_spelling(s, lambda a, b: same_layer(model, a, b))
+    store.check_layer_spelling(all_series, lambda a, b: same_layer(model, a, b))
     store.open(atlas_settings)
     for s, count in zip(all_series, counts):
         store.open_series(s, count)

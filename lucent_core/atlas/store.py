@@ -23,7 +23,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 try:
     import fcntl
@@ -237,20 +237,26 @@ class AtlasStore:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def check_layer_spelling(self, series: Series, same_module: Callable[[str, str], bool]
-                             ) -> None:
-        """Refuse a second spelling of a layer the atlas already has (``"2_1"`` and ``"2.1"``
-        name one module): it would be a second series, rendered again with other seeds, and
-        its dataset examples would not reach the first one's pages. ``same_module(a, b)``
-        says whether two names are one module of the model."""
+    def check_layer_spelling(self, requested: Sequence[Series],
+                             same_module: Callable[[str, str], bool]) -> None:
+        """Refuse two spellings of one layer (``"2_1"`` and ``"2.1"`` name one module), among
+        the requested series or beside a layer the atlas already has: it would be a second
+        series, rendered again with other seeds, and its dataset examples would not reach the
+        first one's pages. ``same_module(a, b)`` says whether two names are one module."""
+        for i, a in enumerate(requested):
+            for b in requested[i + 1:]:
+                if a.layer != b.layer and same_module(a.layer, b.layer):
+                    raise AtlasError(f"layers {a.layer!r} and {b.layer!r} are the same module: "
+                                     "spell it one way, so that its series stay together")
         known = [read_json(p).get("identity", {}).get("layer")
                  for p in [*self.root.glob("*/series.json"),
                            *self.root.glob("examples/*/examples.json")]]
-        for layer in sorted({k for k in known if isinstance(k, str) and k != series.layer}):
-            if same_module(layer, series.layer):
-                raise AtlasError(f"layer {series.layer!r} is {layer!r} in {self.root} (the same "
-                                 f"module): use {layer!r}, so that its units and dataset "
-                                 "examples stay one series")
+        for series in requested:
+            for layer in sorted({k for k in known if isinstance(k, str) and k != series.layer}):
+                if same_module(layer, series.layer):
+                    raise AtlasError(f"layer {series.layer!r} is {layer!r} in {self.root} (the "
+                                     f"same module): use {layer!r}, so that its units and "
+                                     "dataset examples stay one series")
 
     def open_series(self, series: Series, count: int) -> None:
         """Create the series' directory, or check an existing one is the same series."""

@@ -96,6 +96,17 @@ def registry_name(model: nn.Module) -> str:
     return getattr(getattr(model, "config", None), "name", None) or type(model).__name__
 
 
+def model_revision(model: nn.Module) -> int:
+    """The revision of the model's definition (:class:`ModelConfig` ``.revision``), 1 without
+    a config: what atlases and dataset examples record to refuse mixing two definitions.
+
+    Example:
+        >>> model_revision(nn.Conv2d(3, 4, 1))
+        1
+    """
+    return getattr(getattr(model, "config", None), "revision", 1)
+
+
 def preprocessing_of(model: nn.Module) -> Preprocessing:
     """The model's own :class:`Preprocessing` (set by the model zoo), else the identity.
 
