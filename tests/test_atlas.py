@@ -660,6 +660,7 @@ def test_a_unit_whose_objective_overflows_fails_alone_and_the_atlas_goes_on(tmp_
     # a second run has nothing left to do
     again = atlas.render_atlas(net, tmp_path, "3", batch=3, **FAST)
     assert again.rendered == 0 and again.skipped == 6 and again.failed == []
+    assert again.failed_earlier == 1 and "1 requested units failed in earlier runs" in str(again)
 
 
 def test_the_cli_exits_1_when_units_failed(tmp_path, capsys, monkeypatch):

@@ -55,6 +55,8 @@ class AtlasSummary:
         failed: units (``"series:unit"``) whose objective stopped being finite; each has a
             ``<unit>.failed.json`` record saying when, and counts as done (delete that file to
             try it again).
+        failed_earlier: requested units with failure records from earlier runs (or other
+            workers).
     """
 
     out: Path
@@ -66,6 +68,7 @@ class AtlasSummary:
     index: Path | None = None
     worker: tuple[int, int] = (0, 1)
     failed: list[str] = field(default_factory=list)
+    failed_earlier: int = 0
 
     def __str__(self) -> str:
         rate = f" ({self.rendered / self.seconds:.2f} units/s)" if self.rendered else ""
@@ -83,6 +86,10 @@ class AtlasSummary:
             shown = ", ".join(self.failed[:10]) + (" ..." if len(self.failed) > 10 else "")
             lines.append(f"{len(self.failed)} units failed (their objective stopped being "
                          f"finite): {shown}; see units/<unit>.failed.json in their series")
+        if self.failed_earlier:
+            lines.append(f"{self.failed_earlier} requested units failed in earlier runs or "
+                         "other workers: see units/*.failed.json (delete one to try that unit "
+                         "again)")
         if self.index is not None:
             lines.append(f"gallery: {self.index}")
         return "\n".join(lines)
@@ -583,11 +590,14 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
             bar.close()
 
     missing = sum(not store.is_done(s, u) for s, chosen in work for u in chosen)
+    failed_earlier = sum(store.failure_path(s, u).is_file() for s, chosen in work
+                         for u in chosen) - len(failed)
     index_page = None
     if index and not interrupted and missing == 0:  # the last worker (shard or rank) to finish
         from lucent_core.atlas.index import build_index
         index_page = build_index(out)
     return AtlasSummary(out=Path(out), rendered=rendered, skipped=skipped, missing=missing,
                         seconds=time.perf_counter() - started, interrupted=interrupted,
-                        index=index_page, worker=worker, failed=failed)
+                        index=index_page, worker=worker, failed=failed,
+                        failed_earlier=failed_earlier)
 
