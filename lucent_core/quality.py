@@ -31,6 +31,7 @@ import kornia.geometry.transform as KT
 import torch
 from torch import nn
 
+from lucent_core._device import to_device
 from lucent_core._validate import positive_int
 from lucent_core.atlas.plan import Series
 from lucent_core.atlas.runner import unit_values
@@ -94,12 +95,12 @@ def apply_held_out(images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     matrix[:, 0, 2] += dx * width
     matrix[:, 1, 2] += dy * height
     repeated = images.repeat_interleave(count, dim=0)
-    matrix = matrix.repeat(batch, 1, 1).to(device=images.device, dtype=images.dtype)
+    matrix = to_device(matrix.repeat(batch, 1, 1), images.device, images.dtype)
     warped = KT.warp_affine(repeated, matrix, (height, width), mode="bilinear",
                             padding_mode="reflection", align_corners=True)
     shape = (batch * count, 1, 1, 1)
-    contrast = contrast.repeat(batch).to(images).view(shape)
-    brightness = brightness.repeat(batch).to(images).view(shape)
+    contrast = to_device(contrast.repeat(batch), images.device, images.dtype).view(shape)
+    brightness = to_device(brightness.repeat(batch), images.device, images.dtype).view(shape)
     mean = warped.mean(dim=(1, 2, 3), keepdim=True)
     return ((warped - mean) * contrast + mean + brightness).clamp(0, 1)
 

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 import lucent_core
 from lucent_core import param as param_lib
+from lucent_core._device import to_device
 from lucent_core.atlas.plan import AtlasSettings, Batch, Series, plan_batches, select_units, \
     unit_seed
 from lucent_core.atlas.store import AtlasStore
@@ -313,8 +314,10 @@ class _BatchRenderer:
 
     def _selection(self, series: Series, units: Sequence[int]
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The units as an index tensor, and their direction rows (direction series)."""
-        rows = None if series.directions is None else series.directions[list(units)]
+        """The units as an index tensor, and their direction rows (direction series), both on
+        the model's device once (not copied from the host at every step)."""
+        rows = None if series.directions is None else \
+            to_device(series.directions[list(units)], self.device)
         return torch.tensor(units, device=self.device), rows
 
     def _values_fn(self, series: Series, units: Sequence[int]) -> Callable[[dict], torch.Tensor]:
