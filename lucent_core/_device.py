@@ -73,7 +73,8 @@ class DeviceCopies:
         key = (torch.device(device), dtype or self.tensor.dtype)
         if key not in self._copies:
             with torch.inference_mode(False):  # a normal tensor even if first used there
-                self._copies[key] = to_device(self.tensor, *key)
+                copy = to_device(self.tensor, *key)
+                self._copies[key] = copy.clone() if copy.is_inference() else copy
         return self._copies[key]
 
     def like(self, t: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from lucent_core import Preprocessing, RenderResult, frozen, param, render_vis
 from lucent_core.models.config import preprocessing_of
 from lucent_core.models.inceptionv1 import LocalResponseNorm, PaddedMaxPool2d
 from lucent_core.models.relu import RedirectedReLU
-from lucent_core.objectives import Objective, channel
+from lucent_core.objectives import Objective, channel, direction
 from lucent_core.render import _build_param, _build_transforms
 from lucent_core.transforms import RandomAffine
 
@@ -722,3 +722,12 @@ def test_a_render_after_inference_mode_use_of_the_preprocessing_works():
     single = Preprocessing(mean=0.5, std=0.25)   # one number for every channel
     assert single.mean == (0.5,) and torch.equal(single(torch.ones(1, 3, 2, 2)),
                                                   torch.full((1, 3, 2, 2), 2.0))
+
+
+def test_an_objective_made_under_inference_mode_renders():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    with torch.inference_mode():  # its direction vector is an inference tensor
+        objective = direction("1", torch.ones(4))
+    result = render_vis(net, objective, param_f=lambda: param.image(16), thresholds=(2,),
+                        progress=False, seed=0)
+    assert np.isfinite(result.history).all()

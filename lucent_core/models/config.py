@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lucent_core._device import DeviceCopies
 from lucent_core._validate import real_scalar
 
 __all__ = ["Preprocessing", "preprocessing_of"]
@@ -70,20 +71,16 @@ class Preprocessing:
         return x
 
 
-_PER_CHANNEL: dict[tuple, torch.Tensor] = {}
+_PER_CHANNEL: dict[tuple[float, ...], DeviceCopies] = {}
 
 
 def _per_channel(values: tuple[float, ...], device: torch.device, dtype: torch.dtype
                  ) -> torch.Tensor:
-    """``values`` as a ``(1, C, 1, 1)`` tensor, made once per device and dtype: building it
-    every step would copy from the host each time, which waits for a GPU to catch up. Made
-    outside inference mode, so a first use under ``torch.inference_mode`` cannot leave an
-    inference tensor that later renders fail to save for backward."""
-    key = (values, device, dtype)
-    if key not in _PER_CHANNEL:
-        with torch.inference_mode(False):
-            _PER_CHANNEL[key] = torch.tensor(values, device=device, dtype=dtype).view(1, -1, 1, 1)
-    return _PER_CHANNEL[key]
+    """``values`` as a ``(1, C, 1, 1)`` tensor, kept on each device and dtype once: building
+    it every step would copy from the host each time, which waits for a GPU to catch up."""
+    if values not in _PER_CHANNEL:
+        _PER_CHANNEL[values] = DeviceCopies(torch.tensor(values).view(1, -1, 1, 1))
+    return _PER_CHANNEL[values].on(device, dtype)
 
 
 def registry_name(model: nn.Module) -> str:
