@@ -16,11 +16,12 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from lucent_core.hooks import _compiling
+
 __all__ = ["RedirectedReLU", "redirected_relu", "redirecting", "set_redirected_relu",
            "use_redirected_relus"]
 
 
-_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # torch >= 2.3
 
 
 class _RedirectedReLUFunction(torch.autograd.Function):
