@@ -442,17 +442,18 @@ def _select_for_each(units: "str | Sequence[int] | None", counts: Sequence[int]
     """The units of each series. A range that fits at least one of them is clipped to the
     others (one ``--units 0:512`` over layers of different widths); one that fits none is the
     error it is."""
-    fits, first_error = [], None
+    selected: list[list[int] | None] = []
+    first_error = None
     for count in counts:
         try:
-            select_units(units, count)
-            fits.append(True)
+            selected.append(select_units(units, count))
         except IndexError as error:
-            fits.append(False)
+            selected.append(None)
             first_error = first_error or error
-    if not any(fits):
+    if all(chosen is None for chosen in selected):
         raise first_error
-    return [select_units(units, count, clip_ranges=True) for count in counts]
+    return [select_units(units, count, clip_ranges=True) if chosen is None else chosen
+            for chosen, count in zip(selected, counts)]
 
 
 def _shard(shard: "tuple[int, int] | str") -> tuple[int, int]:
