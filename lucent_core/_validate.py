@@ -56,3 +56,72 @@ def real_scalar(value: object) -> float | None:
         except (TypeError, ValueError):
             return None
     return None
+
+
+def finite_real(name: str, value: object, minimum: float | None = None,
+                positive: bool = False) -> float:
+    """``value`` as a float if it is one finite real number (and ``> 0`` with ``positive``,
+    ``>= minimum`` with ``minimum``).
+
+    Example:
+        >>> finite_real("lr", 0.05, positive=True)
+        0.05
+        >>> finite_real("sd", float("nan"))
+        Traceback (most recent call last):
+        ...
+        ValueError: sd must be a finite number, got nan
+    """
+    number = real_scalar(value)
+    if number is None or not np.isfinite(number) \
+            or (positive and not number > 0) or (minimum is not None and number < minimum):
+        kind = ("a finite number > 0" if positive else
+                f"a finite number >= {minimum:g}" if minimum is not None else "a finite number")
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return number
+
+
+def flag(name: str, value: object) -> bool:
+    """``value`` if it is a bool (a string such as ``"no"`` would read as True).
+
+    Example:
+        >>> flag("pretrained", False)
+        False
+        >>> flag("pretrained", "no")
+        Traceback (most recent call last):
+        ...
+        TypeError: pretrained must be True or False, got 'no'
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def steps_or_thresholds(steps: object, thresholds: object, default_steps: int) -> object:
+    """The render's ``thresholds``: as given, or ``(steps,)`` (``default_steps`` when neither
+    is given); giving both is an error, as one would be ignored.
+
+    Example:
+        >>> steps_or_thresholds(None, None, 256), steps_or_thresholds(None, (8, 16), 256)
+        ((256,), (8, 16))
+    """
+    if thresholds is None:
+        return (positive_int("steps", default_steps if steps is None else steps),)
+    if steps is not None:
+        raise ValueError(f"give either steps= or thresholds=, not both (got steps={steps!r}, "
+                         f"thresholds={thresholds!r})")
+    return thresholds
+
+
+def not_both(first: str, first_value: object, second: str, second_value: object) -> None:
+    """An error when two options that replace each other are both given.
+
+    Example:
+        >>> not_both("size", 64, "param_f", None)
+        >>> not_both("size", 64, "param_f", print)
+        Traceback (most recent call last):
+        ...
+        ValueError: give either size= or param_f=, not both: param_f replaces what size sets
+    """
+    if first_value is not None and second_value is not None:
+        raise ValueError(f"give either {first}= or {second}=, not both: {second} replaces what "
+                         f"{first} sets")

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from lucent_core._validate import not_both, steps_or_thresholds
 from lucent_core.objectives import Objective, direction, image_activations, load_image
 from lucent_core.param import image as image_param
 from lucent_core.render import RenderResult, render_vis
@@ -341,18 +342,10 @@ def render_groups(model: nn.Module, groups: NeuronGroups, steps: int | None = No
     if not isinstance(groups, NeuronGroups):
         raise TypeError(f"groups must be the NeuronGroups from neuron_groups(), got "
                         f"{type(groups).__name__}")
-    if "thresholds" in render_kwargs:
-        if steps is not None:
-            raise ValueError("give either steps= or thresholds=, not both")
-        thresholds = render_kwargs.pop("thresholds")
-    else:
-        steps = DEFAULT_RENDER_STEPS if steps is None else steps
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
-        thresholds = (int(steps),)
+    thresholds = steps_or_thresholds(steps, render_kwargs.pop("thresholds", None),
+                                     DEFAULT_RENDER_STEPS)
+    not_both("size", size, "param_f", render_kwargs.get("param_f"))
     if "param_f" in render_kwargs:
-        if size is not None:
-            raise ValueError("give either size= or param_f=, not both")
         param_f = render_kwargs.pop("param_f")
     else:
         side = DEFAULT_RENDER_SIZE if size is None else size

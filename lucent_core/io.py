@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from lucent_core._validate import positive_int
+
 ImageLike = Union[np.ndarray, torch.Tensor, Image.Image]
 
 __all__ = ["centre_crop_box", "image_grid", "open_photo", "save_png", "show", "to_numpy", "to_pil",
@@ -58,6 +60,8 @@ def centre_crop_box(height: int, width: int, side: int) -> tuple[tuple[int, int]
         >>> centre_crop_box(20, 40, 10)
         ((10, 20), (0, 5))
     """
+    for name, value in (("height", height), ("width", width), ("side", side)):
+        positive_int(name, value)
     scale = side / min(height, width)
     scaled = (max(side, round(height * scale)), max(side, round(width * scale)))
     return scaled, ((scaled[0] - side) // 2, (scaled[1] - side) // 2)
@@ -84,17 +88,21 @@ def to_numpy(images: ImageLike) -> np.ndarray:
             raise ValueError(f"expected a (B, C, H, W) or (C, H, W) tensor with C in 1/3/4, "
                              f"got shape {tuple(images.shape)}")
         array = t.permute(0, 2, 3, 1).numpy()
-    else:
-        array = np.asarray(images)
-        if array.dtype == np.uint8:
-            array = array.astype(np.float32) / 255.0
+    elif isinstance(images, np.ndarray):
+        array = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images
         if array.ndim == 2:
             array = array[..., None]
         if array.ndim == 3:
             array = array[None]
         if array.ndim != 4 or array.shape[-1] not in (1, 3, 4):
+            hint = ""
+            if images.ndim in (3, 4) and images.shape[-3] in (1, 3, 4):
+                hint = "; channels-first arrays: pass np.moveaxis(array, -3, -1)"
             raise ValueError(f"expected an (H, W, C) or (B, H, W, C) array with C in 1/3/4, "
-                             f"got shape {array.shape}")
+                             f"got shape {images.shape}{hint}")
+    else:
+        raise TypeError(f"expected an image as a numpy array, torch tensor or PIL image, got "
+                        f"{type(images).__name__}")
     if array.dtype.kind not in "f":
         raise TypeError(f"unsupported image dtype {array.dtype}; use uint8 (0..255) or float "
                         "in [0, 1]")
@@ -139,13 +147,15 @@ def image_grid(images: ImageLike | Sequence[ImageLike], ncols: int | None = None
         labels: one text per image, drawn under it.
         padding: pixels between cells and around the edge.
         background: fill colour.
-        label_height: pixels reserved under each cell for its label.
+        label_height: pixels reserved under each cell for its label (none without labels).
 
     Example:
         >>> image_grid(np.zeros((5, 8, 8, 3)), ncols=3, padding=1).size
         (28, 19)
     """
     if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError("image_grid needs at least one image, got an empty list")
         arrays = [to_numpy(i) for i in images]
         shapes = {a.shape[1:] for a in arrays}
         if len(shapes) != 1:
@@ -154,15 +164,20 @@ def image_grid(images: ImageLike | Sequence[ImageLike], ncols: int | None = None
     else:
         batch = to_numpy(images)
     count, height, width, channels = batch.shape
+    if count == 0:
+        raise ValueError("image_grid needs at least one image, got an empty batch")
+    if isinstance(labels, (str, bytes)):
+        raise TypeError(f"labels must be a list of texts, one per image, got the string "
+                        f"{labels!r}")
     if labels is not None and len(labels) != count:
         raise ValueError(f"got {len(labels)} labels for {count} images")
-    ncols = math.ceil(math.sqrt(count)) if ncols is None else ncols
-    if ncols < 1:
-        raise ValueError(f"ncols must be positive, got {ncols}")
+    ncols = math.ceil(math.sqrt(count)) if ncols is None else positive_int("ncols", ncols)
+    padding = positive_int("padding", padding, minimum=0)
     nrows = math.ceil(count / ncols)
-    text_h = 0 if labels is None else (14 if label_height is None else label_height)
+    text_h = 0 if labels is None else (
+        14 if label_height is None else positive_int("label_height", label_height, minimum=0))
     mode = "RGBA" if channels == 4 else "RGB"
-    fill = tuple(background) + ((255,) if mode == "RGBA" and len(background) == 3 else ())
+    fill = _fill_colour(background, mode)
     grid = Image.new(mode, (ncols * width + (ncols + 1) * padding,
                             nrows * (height + text_h) + (nrows + 1) * padding), fill)
     draw = ImageDraw.Draw(grid)
@@ -175,6 +190,19 @@ def image_grid(images: ImageLike | Sequence[ImageLike], ncols: int | None = None
         if labels is not None:
             draw.text((left, top + height + 1), str(labels[i]), fill=(0, 0, 0), font=font)
     return grid
+
+
+def _fill_colour(background: object, mode: str) -> tuple[int, ...]:
+    colour = tuple(background) if isinstance(background, (tuple, list)) else ()
+    if len(colour) not in (3, 4) or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= 255
+            for v in colour):
+        raise ValueError(f"background must be an (R, G, B) or (R, G, B, A) tuple of integers "
+                         f"0..255, got {background!r}")
+    if mode == "RGB" and len(colour) == 4:
+        raise ValueError(f"background {background!r} has an alpha value, but the images are RGB "
+                         "(no alpha): give (R, G, B)")
+    return colour + ((255,) if mode == "RGBA" and len(colour) == 3 else ())
 
 
 def save_png(images: ImageLike, path: Union[str, os.PathLike], labels: Sequence[str] | None = None
@@ -190,6 +218,8 @@ def save_png(images: ImageLike, path: Union[str, os.PathLike], labels: Sequence[
         'black.png'
     """
     path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"save_png writes PNG files; give a path ending in .png, got {path}")
     array = to_numpy(images)
     picture = to_pil(array) if array.shape[0] == 1 and labels is None else \
         image_grid(array, labels=labels)

@@ -146,10 +146,30 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
         yield
 
 
-def _snapshot(param: nn.Module) -> np.ndarray:
+def _snapshot(param: nn.Module, step: int) -> np.ndarray:
+    """The parameterisation's images after ``step`` as ``(B, H, W, C)`` in [0, 1]."""
     with torch.no_grad():
-        images = param()
-    return images.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+        images = param().detach().float()
+    if not torch.isfinite(images).all():  # the last update can break an image the objective
+        raise FloatingPointError(          # never saw
+            f"the image became NaN or infinite in the update of step {step}; lower the "
+            "learning rate or use a sigmoid-mapped parameterisation")
+    return images.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _make_optimizer(optimizer: "OptimizerFactory | None",
+                    params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    if optimizer is None:
+        return torch.optim.Adam(params, DEFAULT_LR)
+    if isinstance(optimizer, torch.optim.Optimizer) or not callable(optimizer):
+        raise TypeError(f"optimizer must be a function from parameters to an optimiser, e.g. "
+                        f"lambda params: torch.optim.Adam(params, lr=0.05); got "
+                        f"{type(optimizer).__name__}")
+    made = optimizer(params)
+    if not isinstance(made, torch.optim.Optimizer):
+        raise TypeError(f"optimizer(params) must return a torch.optim.Optimizer, got "
+                        f"{type(made).__name__}")
+    return made
 
 
 def _check_finite(values: list[torch.Tensor], first_step: int) -> None:
@@ -252,7 +272,7 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
         params = [p for p in param.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the parameterisation has no trainable parameters")
-        opt = optimizer(params) if optimizer is not None else torch.optim.Adam(params, DEFAULT_LR)
+        opt = _make_optimizer(optimizer, params)
         # the bar opens after capture, so an unknown layer fails before any bar is drawn
         with frozen(model), redirecting(model, redirected_relu) as redirectable, \
                 capture(model, model_layers) as acts, \
@@ -297,7 +317,7 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
                         checked = len(values)
                         bar.set_postfix(objective=f"{values[-1].item():.4g}")
                     if step in steps:
-                        images.append(_snapshot(param))
+                        images.append(_snapshot(param, step))
                         taken.append(step)
             except RuntimeError as error:
                 if channels_last and "view size is not compatible" in str(error):
@@ -310,7 +330,7 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
                 if values[checked:]:
                     _check_finite(values[checked:], checked + 1)
                 if values and (not taken or taken[-1] != len(values)):
-                    images.append(_snapshot(param))
+                    images.append(_snapshot(param, len(values)))
                     taken.append(len(values))
     history = torch.stack(values).float().cpu().tolist() if values else []
     settings = {"seed": seed, "transforms": describe_transforms(transform),

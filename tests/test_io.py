@@ -248,7 +248,8 @@ def test_image_grid_exact_size(count, ncols, height, width, padding, labelled, l
     assert grid.size == grid_size(count, cols, height, width, padding, text_h)
 
 
-def test_image_grid_label_height_ignored_without_labels():
+def test_image_grid_label_height_has_no_effect_without_labels():
+    # as documented: the strip is 0 without labels, so one call fits labelled and plain grids
     grid = io.image_grid(np.zeros((2, 5, 5, 3)), ncols=2, padding=1, label_height=30)
     assert grid.size == (13, 7)
 
@@ -357,6 +358,47 @@ def test_image_grid_negative_ncols():
 def test_image_grid_zero_ncols():
     with pytest.raises(ValueError, match="ncols"):
         io.image_grid(np.zeros((3, 4, 4, 3)), ncols=0)
+
+
+@pytest.mark.parametrize("images, kwargs, error, match", [
+    ([], {}, ValueError, "at least one image, got an empty list"),
+    (np.zeros((0, 4, 4, 3)), {}, ValueError, "at least one image, got an empty batch"),
+    (np.zeros((2, 4, 4, 3)), dict(labels="ab"), TypeError, "list of texts"),
+    (np.zeros((2, 4, 4, 3)), dict(ncols=2.5), ValueError, "ncols must be a positive integer"),
+    (np.zeros((2, 4, 4, 3)), dict(padding=-3), ValueError, "padding must be an integer >= 0"),
+    (np.zeros((2, 4, 4, 3)), dict(labels=["a", "b"], label_height=-1), ValueError,
+     "label_height must be an integer >= 0"),
+    (np.zeros((2, 4, 4, 3)), dict(background="red"), ValueError, r"\(R, G, B\)"),
+    (np.zeros((2, 4, 4, 3)), dict(background=(300, 0, 0)), ValueError, "0..255"),
+    (np.zeros((2, 4, 4, 3)), dict(background=(1, 2)), ValueError, "0..255"),
+    (np.zeros((2, 4, 4, 3)), dict(background=(1, 2, 3, 4)), ValueError, "images are RGB"),
+])
+def test_image_grid_bad_arguments_are_named(images, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        io.image_grid(images, **kwargs)
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    ("photo.png", TypeError, "got str"),
+    (None, TypeError, "got NoneType"),
+    (np.zeros((3, 8, 8)), ValueError, r"got shape \(3, 8, 8\); channels-first"),
+    (np.zeros((2, 3, 8, 8)), ValueError, "channels-first"),
+])
+def test_to_numpy_names_what_it_got(bad, error, match):
+    with pytest.raises(error, match=match):
+        io.to_numpy(bad)
+
+
+def test_save_png_refuses_other_suffixes(tmp_path):
+    with pytest.raises(ValueError, match="ending in .png"):
+        io.save_png(np.zeros((4, 4, 3)), tmp_path / "x.jpg")
+    assert not (tmp_path / "x.jpg").exists()
+    assert io.save_png(np.zeros((4, 4, 3)), tmp_path / "X.PNG").exists()
+
+
+def test_centre_crop_box_needs_positive_sizes():
+    with pytest.raises(ValueError, match="height must be a positive integer"):
+        io.centre_crop_box(0, 10, 5)
 
 
 # --- show --------------------------------------------------------------------------------

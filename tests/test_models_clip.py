@@ -246,6 +246,22 @@ def test_render_prompts_renders_one_image_per_prompt_with_a_grid(vit):
         render_prompts(vit, [])
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(steps=3, thresholds=(2,)), "either steps= or thresholds="),
+    (dict(size=24, param_f=lambda: None), "either size= or param_f="),
+    (dict(steps=0), "steps must be a positive integer"),
+])
+def test_render_prompts_options_that_replace_each_other_are_an_error(vit, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        render_prompts(vit, ["a cat"], progress=False, **kwargs)
+
+
+def test_render_prompts_takes_thresholds_instead_of_steps(vit):
+    result, _ = render_prompts(vit, ["a cat"], size=16, thresholds=(1, 2), progress=False,
+                               transforms=[])
+    assert result.thresholds == [1, 2]
+
+
 def test_the_resnet_towers_relus_can_be_redirected_the_vits_have_none(rn50, vit):
     from lucent_core.models.relu import RedirectedReLU
     assert not any(type(m) is torch.nn.ReLU for m in rn50.modules())

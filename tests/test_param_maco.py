@@ -441,3 +441,12 @@ def test_crop_options_with_transforms_are_an_error_not_ignored():
                     progress=False)
     result = render_maco(net, "0:1", w=16, steps=1, transforms=[], progress=False)
     assert result.image.shape == (1, 16, 16, 3)
+
+
+def test_steps_and_thresholds_together_are_an_error_not_one_ignored():
+    from lucent_core.param.maco import render_maco
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    with pytest.raises(ValueError, match="either steps= or thresholds="):
+        render_maco(net, "0:1", w=16, steps=4, thresholds=(2,), transforms=[], progress=False)
+    result = render_maco(net, "0:1", w=16, thresholds=(1, 2), transforms=[], progress=False)
+    assert result.thresholds == [1, 2]

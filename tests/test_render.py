@@ -318,6 +318,13 @@ def test_non_finite_later_step_is_named():
     assert all_hooks(model) == []
 
 
+def test_an_update_that_breaks_the_image_is_an_error_not_a_nan_picture():
+    # The objective of step 1 is finite; the update after it makes the image NaN.
+    with pytest.raises(FloatingPointError, match="update of step 1"):
+        quick(make_net(), thresholds=(1,),
+              optimizer=lambda params: torch.optim.Adam(params, lr=float("inf")))
+
+
 # --- argument checks ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("bad", [(0,), (-1,), (2.5,), ("10",), "10", (True,), (), [], 0, (4, 0),
@@ -551,6 +558,16 @@ def test_optimizer_factory_is_used():
     assert {id(t) for t in seen[0]} == {id(t) for t in p.parameters()}
     assert np.array_equal(result.image, img.permute(0, 2, 3, 1).numpy())
     assert len(set(result.history)) == 1      # nothing moved: the same value every step
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda: torch.optim.Adam([torch.zeros(1, requires_grad=True)]), "function from parameters"),
+    (lambda: "adam", "function from parameters"),
+    (lambda: (lambda params: 3), "must return a torch.optim.Optimizer, got int"),
+])
+def test_optimizer_that_is_not_a_factory_is_a_clear_error(bad, match):
+    with pytest.raises(TypeError, match=match):
+        quick(make_net(), optimizer=bad())
 
 
 def test_default_optimizer_moves_the_image():

@@ -32,6 +32,7 @@ from torch import nn
 from PIL import Image
 
 from lucent_core._device import DeviceCopies
+from lucent_core._validate import not_both, steps_or_thresholds
 from lucent_core.hooks import INPUT_LAYER, capture, frozen, model_device, run_to_layers
 from lucent_core.models.config import Preprocessing
 from lucent_core.models.relu import use_redirected_relus
@@ -51,6 +52,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 EMBEDDING_LAYER = "image_embedding"
 VIT_BLOCKS = "visual.transformer.resblocks"
 INSTALL_HINT = "pip install 'lucent_core[clip]'"
+PROMPT_RENDER_SIZE, PROMPT_RENDER_STEPS = 128, 256  # render_prompts' defaults
 
 # registry name -> (open_clip name, fallback architecture used only when open_clip is absent:
 # image size, ResNet width or ViT width, number of ResNet stages / ViT blocks, embedding size)
@@ -474,11 +476,19 @@ def text_direction(model: nn.Module, layer: str | int, prompt: str,
     return Objective(inner, [name])
 
 
-def render_prompts(model: nn.Module, prompts: Sequence[str], size: int = 128, steps: int = 256,
-                   **render_kwargs) -> "tuple[RenderResult, Image.Image]":
+def render_prompts(model: nn.Module, prompts: Sequence[str], size: int | None = None,
+                   steps: int | None = None, **render_kwargs
+                   ) -> "tuple[RenderResult, Image.Image]":
     """Render one image per prompt in one batch and return them with a labelled grid.
 
     Image ``i`` maximises ``clip_text(model, prompts[i])`` (and only reads its own image).
+
+    Args:
+        model: a CLIP model from ``create_model("clip_...")``.
+        prompts: one text per image.
+        size: image side (default 128); or give ``param_f=`` (with ``batch=len(prompts)``).
+        steps: optimisation steps (default 256); or give ``thresholds=``.
+        **render_kwargs: passed to :func:`~lucent_core.render_vis`.
 
     Returns:
         The :class:`~lucent_core.render.RenderResult` and a PIL grid labelled with the prompts,
@@ -501,6 +511,10 @@ def render_prompts(model: nn.Module, prompts: Sequence[str], size: int = 128, st
         cosines = _cosine(acts[EMBEDDING_LAYER], targets)  # (B, prompts)
         return cosines.diagonal().sum()
     objective = Objective(per_image, [EMBEDDING_LAYER], f"clip_text per image {prompts}")
-    render_kwargs.setdefault("param_f", lambda: image_param(size, batch=len(prompts)))
-    result = render_vis(model, objective, thresholds=(steps,), **render_kwargs)
+    thresholds = steps_or_thresholds(steps, render_kwargs.pop("thresholds", None),
+                                     PROMPT_RENDER_STEPS)
+    not_both("size", size, "param_f", render_kwargs.get("param_f"))
+    side = PROMPT_RENDER_SIZE if size is None else size
+    render_kwargs.setdefault("param_f", lambda: image_param(side, batch=len(prompts)))
+    result = render_vis(model, objective, thresholds=thresholds, **render_kwargs)
     return result, image_grid(result.image, labels=[p[:24] for p in prompts])

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lucent_core._device import to_device
-from lucent_core._validate import positive_int, real_scalar, size_pair
+from lucent_core._validate import positive_int, real_scalar, size_pair, steps_or_thresholds
 from lucent_core.param.color import ToRGB
 from lucent_core.param.spatial import fourier_frequencies
 from lucent_core.transforms.random import Compose, RandomTransform
@@ -512,7 +512,7 @@ def maco_transforms(n_crops: int = MACO_CROPS, scale: tuple[float, float] = MACO
 
 
 def render_maco(model: nn.Module, objective: "Objective | str", w: int = MACO_SIZE,
-                h: int | None = None, batch: int = 1, steps: int = MACO_STEPS,
+                h: int | None = None, batch: int = 1, steps: int | None = None,
                 lr: float = MACO_LR, n_crops: int | None = None,
                 crop_scale: tuple[float, float] | None = None, noise: float | None = None,
                 crop_size: "int | tuple[int, int] | None" = None,
@@ -535,14 +535,14 @@ def render_maco(model: nn.Module, objective: "Objective | str", w: int = MACO_SI
             :class:`RandomCrops`).
         w, h: image size (default 512 x 512, the paper's).
         batch: number of images.
-        steps: optimisation steps (the last threshold, when ``thresholds`` is not given).
+        steps: optimisation steps (default ``MACO_STEPS``); or give ``thresholds``.
         lr: NAdam learning rate on the phase.
         n_crops, crop_scale, noise: see :func:`maco_transforms` (defaults
             ``MACO_CROPS``, ``MACO_CROP_SCALE``, ``MACO_NOISE``).
         crop_size: size the crops are resized to; default the model's input size
             (``preprocess.input_size``) if it has one, else the image size.
         magnitude: the amplitude spectrum (default :func:`natural_magnitude`).
-        thresholds: steps at which to take images (default ``(steps,)``).
+        thresholds: steps at which to take images (instead of ``steps``).
         transforms: replace :func:`maco_transforms` by these (then ``n_crops``,
             ``crop_scale``, ``noise`` and ``crop_size``, which only shape those, are errors).
         seed, progress, preprocess, redirected_relu: as in :func:`~lucent_core.render_vis`.
@@ -563,7 +563,7 @@ def render_maco(model: nn.Module, objective: "Objective | str", w: int = MACO_SI
     from lucent_core.render import render_vis
 
     h = w if h is None else h
-    steps = positive_int("steps", steps)
+    thresholds = steps_or_thresholds(steps, thresholds, MACO_STEPS)
     crop_options = {"n_crops": n_crops, "crop_scale": crop_scale, "noise": noise,
                     "crop_size": crop_size}
     if transforms is not None:
@@ -586,7 +586,7 @@ def render_maco(model: nn.Module, objective: "Objective | str", w: int = MACO_SI
     result = render_vis(model, objective, param_f=make_param,
                         optimizer=lambda params: torch.optim.NAdam(params, lr=lr),
                         transforms=transforms,
-                        thresholds=(steps,) if thresholds is None else thresholds, seed=seed,
+                        thresholds=thresholds, seed=seed,
                         progress=progress, preprocess=preprocess,
                         redirected_relu=redirected_relu)
     image: MacoImage = result.param  # type: ignore[assignment]
