@@ -44,6 +44,9 @@ def _module_names(model: nn.Module) -> dict[str, nn.Module]:
     return {name: module for name, module in model.named_modules() if name}
 
 
+_LIST_LAYERS_UP_TO = 20  # an unknown layer of a model this small: the error lists them all
+
+
 class UnknownLayerError(ValueError):
     """A layer name that the model does not have; the message lists close matches.
 
@@ -51,13 +54,19 @@ class UnknownLayerError(ValueError):
     ``lucent-core layers --model M`` where Python says ``list_layers(model)``).
     """
 
-    def __init__(self, name: str, close_matches: Sequence[str]) -> None:
+    def __init__(self, name: str, close_matches: Sequence[str],
+                 all_layers: Sequence[str] = ()) -> None:
         self.name, self.close_matches = name, list(close_matches)
+        self.all_layers = list(all_layers)  # given for small models only
         super().__init__(self.describe("List all layers with lucent_core.list_layers(model)."))
 
     def describe(self, how_to_list: str) -> str:
-        hint = f" Close matches: {', '.join(self.close_matches)}." if self.close_matches else ""
-        return f"unknown layer {self.name!r}.{hint} {how_to_list}"
+        if self.close_matches:
+            return (f"unknown layer {self.name!r}. Close matches: "
+                    f"{', '.join(self.close_matches)}. {how_to_list}")
+        if self.all_layers:
+            return f"unknown layer {self.name!r}; the model's layers: {', '.join(self.all_layers)}"
+        return f"unknown layer {self.name!r}. {how_to_list}"
 
 
 def resolve_layer(model: nn.Module, name: str) -> str:
@@ -77,6 +86,8 @@ def resolve_layer(model: nn.Module, name: str) -> str:
         >>> resolve_layer(net, "0"), resolve_layer(net, "labels")
         ('0', 'output')
     """
+    if not isinstance(name, str):
+        raise TypeError(f"a layer name is a string (e.g. 'mixed4a'), got {name!r}")
     modules = _module_names(model)
     if name in modules:
         return name
@@ -92,7 +103,8 @@ def resolve_layer(model: nn.Module, name: str) -> str:
     if name in OUTPUT_ALIASES:
         return OUTPUT_LAYER
     close = difflib.get_close_matches(name, list(modules) + list(underscored), n=5, cutoff=0.6)
-    raise UnknownLayerError(name, sorted(set(close)))
+    small = list(modules) if len(modules) <= _LIST_LAYERS_UP_TO else []
+    raise UnknownLayerError(name, sorted(set(close)), small)
 
 
 def same_layer(model: nn.Module, a: str, b: str) -> bool:
@@ -121,7 +133,7 @@ def capture(model: nn.Module, layers: Sequence[str], stop_early: bool = True
 
     Args:
         model: the network.
-        layers: layer names as accepted by :func:`resolve_layer`.
+        layers: layer names as accepted by :func:`resolve_layer` (or one name).
         stop_early: abandon the forward pass once all layers are captured.
 
     A module that runs more than once in a forward pass (a ReLU reused inside a torchvision
@@ -144,6 +156,8 @@ def capture(model: nn.Module, layers: Sequence[str], stop_early: bool = True
         >>> acts["0"].shape
         torch.Size([1, 4, 6, 6])
     """
+    if isinstance(layers, str):
+        layers = [layers]  # one name, not its characters
     canonical = {name: resolve_layer(model, name) for name in layers}
     modules = _module_names(model)
     by_module: dict[str, list[str]] = {}

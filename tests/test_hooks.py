@@ -150,17 +150,40 @@ def test_unknown_layer_lists_close_matches_and_list_layers():
     assert "'block.cnv'" in message
     assert "block.conv" in message
     assert "list_layers" in message
-    with pytest.raises(ValueError, match="list_layers"):
+    with pytest.raises(ValueError, match="unknown layer 'nothing_like_it_at_all'"):
         with capture(model, ["nothing_like_it_at_all"]):
             pass  # pragma: no cover
     assert all_hooks(model) == []
 
 
-def test_unknown_layer_without_close_matches_still_mentions_list_layers():
+def test_unknown_layer_of_a_small_model_without_close_matches_lists_every_layer():
+    model = nested_model()
     with pytest.raises(ValueError) as info:
-        resolve_layer(nested_model(), "zzzzzzzz")
-    assert "Close matches" not in str(info.value)
+        resolve_layer(model, "zzzzzzzz")
+    message = str(info.value)
+    assert "Close matches" not in message
+    assert message.endswith("the model's layers: " + ", ".join(n for n, _ in
+                                                               model.named_modules() if n))
+
+
+def test_unknown_layer_of_a_large_model_without_close_matches_mentions_list_layers():
+    model = nn.Sequential(*[nn.ReLU() for _ in range(30)])
+    with pytest.raises(ValueError) as info:
+        resolve_layer(model, "zzzzzzzz")
+    assert "Close matches" not in str(info.value) and "'29'" not in str(info.value)
     assert "list_layers" in str(info.value)
+
+
+def test_a_layer_name_must_be_a_string():
+    with pytest.raises(TypeError, match="a layer name is a string"):
+        resolve_layer(nested_model(), 0)
+
+
+def test_capture_takes_one_name_as_one_layer_not_its_characters():
+    model = nn.Sequential(*[nn.Identity() for _ in range(13)])
+    with capture(model, "12") as acts:
+        run_to_layers(model, torch.ones(1, 2), acts)
+    assert list(acts) == ["12"]
 
 
 # --- hooks are scoped ------------------------------------------------------------------------

@@ -159,6 +159,10 @@ def test_vit_channel_reads_the_intended_axis(batch_first):
 def test_vit_channel_errors():
     with pytest.raises(ValueError, match="mean"):
         vit_channel(3, 0, token="first")
+    with pytest.raises(ValueError, match="unknown token True"):
+        vit_channel(3, 0, token=True)
+    with pytest.raises(TypeError, match="unit must be an integer index"):
+        vit_channel(3, 0.5)
     square = {"blk": torch.zeros(2, 2, 4), "input": torch.zeros(2, 3, 8, 8)}
     with pytest.raises(ValueError, match="batch_first"):
         vit_channel("blk", 0)(square)

@@ -551,3 +551,42 @@ def test_a_named_combination_keeps_its_name_in_further_arithmetic():
     acts = {"1": torch.rand(1, 4, 6, 6), "input": torch.rand(1, 3, 8, 8)}
     torch.testing.assert_close(combined(acts), inversion(acts)
                                - 1e-3 * objectives.total_variation()(acts))
+
+
+# --- arguments are checked when the objective is made, not deep inside the first render -----
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: channel("c", 1.5), TypeError, "unit must be an integer index, got 1.5"),
+    (lambda: channel("c", "1"), TypeError, "unit must be an integer index"),
+    (lambda: channel("c", True), TypeError, "unit must be an integer index"),
+    (lambda: channel(0, 1), TypeError, "a layer is given by name"),
+    (lambda: channel("c", 1, batch=0.5), TypeError, "batch must be an integer index"),
+    (lambda: neuron("c", 1, x=1.5), TypeError, "x must be an integer index"),
+    (lambda: neuron("c", 1, y="2"), TypeError, "y must be an integer index"),
+    (lambda: deepdream(["c"]), TypeError, "a layer is given by name"),
+    (lambda: diversity(None), TypeError, "a layer is given by name"),
+    (lambda: batch_channels("c", [1.7, 2.2]), TypeError, r"units\[0\] must be an integer"),
+    (lambda: batch_channels("c", "12"), TypeError, "sequence of channel indices"),
+    (lambda: batch_channels("c", []), ValueError, "at least one unit"),
+    (lambda: direction("c", [1.0, 2.0], cossim_pow=float("nan")), ValueError,
+     "cossim_pow must be a finite number >= 0"),
+    (lambda: direction("c", [1.0, 2.0], cossim_pow=-1), ValueError, "cossim_pow"),
+    (lambda: direction_neuron("c", [1.0, 2.0], x=0.5), TypeError, "x must be an integer"),
+    (lambda: class_logit(2.0), TypeError, "unit must be an integer index"),
+])
+def test_bad_objective_arguments_fail_when_the_objective_is_made(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_numpy_integers_are_indices():
+    acts = {"c": torch.arange(6.0).reshape(2, 3)}
+    assert channel("c", np.int64(2), batch=np.int32(1))(acts).item() == 5.0
+
+
+@pytest.mark.parametrize("combine", [lambda o: o * float("nan"), lambda o: o + float("inf"),
+                                     lambda o: float("nan") - o, lambda o: o / float("nan"),
+                                     lambda o: float("inf") / o])
+def test_an_objective_combined_with_a_non_finite_number_is_an_error(combine):
+    with pytest.raises(ValueError, match="finite numbers"):
+        combine(channel("c", 0))

@@ -10,6 +10,7 @@ import torch
 from lucent_core import param, render_vis
 from lucent_core.hooks import capture, run_to_layers
 from lucent_core.objectives.batch import alignment, channel_interpolate
+from lucent_core.objectives.catalogue import diversity
 from test_planted import OPPONENT, fixed_conv, gabor
 
 
@@ -62,17 +63,22 @@ def test_alignment_exact_value():
         pytest.approx(-expected3)
 
 
-def test_alignment_of_identical_images_and_of_one_image_is_zero():
+def test_alignment_of_identical_images_is_zero():
     same = torch.ones(3, 2, 4, 4, requires_grad=True)
     value = alignment("c")({"c": same})
     assert value.item() == 0.0
     value.backward()  # differentiable even when there is nothing to align
-    single = torch.rand(1, 2, 4, 4, requires_grad=True)
-    assert alignment("c")({"c": single}).item() == 0.0
+
+
+@pytest.mark.parametrize("objective", [alignment("c"), diversity("c"),
+                                       channel_interpolate("c", 0, "c", 1)])
+def test_batch_objectives_on_one_image_are_an_error_not_a_silent_zero(objective):
+    with pytest.raises(ValueError, match="needs at least 2 images, but the render has 1"):
+        objective({"c": torch.rand(1, 2, 4, 4)})
 
 
 def test_alignment_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="decay_ratio must be positive"):
+    with pytest.raises(ValueError, match="decay_ratio must be a finite number > 0"):
         alignment("c", decay_ratio=0)
     with pytest.raises(ValueError, match="max_distance must be a positive integer"):
         alignment("c", max_distance=0)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,7 +38,7 @@ from lucent_core.hooks import INPUT_LAYER, capture, frozen, model_device, run_to
 from lucent_core.models.config import Preprocessing
 from lucent_core.models.relu import use_redirected_relus
 from lucent_core.models.registry import ModelConfig, get_config, register_model
-from lucent_core.objectives.catalogue import _dot_cossim, direction
+from lucent_core.objectives.catalogue import _dot_cossim, check_arguments, direction
 from lucent_core.objectives.core import Activations, Objective, wrap_objective
 
 if TYPE_CHECKING:
@@ -389,8 +390,10 @@ def vit_channel(layer: str | int, unit: int, token: str | int = "mean",
     """
     name = _layer_name(layer)
     tokens = ("mean", "cls")
-    if not (isinstance(token, int) or token in tokens):
+    is_index = isinstance(token, (int, np.integer)) and not isinstance(token, bool)
+    if not (is_index or (isinstance(token, str) and token in tokens)):
         raise ValueError(f"unknown token {token!r}; choose one of {tokens} or a token index")
+    check_arguments(_layer_name(layer), unit=unit)
 
     def inner(acts: Activations) -> torch.Tensor:
         t = _tokens_last(acts[name], name, batch_first, acts)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from lucent_core.objectives.catalogue import _check_unit
+from lucent_core._validate import finite_real, positive_int
+from lucent_core.objectives.catalogue import _check_unit, check_arguments, check_several_images
 from lucent_core.objectives.core import Activations, Objective, wrap_objective
 
 __all__ = ["alignment", "channel_interpolate"]
@@ -38,6 +39,9 @@ def channel_interpolate(layer1: str, unit1: int, layer2: str, unit2: int) -> Obj
         >>> channel_interpolate("c", 0, "c", 1)(acts).item()  # 4 + (0.5 * 2 + 0.5 * 2) + 8
         14.0
     """
+    check_arguments(layer1, unit1=unit1)
+    check_arguments(layer2, unit2=unit2)
+
     def inner(acts: Activations) -> torch.Tensor:
         a, b = acts[layer1], acts[layer2]
         _check_unit(a, layer1, unit1)
@@ -46,9 +50,7 @@ def channel_interpolate(layer1: str, unit1: int, layer2: str, unit2: int) -> Obj
         if b.shape[0] != batch:
             raise ValueError(f"layers {layer1!r} and {layer2!r} have batches of {batch} and "
                              f"{b.shape[0]} images; they must be the same render")
-        if batch < 2:
-            raise ValueError("channel_interpolate needs a batch of at least 2 images to "
-                             "interpolate across; render with e.g. param.image(128, batch=5)")
+        check_several_images(a, "channel_interpolate")
         first = a[:, unit1].reshape(batch, -1).mean(1)
         second = b[:, unit2].reshape(batch, -1).mean(1)
         w = torch.arange(batch, device=a.device, dtype=first.dtype) / (batch - 1)
@@ -81,15 +83,15 @@ def alignment(layer: str, decay_ratio: float = 2.0, max_distance: int = 4) -> Ob
         >>> alignment("c")(acts).item()  # -(4/2 + 0/2 + 4/4)
         -3.0
     """
-    if not decay_ratio > 0:
-        raise ValueError(f"decay_ratio must be positive, got {decay_ratio!r}")
-    if isinstance(max_distance, bool) or not isinstance(max_distance, int) or max_distance < 1:
-        raise ValueError(f"max_distance must be a positive integer, got {max_distance!r}")
+    check_arguments(layer)
+    decay_ratio = finite_real("decay_ratio", decay_ratio, positive=True)
+    max_distance = positive_int("max_distance", max_distance)
 
     def inner(acts: Activations) -> torch.Tensor:
         t = acts[layer]
+        check_several_images(t, "alignment")
         flat = t.reshape(t.shape[0], -1)
-        total = flat.sum() * 0.0  # keeps the graph (and the dtype) for a batch of one
+        total = flat.sum() * 0.0
         for d in range(1, min(max_distance, t.shape[0] - 1) + 1):
             distance = (flat[:-d] - flat[d:]).pow(2).mean(1).sum()
             total = total + distance / float(decay_ratio) ** d

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from lucent_core._device import DeviceCopies
+from lucent_core._validate import finite_real
 from lucent_core.hooks import OUTPUT_LAYER
 from lucent_core.objectives.core import Activations, Objective, wrap_objective
 
@@ -29,6 +30,27 @@ def _layer(acts: Activations, layer: str, batch: int | None) -> torch.Tensor:
         raise IndexError(f"batch index {batch} is out of range: the render has a batch of "
                          f"{t.shape[0]} image(s) (valid: 0..{t.shape[0] - 1})")
     return t[batch:batch + 1] if batch >= 0 else t[batch:][:1]
+
+
+def check_arguments(layer: object, **indices: object) -> None:
+    """When an objective is made: ``layer`` is a name, each index an integer (``x``, ``y`` and
+    ``batch`` may be None), ``cossim_pow`` a finite number >= 0."""
+    if not isinstance(layer, str):
+        raise TypeError(f"a layer is given by name (a string such as 'mixed4a'), got {layer!r}")
+    for name, value in indices.items():
+        if name == "cossim_pow":
+            finite_real(name, value, minimum=0)
+        elif not (value is None and name in ("x", "y", "batch")) and (
+                isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+            raise TypeError(f"{name} must be an integer index, got {value!r}")
+
+
+def check_several_images(t: torch.Tensor, what: str) -> None:
+    """An objective that compares the images of a batch needs at least two of them."""
+    if t.shape[0] < 2:
+        raise ValueError(f"{what} compares the images of a batch and needs at least 2 images, "
+                         "but the render has 1; render a batch, e.g. "
+                         "param_f=lambda: param.image(128, batch=4)")
 
 
 def _check_unit(t: torch.Tensor, layer: str, unit: int) -> None:
@@ -96,6 +118,8 @@ def neuron(layer: str, unit: int, x: int | None = None, y: int | None = None,
         >>> obj({"conv": torch.arange(2 * 9.).reshape(1, 2, 3, 3)}).item()  # centre of channel 1
         13.0
     """
+    check_arguments(layer, unit=unit, x=x, y=y, batch=batch)
+
     def inner(acts: Activations) -> torch.Tensor:
         t = _layer(acts, layer, batch)
         _check_unit(t, layer, unit)
@@ -112,6 +136,8 @@ def channel(layer: str, unit: int, batch: int | None = None) -> Objective:
         >>> channel("fc", 2)({"fc": torch.tensor([[1.0, 2.0, 3.0]])}).item()
         3.0
     """
+    check_arguments(layer, unit=unit, batch=batch)
+
     def inner(acts: Activations) -> torch.Tensor:
         t = _layer(acts, layer, batch)
         _check_unit(t, layer, unit)
@@ -131,6 +157,13 @@ def batch_channels(layer: str, units: Sequence[int]) -> Objective:
         >>> batch_channels("fc", [1, 0])(acts).item()  # 2 + 3
         5.0
     """
+    if isinstance(units, (str, bytes)) or not hasattr(units, "__iter__"):
+        raise TypeError(f"units must be a sequence of channel indices, one per image, got "
+                        f"{units!r}")
+    units = list(units)
+    check_arguments(layer, **{f"units[{i}]": u for i, u in enumerate(units)})
+    if not units:
+        raise ValueError("batch_channels needs at least one unit")
     units = [int(u) for u in units]
     index = DeviceCopies(torch.tensor(units))
 
@@ -165,6 +198,7 @@ def direction(layer: str, vector: "torch.Tensor | np.ndarray | Sequence[float]",
         >>> direction("fc", [1.0, -1.0])({"fc": torch.tensor([[3.0, 1.0]])}).item()
         2.0
     """
+    check_arguments(layer, batch=batch, cossim_pow=cossim_pow)
     v = DeviceCopies(_as_vector(vector))
 
     def inner(acts: Activations) -> torch.Tensor:
@@ -184,6 +218,7 @@ def direction_neuron(layer: str, vector: "torch.Tensor | np.ndarray | Sequence[f
         >>> direction_neuron("c", [1.0, 1.0])(acts).item()
         7.0
     """
+    check_arguments(layer, x=x, y=y, batch=batch, cossim_pow=cossim_pow)
     v = DeviceCopies(_as_vector(vector))
 
     def inner(acts: Activations) -> torch.Tensor:
@@ -206,7 +241,10 @@ def diversity(layer: str) -> Objective:
         >>> diversity("c")({"c": same}).item()  # two identical images: 2 * 1 / 2
         1.0
     """
+    check_arguments(layer)
+
     def inner(acts: Activations) -> torch.Tensor:
+        check_several_images(acts[layer], "diversity")
         similarity = gram_similarity(acts[layer])
         return (similarity.sum() - similarity.diagonal().sum()) / similarity.shape[0]
     return Objective(inner, [layer])
@@ -242,6 +280,8 @@ def deepdream(layer: str, batch: int | None = None) -> Objective:
         >>> deepdream("fc")({"fc": torch.tensor([[1.0, 3.0]])}).item()
         5.0
     """
+    check_arguments(layer, batch=batch)
+
     def inner(acts: Activations) -> torch.Tensor:
         return _layer(acts, layer, batch).pow(2).mean()
     return Objective(inner, [layer])

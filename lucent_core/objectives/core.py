@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from typing import Callable, Iterable, Mapping, Union
 
 import torch
@@ -67,7 +68,7 @@ class Objective:
             return _Linear.combine(self._linear(), other._linear())
         if isinstance(other, (int, float)):
             lin = self._linear()
-            return _Linear(lin.terms, lin.constant + float(other))
+            return _Linear(lin.terms, lin.constant + _finite(other))
         return NotImplemented
 
     __radd__ = __add__
@@ -87,7 +88,7 @@ class Objective:
 
     def __mul__(self, other: "Objective | Number") -> "Objective":
         if isinstance(other, (int, float)):
-            lin = self._linear()
+            other, lin = _finite(other), self._linear()
             return _Linear([(c * other, t) for c, t in lin.terms], lin.constant * other)
         if isinstance(other, Objective):
             return _Binary(self, other, "*", lambda a, b: a * b)
@@ -107,7 +108,7 @@ class Objective:
     def __rtruediv__(self, other: Number) -> "Objective":
         if not isinstance(other, (int, float)):
             return NotImplemented
-        return _Binary(_constant(other), self, "/", lambda a, b: a / b)
+        return _Binary(_constant(_finite(other)), self, "/", lambda a, b: a / b)
 
     @staticmethod
     def sum(objectives: Iterable["Objective"]) -> "Objective":
@@ -129,6 +130,12 @@ class Objective:
         if not terms:
             raise ValueError("Objective.sum needs at least one objective")
         return _Linear(terms, constant)
+
+
+def _finite(number: "int | float") -> float:
+    if not math.isfinite(number):
+        raise ValueError(f"an objective can only be combined with finite numbers, got {number!r}")
+    return float(number)
 
 
 def _constant(value: float) -> Objective:
