@@ -125,3 +125,23 @@ def not_both(first: str, first_value: object, second: str, second_value: object)
     if first_value is not None and second_value is not None:
         raise ValueError(f"give either {first}= or {second}=, not both: {second} replaces what "
                          f"{first} sets")
+
+
+def finite_reals(name: str, values: object, positive: bool = False) -> list[float]:
+    """A non-empty sequence of finite numbers (each ``> 0`` with ``positive``) as floats.
+
+    Example:
+        >>> finite_reals("scales", (0.9, 1, 1.1), positive=True)
+        [0.9, 1.0, 1.1]
+        >>> finite_reals("angles", 10)
+        Traceback (most recent call last):
+        ...
+        ValueError: angles must be a non-empty list of finite numbers, got 10
+    """
+    kind = "finite numbers > 0" if positive else "finite numbers"
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) == 0:
+        raise ValueError(f"{name} must be a non-empty list of {kind}, got {values!r}")
+    numbers = [real_scalar(v) for v in values]
+    if any(v is None or not np.isfinite(v) or (positive and not v > 0) for v in numbers):
+        raise ValueError(f"{name} must be a non-empty list of {kind}, got {list(values)!r}")
+    return numbers

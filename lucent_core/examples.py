@@ -185,7 +185,7 @@ def receptive_field(model: nn.Module, layer: str, size: int,
         ((4, 4), (2.0, 2.0), (2, 4, 5, 7))
     """
     size = positive_int("size", size)
-    preprocess = preprocessing_of(model) if preprocess is None else preprocess
+    preprocess = preprocessing_of(model, preprocess)
     return _measure_field(model, layer, size, preprocess,
                           _layer_shapes(model, [layer], size, preprocess)[layer])
 
@@ -584,7 +584,7 @@ def find_examples(model: nn.Module, images: str | os.PathLike, out: str | os.Pat
         input_size = getattr(getattr(model, "config", None), "input_size", None)
         size = int(input_size[0]) if input_size else DEFAULT_SIZE
     size = positive_int("size", size)
-    preprocess = preprocessing_of(model) if preprocess is None else preprocess
+    preprocess = preprocessing_of(model, preprocess)
     folder, out = Path(images), Path(out)
     files = _image_files(folder, skip=out)
 

@@ -147,7 +147,7 @@ def robustness(model: nn.Module, images: torch.Tensor, layer: "str | Series",
     """
     series = _series(layer)
     images = _image_batch(images)  # tensors or render_vis's (B, H, W, 3) arrays alike
-    preprocess = preprocessing_of(model) if preprocess is None else preprocess
+    preprocess = preprocessing_of(model, preprocess)
     rows = held_out_transforms() if transforms is None else transforms
     units_t = torch.as_tensor(list(units), dtype=torch.long)
     if units_t.shape != (images.shape[0],):

@@ -254,7 +254,7 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
     if autocast not in (None, torch.bfloat16, torch.float16):
         raise ValueError(f"autocast must be torch.bfloat16, torch.float16 or None, got "
                          f"{autocast!r}")
-    preprocess = preprocessing_of(model) if preprocess is None else preprocess
+    preprocess = preprocessing_of(model, preprocess)
     if channels_last is None:
         channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
     forward = _compiled_run_to_layers() if compile else run_to_layers

@@ -369,3 +369,41 @@ def test_googlenet_and_inception_v3_transform_their_input_as_their_weights_expec
     with torch.device("meta"):
         model = get_config(f"torchvision:{name}").build()
     assert model.transform_input is True
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(mean=(0.5, 0.5)), r"one number or one per RGB channel \(3\), got 2"),
+    (dict(std=0), "std must be a non-empty list of finite numbers > 0"),
+    (dict(std=float("nan")), "std must be"),
+    (dict(mean=(0.1, float("inf"), 0.2)), "mean must be"),
+    (dict(value_range=(0, 1, 2)), "value_range must be two different numbers"),
+    (dict(value_range=(1, 1)), "value_range must be two different numbers"),
+    (dict(input_size=(-1, 4)), "input_size height must be a positive integer"),
+])
+def test_bad_preprocessing_is_refused_when_made(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Preprocessing(**kwargs)
+
+
+def test_preprocessing_takes_an_int_input_size():
+    assert Preprocessing(input_size=8).input_size == (8, 8)
+
+
+def test_preprocess_must_be_a_preprocessing():
+    from lucent_core import render_vis
+    with pytest.raises(TypeError, match="preprocess must be a lucent_core Preprocessing"):
+        render_vis(torch.nn.Conv2d(3, 2, 1), "output:0", preprocess="imagenet", progress=False,
+                   thresholds=(1,))
+
+
+def test_a_larger_render_is_shrunk_to_the_input_size_without_aliasing():
+    # A one-pixel checkerboard is pure grey at any smaller size; plain bilinear sampling
+    # would pick up the stripes instead.
+    checker = (torch.arange(64)[:, None] + torch.arange(64)[None, :]) % 2
+    image = checker.float().expand(1, 3, 64, 64)
+    shrunk = Preprocessing(input_size=(24, 24))(image)
+    torch.testing.assert_close(shrunk, torch.full_like(shrunk, 0.5), atol=0.02, rtol=0)
+    small = torch.rand(1, 3, 16, 16)  # growing stays plain bilinear, as before
+    torch.testing.assert_close(Preprocessing(input_size=(40, 40))(small),
+                               torch.nn.functional.interpolate(small, size=(40, 40),
+                                                               mode="bilinear"), atol=0, rtol=0)

@@ -123,7 +123,7 @@ def test_jitter_covers_every_shift_0_to_d():
 
 
 def test_jitter_errors():
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match=r"jitter \(pixels\) must be a positive integer"):
         Jitter(0)
     with pytest.raises(ValueError, match="too large"):
         Jitter(8)(torch.zeros(1, 3, 8, 20))
@@ -202,10 +202,61 @@ def test_random_rotate_draws_only_from_list():
 
 
 def test_empty_choice_lists():
-    with pytest.raises(ValueError, match="at least one scale"):
+    with pytest.raises(ValueError, match="scales must be a non-empty list"):
         RandomScale([])
-    with pytest.raises(ValueError, match="at least one angle"):
+    with pytest.raises(ValueError, match=r"angles \(degrees\) must be a non-empty list"):
         RandomRotate([])
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: RandomScale([0]), "scales must be a non-empty list of finite numbers > 0"),
+    (lambda: RandomScale([-1]), "finite numbers > 0"),
+    (lambda: RandomScale([NAN]), "finite numbers > 0"),
+    (lambda: RandomScale("12"), "finite numbers > 0, got '12'"),
+    (lambda: RandomScale(1.1), "non-empty list"),
+    (lambda: RandomRotate([NAN]), "finite numbers"),
+    (lambda: RandomRotate(10), "non-empty list"),
+    (lambda: Pad(-3), "pad width must be an integer >= 0"),
+    (lambda: Pad(2.5), "pad width must be an integer >= 0"),
+    (lambda: Pad(2, value=NAN), "pad value must be a finite number"),
+    (lambda: Jitter(2.5), "jitter"),
+    (lambda: Jitter("2"), "jitter"),
+    (lambda: transforms.RandomAffine(scales=[0]), "scales"),
+    (lambda: transforms.RandomAffine(scales=[INF]), "scales"),
+    (lambda: transforms.RandomAffine(angles=[NAN]), "angles"),
+    (lambda: transforms.RandomAffine(pad_value=NAN), "pad_value"),
+    (lambda: transforms.RandomAffine(pad=2.5), "pad must be an integer >= 0"),
+    (lambda: transforms.RandomAffine(jitter=4), "jitter must be two"),
+    (lambda: transforms.RandomAffine(jitter=(4, -1)), r"jitter\[1\] must be an integer >= 0"),
+])
+def test_transform_arguments_are_checked_when_made(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_pure_operations_refuse_what_would_shrink_or_empty_the_image():
+    from lucent_core.transforms import functional as TF
+    x = torch.rand(1, 3, 16, 16)
+    for factor in (0, -1, NAN):
+        with pytest.raises(ValueError, match="scale factor must be a finite number > 0"):
+            TF.scale(x, factor)
+    with pytest.raises(ValueError, match="pad width must be an integer >= 0"):
+        TF.pad(x, -2)
+    with pytest.raises(ValueError, match="reflect padding must be narrower"):
+        TF.pad(x, 40, mode="reflect")
+    with pytest.raises(ValueError, match="not inside"):
+        TF.crop(x, 20, 20, 4, 4)
+    assert TF.crop(x, 12, 12, 4, 4).shape[-2:] == (4, 4)
+
+
+def test_compose_takes_a_list():
+    with pytest.raises(TypeError, match="a list of transforms"):
+        Compose(Pad(2))
+    with pytest.raises(TypeError, match="a list of transforms"):
+        Compose(5)
 
 
 # --- reproducibility and replay ----------------------------------------------------------

@@ -536,7 +536,7 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
     if atlas_settings.param == "cppn" and not atlas_settings.decorrelate:
         raise ValueError("decorrelate=False applies to the fourier and pixel parameterisations; "
                          "a CPPN draws its colours directly")
-    preprocess = preprocessing_of(model) if preprocess is None else preprocess
+    preprocess = preprocessing_of(model, preprocess)
     shard_index, shard_count = _shard(shard)
     rank, world = _distributed()
     worker = (shard_index * world + rank, shard_count * world)

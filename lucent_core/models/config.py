@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lucent_core._device import DeviceCopies
-from lucent_core._validate import real_scalar
+from lucent_core._validate import finite_reals, real_scalar, size_pair
 
 __all__ = ["Preprocessing", "preprocessing_of"]
 
@@ -20,7 +20,8 @@ CHANNEL_ORDERS = ("RGB", "BGR")
 class Preprocessing:
     """Turns rendered RGB images in [0, 1] into the input a model expects.
 
-    Applied in this order: resize to ``input_size`` (if the model needs a fixed size), map
+    Applied in this order: resize to ``input_size`` (if the model needs a fixed size;
+    bilinear, antialiased when the image is larger), map
     [0, 1] linearly onto ``value_range``, reorder channels to ``channel_order``, subtract
     ``mean`` and divide by ``std`` (both given in the model's channel order and value range).
 
@@ -44,21 +45,33 @@ class Preprocessing:
     input_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("mean", "std"):  # one number, or any sequence: a tuple of floats
+        for name in ("mean", "std"):  # one number, or 1 or 3 of them: a tuple of floats
             values = getattr(self, name)
             if values is not None:
                 single = real_scalar(values)
-                object.__setattr__(self, name, (single,) if single is not None
-                                   else tuple(float(v) for v in values))
+                values = (single,) if single is not None else values
+                numbers = tuple(finite_reals(name, values, positive=name == "std"))
+                if len(numbers) not in (1, 3):
+                    raise ValueError(f"{name} must be one number or one per RGB channel (3), "
+                                     f"got {len(numbers)}: {numbers}")
+                object.__setattr__(self, name, numbers)
+        value_range = tuple(finite_reals("value_range", self.value_range))
+        if len(value_range) != 2 or value_range[0] == value_range[1]:
+            raise ValueError(f"value_range must be two different numbers (what 0 and 1 become), "
+                             f"got {self.value_range!r}")
+        object.__setattr__(self, "value_range", value_range)
+        if self.input_size is not None:
+            object.__setattr__(self, "input_size", size_pair("input_size", self.input_size))
         if self.channel_order not in CHANNEL_ORDERS:
             raise ValueError(f"unknown channel order {self.channel_order!r}; "
                              f"choose one of {CHANNEL_ORDERS}")
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = images
-        if self.input_size is not None and tuple(x.shape[-2:]) != tuple(self.input_size):
-            x = F.interpolate(x, size=tuple(self.input_size), mode="bilinear",
-                              align_corners=False)
+        if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
+            shrinks = x.shape[-2] > self.input_size[0] or x.shape[-1] > self.input_size[1]
+            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False,
+                              antialias=shrinks)  # no aliasing when a larger render shrinks
         low, high = self.value_range
         if (low, high) != (0.0, 1.0):
             x = x * (high - low) + low
@@ -104,13 +117,24 @@ def model_revision(model: nn.Module) -> int:
     return getattr(getattr(model, "config", None), "revision", 1)
 
 
-def preprocessing_of(model: nn.Module) -> Preprocessing:
-    """The model's own :class:`Preprocessing` (set by the model zoo), else the identity.
+def preprocessing_of(model: nn.Module, preprocess: "Preprocessing | None" = None
+                     ) -> Preprocessing:
+    """``preprocess`` if given, else the model's own :class:`Preprocessing` (set by the model
+    zoo), else the identity: what every function with a ``preprocess=`` argument uses.
 
     Models from :func:`lucent_core.models.create_model` carry it as ``model.preprocessing``;
     for any other model, images reach it unchanged (RGB in [0, 1], any size) unless you pass
     ``preprocess=`` to the render.
+
+    Example:
+        >>> preprocessing_of(nn.Conv2d(3, 4, 1)) == Preprocessing()   # the identity
+        True
     """
+    if preprocess is not None:
+        if not isinstance(preprocess, Preprocessing):
+            raise TypeError(f"preprocess must be a lucent_core Preprocessing (e.g. "
+                            f"Preprocessing(mean=..., std=...)), got {preprocess!r}")
+        return preprocess
     found = getattr(model, "preprocessing", None)
     if found is None:
         return Preprocessing()

@@ -211,7 +211,7 @@ def _checked_activations(model: nn.Module, images: torch.Tensor, layers: str | S
     """:func:`layer_activations` for a batch already known to be ``(B, 3, H, W)`` in [0, 1]
     (no range check: on a GPU that check waits for the device)."""
     device, dtype = model_device(model)
-    preprocess = preprocessing_of(model) if preprocess is None else preprocess
+    preprocess = preprocessing_of(model, preprocess)
     layers = [layers] if isinstance(layers, str) else list(layers)
     with frozen(model), capture(model, layers) as acts, torch.no_grad():
         run_to_layers(model, preprocess(images.to(device=device, dtype=dtype)), acts)

@@ -576,7 +576,7 @@ def render_maco(model: nn.Module, objective: "Objective | str", w: int = MACO_SI
         crop_scale = MACO_CROP_SCALE if crop_scale is None else crop_scale
         noise = MACO_NOISE if noise is None else noise
         if crop_size is None:
-            own = preprocess if preprocess is not None else preprocessing_of(model)
+            own = preprocessing_of(model, preprocess)
             crop_size = own.input_size if own.input_size is not None else (h, w)
         transforms = maco_transforms(n_crops, scale=crop_scale, noise=noise, size=crop_size)
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from lucent_core._device import to_device
+from lucent_core._validate import finite_real, finite_reals, positive_int
 from lucent_core.transforms.functional import PAD_MODES
 
 __all__ = ["RandomAffine", "standard_affine"]
@@ -69,18 +70,15 @@ class RandomAffine(nn.Module):
         super().__init__()
         if pad_mode not in PAD_MODES:
             raise ValueError(f"unknown pad mode {pad_mode!r}; choose one of {PAD_MODES}")
-        if len(jitter) != 2 or any(int(j) != j or j < 0 for j in jitter):
-            raise ValueError(f"jitter must be two non-negative integers, got {tuple(jitter)}")
-        if not scales or any(s <= 0 for s in scales):
-            raise ValueError(f"scales must be a non-empty list of positive factors, got {scales}")
-        if not angles:
-            raise ValueError("angles must list at least one angle (e.g. [0])")
-        if pad < 0:
-            raise ValueError(f"pad must be non-negative, got {pad}")
-        self.pad, self.jitter = int(pad), (int(jitter[0]), int(jitter[1]))
-        self.scales = [float(s) for s in scales]
-        self.angles = [float(a) for a in angles]
-        self.pad_mode, self.pad_value = pad_mode, float(pad_value)
+        if not isinstance(jitter, (tuple, list)) or len(jitter) != 2:
+            raise ValueError(f"jitter must be two non-negative integers (first and second "
+                             f"shift), got {jitter!r}")
+        self.pad = positive_int("pad", pad, minimum=0)
+        self.jitter = (positive_int("jitter[0]", jitter[0], minimum=0),
+                       positive_int("jitter[1]", jitter[1], minimum=0))
+        self.scales = finite_reals("scales", scales, positive=True)
+        self.angles = finite_reals("angles (degrees)", angles)
+        self.pad_mode, self.pad_value = pad_mode, finite_real("pad_value", pad_value)
 
     def extra_repr(self) -> str:
         return (f"pad={self.pad}, jitter={self.jitter}, scales={self.scales}, "

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from lucent_core._device import to_device
-from lucent_core._validate import real_scalar
+from lucent_core._validate import finite_real, positive_int, real_scalar
 
 __all__ = ["crop", "pad", "rotate", "scale"]
 
@@ -27,6 +27,10 @@ def pad(x: torch.Tensor, width: int, mode: str = "constant", value: float = 0.5)
     """
     if mode not in PAD_MODES:
         raise ValueError(f"unknown pad mode {mode!r}; choose one of {PAD_MODES}")
+    width = positive_int("pad width", width, minimum=0)
+    if mode == "reflect" and width >= min(x.shape[-2:]):
+        raise ValueError(f"reflect padding must be narrower than the image: {width} px on a "
+                         f"{tuple(x.shape[-2:])} image; use mode='replicate' or 'constant'")
     if mode == "constant":
         return F.pad(x, [width] * 4, mode="constant", value=value)
     return F.pad(x, [width] * 4, mode=mode)
@@ -39,6 +43,10 @@ def crop(x: torch.Tensor, top: int, left: int, height: int, width: int) -> torch
         >>> crop(torch.arange(16.).reshape(1, 1, 4, 4), 1, 2, 2, 2).flatten().tolist()
         [6.0, 7.0, 10.0, 11.0]
     """
+    if not (0 <= top and 0 <= left and height >= 1 and width >= 1
+            and top + height <= x.shape[-2] and left + width <= x.shape[-1]):
+        raise ValueError(f"the crop (top {top}, left {left}, {height} x {width}) is not inside "
+                         f"the {tuple(x.shape[-2:])} image")
     return x[..., top:top + height, left:left + width]
 
 
@@ -49,6 +57,7 @@ def scale(x: torch.Tensor, factor: float) -> torch.Tensor:
         >>> scale(torch.zeros(1, 3, 10, 20), 0.5).shape
         torch.Size([1, 3, 5, 10])
     """
+    factor = finite_real("scale factor", factor, positive=True)
     if factor == 1.0:
         return x
     size = (max(1, int(factor * x.shape[-2])), max(1, int(factor * x.shape[-1])))

@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from lucent_core._validate import finite_real, finite_reals, positive_int
 from lucent_core.transforms import functional as TF
 
 __all__ = ["Compose", "Jitter", "Lambda", "Pad", "RandomRotate", "RandomScale", "RandomTransform",
@@ -49,7 +50,8 @@ class Pad(RandomTransform):
         super().__init__()
         if mode not in TF.PAD_MODES:
             raise ValueError(f"unknown pad mode {mode!r}; choose one of {TF.PAD_MODES}")
-        self.width, self.mode, self.value = width, mode, value
+        self.width = positive_int("pad width", width, minimum=0)
+        self.mode, self.value = mode, finite_real("pad value", value)
 
     def apply_transform(self, x: torch.Tensor, params: dict) -> torch.Tensor:
         return TF.pad(x, self.width, self.mode, self.value)
@@ -68,9 +70,7 @@ class Jitter(RandomTransform):
 
     def __init__(self, d: int):
         super().__init__()
-        if d < 1:
-            raise ValueError(f"jitter must be at least 1 pixel, got {d}")
-        self.d = d
+        self.d = positive_int("jitter (pixels)", d)
 
     def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict:
         top, left = torch.randint(self.d + 1, (2,), generator=generator).tolist()
@@ -97,9 +97,7 @@ class RandomScale(RandomTransform):
 
     def __init__(self, scales: Sequence[float]):
         super().__init__()
-        if not scales:
-            raise ValueError("RandomScale needs at least one scale")
-        self.scales = [float(s) for s in scales]
+        self.scales = finite_reals("scales", scales, positive=True)
 
     def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict:
         return {"factor": _choose(self.scales, generator)}
@@ -121,9 +119,7 @@ class RandomRotate(RandomTransform):
 
     def __init__(self, angles: Sequence[float]):
         super().__init__()
-        if not angles:
-            raise ValueError("RandomRotate needs at least one angle")
-        self.angles = [float(a) for a in angles]
+        self.angles = finite_reals("angles (degrees)", angles)
 
     def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict:
         return {"degrees": _choose(self.angles, generator)}
@@ -164,6 +160,8 @@ class Compose(nn.Module):
 
     def __init__(self, transforms: Sequence[Callable[[torch.Tensor], torch.Tensor]]):
         super().__init__()
+        if callable(transforms) or not isinstance(transforms, (list, tuple, nn.ModuleList)):
+            raise TypeError(f"Compose takes a list of transforms, got {transforms!r}")
         for t in transforms:
             if not callable(t):
                 raise TypeError(f"transforms must be callables on image tensors, got {t!r}")
