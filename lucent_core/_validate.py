@@ -24,6 +24,22 @@ def positive_int(name: str, value: object, minimum: int = 1) -> int:
     return int(value)
 
 
+def integer(name: str, value: object) -> int:
+    """``value`` as an ``int`` if it is an integer (Python or NumPy; not a bool or a float).
+
+    Example:
+        >>> integer("seed", -3)
+        -3
+        >>> integer("seed", 1.5)
+        Traceback (most recent call last):
+        ...
+        TypeError: seed must be an integer, got 1.5
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
 def size_pair(name: str, value: object) -> tuple[int, int]:
     """An int or an ``(height, width)`` pair of positive integers, as ``(height, width)``.
 

@@ -27,11 +27,28 @@ import torch
 from lucent_core import objectives, param
 from lucent_core.hooks import UnknownLayerError, list_layers
 from lucent_core.io import save_png
+from lucent_core._validate import finite_real
 from lucent_core.models import create_model, get_config, list_models
 from lucent_core.atlas.plan import PRECISIONS
 from lucent_core.render import render_vis
 
 __all__ = ["main"]
+
+
+def _learning_rate(text: str) -> float:
+    """``--lr``: a finite number > 0 (argparse shows the message)."""
+    try:
+        return finite_real("the learning rate", float(text), positive=True)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _penalty_weight(text: str) -> float:
+    """``--diversity``: a finite number >= 0 (a negative weight would reward similar images)."""
+    try:
+        return finite_real("the diversity weight", float(text), minimum=0)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _device(name: str) -> torch.device:
@@ -287,7 +304,7 @@ def _add_atlas_parser(commands: argparse._SubParsersAction) -> None:
                         help="plain RGB instead of decorrelated colour (fourier/pixel)")
     parser.add_argument("--transforms", choices=TRANSFORMS, default="standard",
                         help="robustness transforms, drawn per unit (standard)")
-    parser.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (0.05)")
+    parser.add_argument("--lr", type=_learning_rate, default=0.05, help="Adam learning rate (0.05)")
     parser.add_argument("--seed", type=int, default=0,
                         help="base seed; each unit's seed is derived from it (0)")
     parser.add_argument("--no-redirect", action="store_true",
@@ -333,9 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--steps", type=int, default=512, help="optimisation steps (512)")
     render.add_argument("--size", type=int, default=128, help="image size in pixels (128)")
     render.add_argument("--batch", type=int, default=1, help="images to render (1)")
-    render.add_argument("--diversity", type=float, default=0.0,
+    render.add_argument("--diversity", type=_penalty_weight, default=0.0,
                         help="weight of the diversity penalty between the batch's images")
-    render.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (0.05)")
+    render.add_argument("--lr", type=_learning_rate, default=0.05, help="Adam learning rate (0.05)")
     render.add_argument("--seed", type=int, default=0, help="random seed (0)")
     render.add_argument("--pixel", action="store_true",
                         help="pixel parameterisation instead of Fourier")

@@ -13,6 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lucent_core._device import release_freed_host_memory
+from lucent_core._validate import flag, integer
 from lucent_core.hooks import INPUT_LAYER, capture, frozen, model_device, run_to_layers
 from lucent_core.models.config import Preprocessing, preprocessing_of
 from lucent_core.models.relu import redirecting
@@ -250,6 +251,15 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
     """
     objective = as_objective(objective)
     steps = _check_thresholds(thresholds)
+    seed = None if seed is None else integer("seed", seed)
+    for name, value in (("progress", progress), ("redirected_relu", redirected_relu),
+                        ("compile", compile)):
+        flag(name, value)
+    if channels_last is not None:
+        flag("channels_last", channels_last)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch nn.Module (e.g. from create_model), got "
+                        f"{type(model).__name__}")
     device, dtype = model_device(model)
     if autocast not in (None, torch.bfloat16, torch.float16):
         raise ValueError(f"autocast must be torch.bfloat16, torch.float16 or None, got "

@@ -97,12 +97,29 @@ def test_settings_and_series_reject_bad_values():
         AtlasSettings(model="m", weights_sha256="ab", param="fft")
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         AtlasSettings(model="m", weights_sha256="ab", steps=0)
+    for bad, error, match in [
+            (dict(lr="0.1"), ValueError, "lr must be a finite number > 0, got '0.1'"),
+            (dict(lr=float("inf")), ValueError, "lr must be a finite number > 0"),
+            (dict(seed="abc"), TypeError, "seed must be an integer, got 'abc'"),
+            (dict(seed=1.5), TypeError, "seed must be an integer, got 1.5"),
+            (dict(decorrelate="no"), TypeError, "decorrelate must be True or False"),
+            (dict(redirected_relu=1), TypeError, "redirected_relu must be True or False")]:
+        with pytest.raises(error, match=match):
+            AtlasSettings(model="m", weights_sha256="ab", **bad)
     with pytest.raises(ValueError, match="unknown series kind 'unit'"):
         Series("conv", "unit")
     with pytest.raises(ValueError, match="needs directions"):
         Series("conv", "direction")
     with pytest.raises(ValueError, match="N x C matrix"):
         Series("conv", "direction", torch.ones(3))
+
+
+def test_a_known_setting_with_a_bad_value_is_not_called_unknown(tiny, tmp_path):
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+        atlas.render_atlas(tiny, tmp_path, "2", lr="0.1", steps=1, size=12)
+    with pytest.raises(ValueError, match=r"unknown atlas setting\(s\) \['stepz'\]; valid"):
+        atlas.render_atlas(tiny, tmp_path, "2", stepz=1)
+    assert not (tmp_path / "atlas.json").exists()
 
 
 def test_unit_lists_are_checked_not_misread(tiny, tmp_path):

@@ -236,6 +236,27 @@ def test_a_file_that_is_not_the_models_weights_is_one_clear_line(capsys, tmp_pat
     assert len(err.strip().splitlines()) == 1 and "weights_only" not in err
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--lr", "0", "the learning rate must be a finite number > 0, got 0.0"),
+    ("--lr", "inf", "the learning rate must be a finite number > 0"),
+    ("--diversity", "-5", "the diversity weight must be a finite number >= 0, got -5.0"),
+    ("--diversity", "nan", "the diversity weight must be a finite number >= 0"),
+])
+def test_numbers_that_would_do_nothing_or_the_opposite_are_refused(capsys, tmp_path, option,
+                                                                   value, message):
+    with pytest.raises(SystemExit) as exited:
+        main([*RANDOM_RENDER, option, value, "-o", str(tmp_path / "never.png")])
+    assert exited.value.code == 2
+    assert f"argument {option}: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "never.png").exists()
+
+
+def test_your_own_model_that_needs_arguments_is_one_clear_line(capsys):
+    rc, out, err = run_cli(capsys, "layers", "--model", "torch.nn:Conv2d")
+    assert_clean_error(rc, out, err, r"calling torch.nn:Conv2d\(\) failed .*missing 3 required",
+                       "a function of no arguments")
+
+
 def test_render_wants_a_png_name(capsys, tmp_path):
     rc, out, err = run_cli(capsys, *RANDOM_RENDER, "-o", str(tmp_path / "unit.jpg"))
     assert_clean_error(rc, out, err, r"-o .*unit.jpg: the picture is saved as a PNG; give a "

@@ -407,3 +407,10 @@ def test_a_larger_render_is_shrunk_to_the_input_size_without_aliasing():
     torch.testing.assert_close(Preprocessing(input_size=(40, 40))(small),
                                torch.nn.functional.interpolate(small, size=(40, 40),
                                                                mode="bilinear"), atol=0, rtol=0)
+
+
+def test_create_model_checks_its_arguments():
+    with pytest.raises(TypeError, match="pretrained must be True or False, got 'no'"):
+        create_model("vgg16_hed", pretrained="no")
+    with pytest.raises(TypeError, match="a model is given by name"):
+        create_model(16)

@@ -560,6 +560,24 @@ def test_optimizer_factory_is_used():
     assert len(set(result.history)) == 1      # nothing moved: the same value every step
 
 
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(compile="no"), TypeError, "compile must be True or False, got 'no'"),
+    (dict(redirected_relu="no"), TypeError, "redirected_relu must be True or False"),
+    (dict(channels_last=1), TypeError, "channels_last must be True or False"),
+    (dict(progress=None), TypeError, "progress must be True or False"),
+    (dict(seed=1.5), TypeError, "seed must be an integer, got 1.5"),
+    (dict(seed="abc"), TypeError, "seed must be an integer"),
+])
+def test_flags_and_seeds_of_the_wrong_type_are_refused(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        quick(make_net(), **{"progress": False, **kwargs})
+
+
+def test_the_model_must_be_a_module():
+    with pytest.raises(TypeError, match="model must be a torch nn.Module.*got str"):
+        render_vis("vgg", "0:1", progress=False)
+
+
 @pytest.mark.parametrize("bad, match", [
     (lambda: torch.optim.Adam([torch.zeros(1, requires_grad=True)]), "function from parameters"),
     (lambda: "adam", "function from parameters"),

@@ -19,6 +19,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from lucent_core._validate import finite_real, flag, integer, positive_int
+
 __all__ = ["ATLAS_FORMAT", "AtlasSettings", "KINDS", "PARAMS", "PRECISIONS", "Series",
            "TRANSFORMS", "Batch",
            "load_directions", "parse_units", "plan_batches", "select_units", "unit_seed"]
@@ -76,9 +78,10 @@ class AtlasSettings:
 
     def __post_init__(self) -> None:
         for name in ("steps", "size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            object.__setattr__(self, name, positive_int(name, getattr(self, name)))
+        object.__setattr__(self, "seed", integer("seed", self.seed))
+        for name in ("decorrelate", "redirected_relu"):
+            object.__setattr__(self, name, flag(name, getattr(self, name)))
         if self.param not in PARAMS:
             raise ValueError(f"unknown param {self.param!r}; choose one of {PARAMS}")
         if self.transforms not in TRANSFORMS:
@@ -87,8 +90,7 @@ class AtlasSettings:
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of "
                              f"{PRECISIONS}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        object.__setattr__(self, "lr", finite_real("lr", self.lr, positive=True))
 
     def as_dict(self) -> dict:
         """All settings as a JSON-ready dict."""

@@ -527,12 +527,12 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
     settings["model_revision"] = model_revision(model)
     settings["model"] = model_name or registry_name(model)
     settings.setdefault("weights", getattr(model, "weights_origin", "custom"))
-    try:
-        atlas_settings = AtlasSettings(weights_sha256=state_dict_sha256(model), **settings)
-    except TypeError as error:
+    unknown = sorted(set(settings) - set(AtlasSettings.__dataclass_fields__))
+    if unknown:
         valid = sorted(set(AtlasSettings.__dataclass_fields__) - {"weights_sha256", "model",
                                                                "model_revision"})
-        raise ValueError(f"unknown atlas setting ({error}); valid settings: {valid}") from None
+        raise ValueError(f"unknown atlas setting(s) {unknown}; valid settings: {valid}")
+    atlas_settings = AtlasSettings(weights_sha256=state_dict_sha256(model), **settings)
     if atlas_settings.param == "cppn" and not atlas_settings.decorrelate:
         raise ValueError("decorrelate=False applies to the fourier and pixel parameterisations; "
                          "a CPPN draws its colours directly")

@@ -10,6 +10,7 @@ from typing import Callable
 
 from torch import nn
 
+from lucent_core._validate import flag
 from lucent_core.models.config import Preprocessing
 from lucent_core.models.relu import use_redirected_relus
 from lucent_core.models.weights import WeightsError, WeightsSource, load_weights
@@ -90,7 +91,14 @@ def _imported_config(name: str) -> ModelConfig:
         raise ValueError(f"cannot import model {name!r} ({error}); write it as "
                          "'package.module:function', importable from the current "
                          "directory or PYTHONPATH") from None
-    made = factory()
+    if not callable(factory):
+        raise ValueError(f"{name} is a {type(factory).__name__}, not a function; it must be a "
+                         "function of no arguments returning an nn.Module or a ModelConfig")
+    try:
+        made = factory()
+    except TypeError as error:
+        raise ValueError(f"calling {name}() failed ({error}); it must be a function of no "
+                         "arguments returning an nn.Module or a ModelConfig") from error
     if isinstance(made, ModelConfig):
         return made
     if not isinstance(made, nn.Module):
@@ -112,6 +120,8 @@ def get_config(name: str) -> ModelConfig:
         >>> get_config("torch.nn:Identity").description
         'Identity from torch.nn'
     """
+    if not isinstance(name, str):
+        raise TypeError(f"a model is given by name (e.g. 'inceptionv1'), got {name!r}")
     if name.startswith(TORCHVISION_PREFIX):
         from lucent_core.models.zoo import torchvision_config
         return torchvision_config(name[len(TORCHVISION_PREFIX):])
@@ -163,6 +173,7 @@ def create_model(name: str, pretrained: bool = True, weights: str | os.PathLike 
         (-117.0, 138.0)
     """
     config = get_config(name)
+    flag("pretrained", pretrained)
     if pretrained and weights is None and config.weights is None \
             and config.load_pretrained is not None:
         model = config.load_pretrained()
