@@ -298,3 +298,16 @@ def test_sizes_may_be_numpy_integers_but_not_bools():
         assert make(np.int64(16))().shape[-2:] == (16, 16)
     with pytest.raises(ValueError, match="batch must be a positive integer, got True"):
         param.image(16, batch=True)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(sd=float("nan")), ValueError, "sd must be a finite number >= 0"),
+    (dict(sd=-0.1), ValueError, "sd must be a finite number >= 0"),
+    (dict(sd=float("nan"), fft=False), ValueError, "sd must be a finite number >= 0"),
+    (dict(decay_power=float("inf")), ValueError, "decay_power must be a finite number"),
+    (dict(fft="no"), TypeError, "fft must be True or False, got 'no'"),
+    (dict(decorrelate="no"), TypeError, "decorrelate must be True or False"),
+])
+def test_image_arguments_are_checked(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        param.image(8, **kwargs)

@@ -6,6 +6,12 @@ ordinary ReLU gradient is zero everywhere, the gradient is passed through at neg
 wherever it would push the input *up* (towards activating), and blocked where it would push it
 further down. Images that already get an ordinary gradient keep it unchanged. The forward pass
 is an ordinary ReLU.
+
+Two differences from Lucid's: Lucid redirects only during the first 16 optimisation steps,
+this one at every step (an image whose gradient dies later is revived too; while an image has
+an ordinary gradient the two agree); and an input of exactly 0 counts as inactive here (as
+in PyTorch's ReLU), where Lucid passes the gradient at 0. Only ``nn.ReLU`` modules are
+replaced (Lucid also redirects ReLU6).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Conventions: activations are ``(B, C, H, W)`` for convolutional layers or ``(B, C)`` for
 vectors (logits, embeddings). Spatial positions are ``x`` = column, ``y`` = row, counted from
-the top-left of the activation map. ``batch=i`` makes an objective read only image ``i`` of the
-batch, so one render can optimise a different target in every image.
+the top-left of the activation map (Lucid's explicit ``x``/``y`` index the other way round,
+``x`` = row; the default centre is the same). ``batch=i`` makes an objective read only
+image ``i`` of the batch, so one render can optimise a different target in every image.
 """
 
 from __future__ import annotations
@@ -291,7 +292,9 @@ def deepdream(layer: str, batch: int | None = None) -> Objective:
 def class_logit(unit: int, layer: str = OUTPUT_LAYER, batch: int | None = None) -> Objective:
     """A class logit: channel ``unit`` of the model output (or of ``layer``).
 
-    The shorthand ``"labels:N"`` means the same as ``class_logit(N)``.
+    Like every objective here it is the mean over the batch's images (Lucid's sums them, so
+    its weight against other terms grows with the batch size). The shorthand ``"labels:N"``
+    means the same as ``class_logit(N)``.
 
     Example:
         >>> class_logit(1)({"output": torch.tensor([[0.5, 2.0]])}).item()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lucent_core._validate import flag
+
 # Square root of the ImageNet RGB colour covariance (from its SVD), as used by Lucid.
 COLOR_CORRELATION_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02],
                                            [0.27, 0.00, -0.05],
@@ -36,7 +38,9 @@ class ToRGB(nn.Module):
         decorrelate: treat the input as decorrelated colour (ImageNet colour statistics) and
             mix it back to RGB with the normalised square-root colour-covariance matrix.
         mode: ``"sigmoid"`` (smooth squash) or ``"clamp"`` (straight-through clamp to [0, 1],
-            centred on mid-grey or, when decorrelated, the ImageNet mean colour).
+            centred on mid-grey or, when decorrelated, the ImageNet mean colour; Lucid's clip
+            mode adds no mid-grey without decorrelation, and blocks some gradients of
+            saturated pixels, where this one passes them all).
 
     Example:
         >>> ToRGB()(torch.zeros(1, 3, 2, 2)).unique()
@@ -47,7 +51,7 @@ class ToRGB(nn.Module):
         super().__init__()
         if mode not in VALID_RGB_MODES:
             raise ValueError(f"unknown RGB mode {mode!r}; choose one of {VALID_RGB_MODES}")
-        self.decorrelate = decorrelate
+        self.decorrelate = flag("decorrelate", decorrelate)
         self.mode = mode
         matrix = COLOR_CORRELATION_SVD_SQRT / COLOR_CORRELATION_SVD_SQRT.norm(dim=0).max()
         self.register_buffer("color_matrix", matrix, persistent=False)

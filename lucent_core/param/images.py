@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lucent_core._validate import flag
 from lucent_core.param.color import ToRGB
 from lucent_core.param.spatial import FourierImage, PixelImage
 
@@ -47,7 +48,7 @@ def image(w: int, h: int | None = None, batch: int = 1, sd: float = 0.01, fft: b
         torch.Size([4, 3, 96, 128])
     """
     h = w if h is None else h
-    if fft:
+    if flag("fft", fft):
         spatial: nn.Module = FourierImage(h, w, batch=batch, sd=sd, decay_power=decay_power)
     else:
         if decay_power != 1.0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lucent_core._validate import positive_int
+from lucent_core._validate import finite_real, positive_int
 
 __all__ = ["FourierImage", "PixelImage", "fourier_frequencies", "fourier_scale",
            "spectrum_to_image"]
@@ -32,6 +32,7 @@ class PixelImage(nn.Module):
     def __init__(self, height: int, width: int, batch: int = 1, sd: float = 0.01):
         super().__init__()
         _check_size(batch, height, width)
+        sd = finite_real("sd", sd, minimum=0)
         self.pixels = nn.Parameter(torch.randn(batch, 3, height, width) * sd)
 
     def forward(self) -> torch.Tensor:
@@ -78,6 +79,8 @@ class FourierImage(nn.Module):
     Each coefficient is multiplied by ``1 / max(f, 1 / max(H, W)) ** decay_power``, so an
     optimiser step changes low frequencies as readily as high ones; this is what makes
     Fourier renders smooth where pixel renders are noisy (Olah et al., Distill 2017).
+    Even sizes give Lucid's image for the same spectrum; odd widths use the exact odd-length
+    inverse FFT (as Lucent does), where Lucid inverts one column wider and crops.
 
     Args:
         height, width: image size in pixels (any size; not only squares).
@@ -94,8 +97,9 @@ class FourierImage(nn.Module):
                  decay_power: float = 1.0):
         super().__init__()
         _check_size(batch, height, width)
+        sd = finite_real("sd", sd, minimum=0)
         self.size = (height, width)
-        self.decay_power = float(decay_power)
+        self.decay_power = finite_real("decay_power", decay_power)
         scale = fourier_scale(height, width, decay_power)
         self.register_buffer("scale", scale, persistent=False)
         self.spectrum = nn.Parameter(torch.randn(batch, 3, *scale.shape, 2) * sd)

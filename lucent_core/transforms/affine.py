@@ -6,6 +6,11 @@ arguments (pad, two jitters, a scale and an angle) for *each image* and applies 
 single ``kornia`` warp, so the output has a fixed size and each image can take its random
 numbers from its own generator. That makes an image's render independent of the other images
 in its batch, which is what lets an atlas re-render any one unit identically on its own.
+
+Where it differs from Lucid's chain (and :func:`standard_transforms`): the output size is
+fixed (the scale zooms about the centre instead of resizing the canvas); the warp is bilinear
+(Lucid rotates with nearest-neighbour sampling); and the corners a rotation uncovers get the
+padding's fill, grey by default (Lucid's rotation fills them with black).
 """
 
 from __future__ import annotations
