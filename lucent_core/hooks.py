@@ -266,6 +266,18 @@ def _forward(model: nn.Module, x: torch.Tensor, acts: _Activations) -> object:
         return model(x)
     except _StopForward:
         return _STOPPED
+    except RuntimeError as error:
+        if isinstance(x, torch.Tensor) and x.dim() >= 3 and any(
+                sign in str(error) for sign in _INPUT_TOO_SMALL):
+            raise ValueError(f"the model cannot run on a {x.shape[-2]} x {x.shape[-1]} input "
+                             f"({str(error).splitlines()[0]}); use a larger image "
+                             "size") from error
+        raise
+
+
+# how torch says that an input is smaller than a convolution or pooling window
+_INPUT_TOO_SMALL = ("Kernel size can't be greater than actual input size",
+                    "Output size is too small", "output size is too small")
 
 
 def model_device(model: nn.Module) -> tuple[torch.device, torch.dtype]:
