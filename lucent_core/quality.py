@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from lucent_core._device import to_device
-from lucent_core._validate import positive_int
+from lucent_core._validate import integer, positive_int
 from lucent_core.atlas.plan import Series
 from lucent_core.atlas.runner import unit_values
 from lucent_core.models.config import Preprocessing, preprocessing_of
@@ -63,7 +63,7 @@ def held_out_transforms(count: int = 16, seed: int = HELD_OUT_SEED) -> torch.Ten
         True
     """
     count = positive_int("count", count)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(integer("seed", seed))
 
     def uniform(low: float, high: float) -> torch.Tensor:
         return low + (high - low) * torch.rand(count, generator=g, dtype=torch.float64)
@@ -85,9 +85,12 @@ def apply_held_out(images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         >>> apply_held_out(x, held_out_transforms(3)).shape
         torch.Size([6, 3, 16, 16])
     """
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise ValueError(f"images must be a (B, C, H, W) tensor, got "
+                         f"{tuple(getattr(images, 'shape', ())) or type(images).__name__}")
     batch, _, height, width = images.shape
+    rows = _checked_rows(rows)
     count = rows.shape[0]
-    rows = rows.to(torch.float64)
     angle, scale, dx, dy, brightness, contrast = rows.T
     centre = torch.tensor([[(width - 1) / 2, (height - 1) / 2]], dtype=torch.float64)
     matrix = KT.get_rotation_matrix2d(centre.expand(count, 2), angle,
@@ -105,6 +108,16 @@ def apply_held_out(images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return ((warped - mean) * contrast + mean + brightness).clamp(0, 1)
 
 
+def _checked_rows(rows: object) -> torch.Tensor:
+    """Held-out transform rows as a float64 ``(T, 6)`` tensor of finite numbers."""
+    if not isinstance(rows, torch.Tensor) or rows.dim() != 2 or rows.shape[1] != 6 \
+            or rows.shape[0] == 0 or not torch.isfinite(rows).all():
+        shown = tuple(rows.shape) if isinstance(rows, torch.Tensor) else type(rows).__name__
+        raise ValueError(f"transforms must be a (T, 6) tensor of finite numbers, T >= 1, as "
+                         f"held_out_transforms() makes; got {shown}")
+    return rows.to(torch.float64)
+
+
 def _series(layer: "str | Series") -> Series:
     return layer if isinstance(layer, Series) else Series(layer)
 
@@ -112,6 +125,13 @@ def _series(layer: "str | Series") -> Series:
 def _values(model: nn.Module, images: torch.Tensor, series: Series, units: torch.Tensor,
             directions: torch.Tensor | None, preprocess: Preprocessing) -> torch.Tensor:
     acts = _checked_activations(model, images, [series.layer], preprocess)[series.layer]
+    width = acts.shape[1] if series.kind != "direction" else directions.shape[1]
+    if series.kind != "direction" and int(units.max()) >= width:
+        raise IndexError(f"unit {int(units.max())} is out of range for {series.layer!r}, which "
+                         f"has {width} channels (valid: 0..{width - 1})")
+    if series.kind == "direction" and width != acts.shape[1]:
+        raise ValueError(f"the directions have {width} values but {series.layer!r} has "
+                         f"{acts.shape[1]} channels")
     return unit_values(acts, series, units.to(acts.device), directions).float()
 
 
@@ -148,8 +168,12 @@ def robustness(model: nn.Module, images: torch.Tensor, layer: "str | Series",
     series = _series(layer)
     images = _image_batch(images)  # tensors or render_vis's (B, H, W, 3) arrays alike
     preprocess = preprocessing_of(model, preprocess)
-    rows = held_out_transforms() if transforms is None else transforms
-    units_t = torch.as_tensor(list(units), dtype=torch.long)
+    rows = held_out_transforms() if transforms is None else _checked_rows(transforms)
+    batch_size = positive_int("batch_size", batch_size)
+    if isinstance(units, (str, bytes)) or not hasattr(units, "__len__"):
+        raise TypeError(f"units must be a list of unit numbers, one per image, got {units!r}")
+    units_t = torch.as_tensor([positive_int("a unit", u, minimum=0) for u in units],
+                              dtype=torch.long)
     if units_t.shape != (images.shape[0],):
         raise ValueError(f"got {units_t.numel()} units for {images.shape[0]} images; give one "
                          "unit per image")
@@ -191,9 +215,10 @@ def diversity_score(model: nn.Module, images: torch.Tensor, layer: str,
         >>> diversity_score(net, torch.rand(1, 3, 8, 8).repeat(3, 1, 1, 1), "1")  # all alike
         1.0
     """
+    images = _image_batch(images)
     if images.shape[0] < 2:
         raise ValueError("diversity needs a batch of at least 2 images")
-    acts = _checked_activations(model, _image_batch(images), [layer], preprocess)[layer]
+    acts = _checked_activations(model, images, [layer], preprocess)[layer]
     acts = acts.double()
     if (acts.flatten(1).abs().amax(1) == 0).any():
         return float("nan")  # an image the layer does not respond to has no Gram matrix
@@ -214,6 +239,8 @@ def superstimulus_ratio(rendering_peak: float, example_peaks: Sequence[float]) -
         >>> superstimulus_ratio(6.0, [3.0, 2.0, 1.5])
         2.0
     """
+    if isinstance(example_peaks, (str, bytes)) or not hasattr(example_peaks, "__iter__"):
+        raise TypeError(f"example_peaks must be a list of numbers, got {example_peaks!r}")
     peaks = [float(p) for p in example_peaks if math.isfinite(float(p))]
     if not peaks or max(peaks) <= 0:
         return None

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from lucent_core import objectives
+from lucent_core import objectives, quality
 from lucent_core.atlas import Series
 from lucent_core.quality import (apply_held_out, diversity_score, held_out_transforms,
                                  robustness, superstimulus_ratio)
@@ -172,3 +172,33 @@ def test_robustness_takes_the_arrays_render_vis_returns():
     as_array = images.permute(0, 2, 3, 1).numpy()       # (B, H, W, 3), like result.images[-1]
     torch.testing.assert_close(robustness(net, as_array, "1", [0, 1]),
                                robustness(net, images, "1", [0, 1]))
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(units=[9, 0]), IndexError, r"unit 9 is out of range for '1', which has 2 channels "
+                                     r"\(valid: 0..1\)"),
+    (dict(units=[-1, 0]), ValueError, "a unit must be an integer >= 0, got -1"),
+    (dict(units=[0.5, 0]), ValueError, "a unit must be an integer >= 0, got 0.5"),
+    (dict(units="01"), TypeError, "units must be a list of unit numbers"),
+    (dict(units=[0, 1], batch_size=0), ValueError, "batch_size must be a positive integer"),
+    (dict(units=[0, 1], transforms=torch.rand(4, 3)), ValueError, r"\(T, 6\) tensor"),
+    (dict(units=[0, 1], transforms=torch.rand(0, 6)), ValueError, r"\(T, 6\) tensor"),
+    (dict(units=[0, 1], transforms=torch.full((2, 6), float("nan"))), ValueError,
+     "finite numbers"),
+])
+def test_robustness_names_bad_arguments(kwargs, error, match):
+    net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU())
+    with pytest.raises(error, match=match):
+        quality.robustness(net, torch.rand(2, 3, 12, 12), "1", **kwargs)
+
+
+def test_quality_helpers_name_bad_arguments():
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        quality.held_out_transforms(2, seed=1.5)
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\) tensor"):
+        quality.apply_held_out(torch.rand(3, 8, 8), quality.held_out_transforms(2))
+    with pytest.raises(TypeError, match="example_peaks must be a list of numbers"):
+        quality.superstimulus_ratio(1.0, "12")
+    net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU())
+    with pytest.raises(TypeError, match="images must be a"):
+        quality.diversity_score(net, [torch.rand(3, 8, 8)] * 2, "1")

@@ -122,6 +122,8 @@ def unit_maps(acts: torch.Tensor, series: Series, units: torch.Tensor,
     if units.shape != (batch,):
         raise ValueError(f"got {units.numel()} units for a batch of {batch} images")
     if series.kind == "direction":  # image i's own row: not one of layer_unit_maps' rows
+        if directions is None:
+            raise ValueError("a direction series needs directions=: each image's (B, C) row")
         v = directions.to(device=acts.device, dtype=acts.dtype)
         return (acts * v.reshape(*v.shape, *([1] * (acts.dim() - 2)))).sum(1)
     return layer_unit_maps(acts, series)[torch.arange(batch, device=acts.device), units]
