@@ -330,3 +330,12 @@ def test_layer_activations_reads_batches_as_renders_and_photos_come():
         layer_activations(net, floats * 255, ["1"])
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         layer_activations(net, floats[0], ["1"])
+
+
+def test_load_image_names_a_file_that_is_not_an_image_and_an_empty_array(tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("not a picture")
+    with pytest.raises(ValueError, match="notes.png' is not an image file PIL can read"):
+        load_image(text)
+    with pytest.raises(ValueError, match=r"the image is empty \(shape \(0, 0, 3\)\)"):
+        load_image(np.zeros((0, 0, 3)))

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from lucent_core import objectives, render_vis, save_png
+from lucent_core.param import alpha
 from lucent_core.param.alpha import (BACKGROUNDS, CompositeBackground, alpha_penalty,
                                      alpha_transforms, composite, image_rgba, mean_alpha,
                                      random_background)
@@ -119,7 +120,7 @@ def test_composite_errors():
         composite(torch.rand(1, 3, 4, 4), 0.5)
     with pytest.raises(ValueError, match="3 values"):
         composite(torch.rand(1, 4, 4, 4), (0.1, 0.2))
-    with pytest.raises(ValueError, match="3 channels"):
+    with pytest.raises(ValueError, match=r"must be \(1 or 1, 3, 4, 4\)"):
         composite(torch.rand(1, 4, 4, 4), torch.rand(1, 4, 4, 4))
     with pytest.raises(ValueError, match="background must be"):
         composite(torch.rand(1, 4, 4, 4), torch.rand(4, 4))
@@ -312,3 +313,19 @@ def test_rgba_tensor_batch_saves_as_an_rgba_grid(tmp_path):
         assert picture.mode == "RGBA"
         alpha = np.asarray(picture)[..., 3]
     assert (alpha < 255).any()
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: alpha.random_background(0, 4, 4), "batch must be a positive integer"),
+    (lambda: alpha.random_background(1, -4, 4), "height must be a positive integer"),
+    (lambda: alpha.random_background(1, 4, 4, sd=float("nan")), "sd must be a finite number"),
+    (lambda: alpha.CompositeBackground(decay_power=float("inf")), "decay_power must be"),
+    (lambda: alpha.composite(torch.rand(1, 4, 2, 2), 2.0), r"must lie in \[0, 1\]"),
+    (lambda: alpha.composite(torch.rand(1, 4, 2, 2), torch.zeros(1, 3, 5, 5)),
+     r"must be \(1 or 1, 3, 2, 2\)"),
+    (lambda: alpha.composite(torch.rand(2, 4, 2, 2), torch.zeros(3, 3, 2, 2)),
+     r"must be \(1 or 2, 3, 2, 2\)"),
+])
+def test_alpha_helpers_name_bad_arguments(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

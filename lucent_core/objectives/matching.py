@@ -131,7 +131,8 @@ def load_image(source: ImageSource, size: Size = None) -> torch.Tensor:
 
     Raises:
         TypeError: for an unsupported source type or dtype.
-        ValueError: for a wrong shape, values outside [0, 1] or a bad ``size``.
+        ValueError: for a wrong or empty shape, values outside [0, 1], a bad ``size``, or a
+            file that is not an image.
         FileNotFoundError: for a path that does not exist.
 
     Example:
@@ -144,7 +145,11 @@ def load_image(source: ImageSource, size: Size = None) -> torch.Tensor:
     if isinstance(source, (str, os.PathLike)):
         if not os.path.isfile(source):
             raise FileNotFoundError(f"no image file at {os.fspath(source)!r}")
-        source = open_photo(source)  # upright: EXIF orientation applied
+        try:
+            source = open_photo(source)  # upright: EXIF orientation applied
+        except (Image.UnidentifiedImageError, Image.DecompressionBombError) as error:
+            raise ValueError(f"{os.fspath(source)!r} is not an image file PIL can read "
+                             f"({error})") from error
     if isinstance(source, Image.Image):
         source = np.asarray(source.convert("RGB"))
     if isinstance(source, np.ndarray):
@@ -157,6 +162,8 @@ def load_image(source: ImageSource, size: Size = None) -> torch.Tensor:
         raise TypeError(f"cannot read an image from {type(source).__name__}; pass a PIL image, "
                         "a file path, an (H, W, 3) numpy array or a (3, H, W) / (1, 3, H, W) "
                         "tensor in [0, 1]")
+    if 0 in tensor.shape:
+        raise ValueError(f"the image is empty (shape {shape})")
     return _resize(_to_unit_float(tensor, shape), size)
 
 

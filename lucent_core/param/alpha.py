@@ -33,10 +33,12 @@ Example:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from lucent_core._device import to_device
+from lucent_core._validate import finite_real, positive_int
 from lucent_core.hooks import INPUT_LAYER
 from lucent_core.objectives import Objective, as_objective, wrap_objective
 from lucent_core.param.color import ToRGB
@@ -139,14 +141,22 @@ def composite(rgba: torch.Tensor, background: "torch.Tensor | float | tuple[floa
         [0.25, 0.0, 0.75]
     """
     _check_rgba(rgba, "composite")
+    if not isinstance(background, torch.Tensor):  # host values: checked without a device read
+        levels = np.asarray(background, dtype=np.float64)
+        if not (np.isfinite(levels).all() and levels.min() >= 0 and levels.max() <= 1):
+            raise ValueError(f"a background grey level or colour must lie in [0, 1], got "
+                             f"{background!r}")
     background = torch.as_tensor(background, dtype=rgba.dtype, device=rgba.device)
     if background.dim() == 1:
         if background.shape[0] != 3:
             raise ValueError(f"a background colour needs 3 values (RGB), got "
                              f"{background.shape[0]}")
         background = background.view(1, 3, 1, 1)
-    elif background.dim() == 4 and background.shape[1] != 3:
-        raise ValueError(f"background images must have 3 channels, got shape "
+    elif background.dim() == 4 and (background.shape[1] != 3
+                                    or background.shape[0] not in (1, rgba.shape[0])
+                                    or background.shape[-2:] != rgba.shape[-2:]):
+        raise ValueError(f"background images must be (1 or {rgba.shape[0]}, 3, "
+                         f"{rgba.shape[-2]}, {rgba.shape[-1]}) for these RGBA images, got shape "
                          f"{tuple(background.shape)}")
     elif background.dim() not in (0, 4):
         raise ValueError(f"background must be a number, a colour (3,) or images "
@@ -178,6 +188,9 @@ def random_background(batch: int, height: int, width: int, kind: str = "fourier"
     """
     if kind not in BACKGROUNDS:
         raise ValueError(f"unknown background {kind!r}; choose one of {BACKGROUNDS}")
+    for name, value in (("batch", batch), ("height", height), ("width", width)):
+        positive_int(name, value)
+    sd, decay_power = finite_real("sd", sd, minimum=0), finite_real("decay_power", decay_power)
     work = torch.float64 if dtype == torch.float64 else torch.float32
     if kind == "color":
         return torch.rand(batch, 3, 1, 1, generator=generator, dtype=work).expand(
@@ -220,7 +233,9 @@ class CompositeBackground(RandomTransform):
         super().__init__()
         if kind not in BACKGROUNDS:
             raise ValueError(f"unknown background {kind!r}; choose one of {BACKGROUNDS}")
-        self.kind, self.sd, self.decay_power, self.decorrelate = kind, sd, decay_power, decorrelate
+        self.kind, self.decorrelate = kind, decorrelate
+        self.sd = finite_real("sd", sd, minimum=0)
+        self.decay_power = finite_real("decay_power", decay_power)
 
     def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict:
         _check_rgba(x, "CompositeBackground")
