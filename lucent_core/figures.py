@@ -36,6 +36,7 @@ Conventions: sizes are ``(height, width)`` unless named otherwise; PIL's ``.size
 from __future__ import annotations
 
 import datetime
+import difflib
 import hashlib
 import json
 import math
@@ -121,6 +122,12 @@ class FigureLayout:
     title_band: int = 0
     top_band: int = 0
     left_band: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("rows", "cols", "cell_h", "cell_w"):
+            positive_int(name, getattr(self, name))
+        for name in ("padding", "title_band", "top_band", "left_band"):
+            positive_int(name, getattr(self, name), minimum=0)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -737,6 +744,9 @@ def panel_record(result: RenderResult, *, model: "nn.Module | str | None" = None
     if not isinstance(result, RenderResult):
         raise TypeError(f"panel_record takes a RenderResult (what render_vis returns), got "
                         f"{type(result).__name__}")
+    for name, value in (("row", row), ("col", col)):
+        if value is not None:
+            positive_int(name, value, minimum=0)
     reached = result.thresholds[-1] if result.thresholds else None
     if steps is not None:
         steps = positive_int("steps", steps)
@@ -791,6 +801,14 @@ def _layout_record(picture: Image.Image, given: dict[str, object]) -> dict[str, 
         return None
     for key in ("rows", "cols", "cell", "padding"):
         layout.setdefault(key, None)
+    if None not in layout.values():  # a grid that does not fit the picture was misdescribed
+        needed = (layout["cols"] * layout["cell"][1] + (layout["cols"] + 1) * layout["padding"],
+                  layout["rows"] * layout["cell"][0] + (layout["rows"] + 1) * layout["padding"])
+        if needed[0] > picture.width or needed[1] > picture.height:
+            raise ValueError(f"a {layout['rows']} x {layout['cols']} grid of {layout['cell']} "
+                             f"cells with padding {layout['padding']} needs {needed[0]} x "
+                             f"{needed[1]} pixels, but the picture is {picture.width} x "
+                             f"{picture.height}")
     return layout
 
 
@@ -807,6 +825,16 @@ def _panels(panels: Sequence[Mapping[str, object]] | None, layout: dict[str, obj
         if not isinstance(panel, Mapping):
             raise TypeError(f"panels[{i}] is a {type(panel).__name__}; each panel is a dict "
                             "(see panel_record)")
+        unknown = sorted(set(panel) - set(PANEL_KEYS), key=str)
+        if unknown:
+            close = [m for key in unknown
+                     for m in difflib.get_close_matches(str(key), PANEL_KEYS, n=1)]
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ValueError(f"panels[{i}] has unknown key(s) {unknown}{hint}; a panel has the "
+                             f"keys {list(PANEL_KEYS)}: put your own values under 'extra'")
+        for key in ("row", "col"):
+            if panel.get(key) is not None:
+                positive_int(f"panels[{i}] {key}", panel[key], minimum=0)
         record = {key: None for key in PANEL_KEYS}
         record.update(_json_safe(dict(panel), f"panels[{i}]"))  # type: ignore[arg-type]
         if record["row"] is None and record["col"] is None:

@@ -640,3 +640,34 @@ def test_panel_record_checks_its_arguments(renders):
         panel_record(results[0], index=1)
     with pytest.raises(TypeError, match=r"panel\['extra'\]\['weights'\] is a tensor"):
         panel_record(results[0], weights=torch.zeros(3))
+
+
+@pytest.mark.parametrize("panels, error, match", [
+    ([{"lable": "a"}], ValueError, r"unknown key\(s\) \['lable'\] \(did you mean label\?\)"),
+    ([{"colour": "red"}], ValueError, "put your own values under 'extra'"),
+    ([{"row": "a", "col": 0}], ValueError, "panels\\[0\\] row must be an integer >= 0"),
+    ([{"row": 0, "col": -1}], ValueError, "panels\\[0\\] col must be an integer >= 0"),
+])
+def test_save_figure_refuses_misspelt_and_misplaced_panels(tmp_path, panels, error, match):
+    with pytest.raises(error, match=match):
+        save_figure(np.zeros((8, 8, 3)), tmp_path / "f.png", panels=panels)
+    assert not (tmp_path / "f.png").exists()
+
+
+def test_save_figure_refuses_a_layout_larger_than_the_picture(tmp_path):
+    with pytest.raises(ValueError, match=r"needs 19 x 19 pixels, but the picture is 8 x 8"):
+        save_figure(np.zeros((8, 8, 3)), tmp_path / "f.png", rows=2, cols=2, cell=8, padding=1)
+    assert save_figure(np.zeros((19, 19, 3)), tmp_path / "f.png", rows=2, cols=2, cell=8,
+                       padding=1).exists()
+
+
+def test_a_layout_and_a_panel_record_check_their_numbers():
+    with pytest.raises(ValueError, match="rows must be a positive integer"):
+        FigureLayout(rows=-1, cols=1, cell_h=4, cell_w=4, padding=0)
+    with pytest.raises(ValueError, match="padding must be an integer >= 0"):
+        FigureLayout(rows=1, cols=1, cell_h=4, cell_w=4, padding=-2)
+    net = nn.Sequential(nn.Conv2d(3, 2, 1))
+    result = render_vis(net, "0:1", param_f=lambda: param.image(8), thresholds=(1,),
+                        progress=False)
+    with pytest.raises(ValueError, match="row must be an integer >= 0"):
+        panel_record(result, row="a")
