@@ -181,6 +181,10 @@ def test_text_objectives_need_a_clip_model():
 def test_clip_text_weights_checked(vit):
     with pytest.raises(ValueError, match="one each"):
         clip_text(vit, ["a", "b"], weights=[1.0])
+    with pytest.raises(ValueError, match="finite numbers"):
+        clip_text(vit, ["a"], weights=[float("nan")])
+    with pytest.raises(TypeError, match="prompts must be a non-empty string or a list"):
+        clip_text(vit, 5)
 
 
 def test_missing_open_clip_names_the_extra(monkeypatch):

@@ -249,6 +249,8 @@ def clip_model(name: str, pretrained: bool = True, cache_dir: str | None = None)
 def _as_prompts(prompts: str | Sequence[str] | None, what: str) -> list[str]:
     if prompts is None:
         return []
+    if not isinstance(prompts, str) and not hasattr(prompts, "__iter__"):
+        raise TypeError(f"{what} must be a non-empty string or a list of them; got {prompts!r}")
     found = [prompts] if isinstance(prompts, str) else list(prompts)
     if not all(isinstance(p, str) and p for p in found):
         raise TypeError(f"{what} must be a non-empty string or a list of them; got {prompts!r}")
@@ -300,9 +302,11 @@ def clip_text(model: nn.Module, prompts: str | Sequence[str],
         raise ValueError("clip_text needs at least one prompt")
     negatives = _as_prompts(negative, "negative")
     w = torch.ones(len(positive)) if weights is None else torch.as_tensor(weights).float()
-    w_copies = DeviceCopies(w)
     if w.shape != (len(positive),):
         raise ValueError(f"got {w.numel()} weights for {len(positive)} prompts; give one each")
+    if not torch.isfinite(w).all():
+        raise ValueError(f"prompt weights must be finite numbers, got {w.tolist()}")
+    w_copies = DeviceCopies(w)
     targets = _text_targets(model, positive)
     away = _text_targets(model, negatives) if negatives else None
 
