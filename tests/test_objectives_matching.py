@@ -155,7 +155,7 @@ def test_matching_errors_name_the_problem():
         activation_match("c", torch.zeros(2, 3, 3))
     with pytest.raises(ValueError, match="finite"):
         activation_distance("c", torch.tensor([1.0, float("nan")]))
-    with pytest.raises(ValueError, match="cossim_pow must be >= 0"):
+    with pytest.raises(ValueError, match="cossim_pow must be a finite number >= 0"):
         activation_match("c", torch.ones(2), cossim_pow=-1)
     objective = activation_match("c", torch.ones(1, 4, 8, 8))
     with pytest.raises(ValueError, match=r"target activation has shape \(1, 4, 8, 8\) but layer "
@@ -207,8 +207,11 @@ def test_names():
         "feature_inversion('0', cossim_pow=2)"
     assert caricature(net, "0", photo).name == "caricature('0', cossim_pow=0)"
     assert caricature(net, "0", photo).layers == {"0"}
-    with pytest.raises(TypeError, match="cossim_pow must be a number"):
+    with pytest.raises(ValueError, match="caricature needs a number for cossim_pow"):
         caricature(net, "0", photo, cossim_pow=None)
+    for bad in ("1", float("nan"), -1):
+        with pytest.raises(ValueError, match="cossim_pow must be a finite number >= 0"):
+            feature_inversion(net, "0", photo, cossim_pow=bad)
     with pytest.raises(ValueError, match="unknown layer 'nope'"):
         feature_inversion(net, "nope", photo)
 

@@ -37,6 +37,7 @@ from PIL import Image
 from torch import nn
 
 from lucent_core._device import DeviceCopies
+from lucent_core._validate import finite_real
 from lucent_core.hooks import capture, frozen, model_device, run_to_layers
 from lucent_core.io import centre_crop_box, open_photo
 from lucent_core.models.config import Preprocessing, preprocessing_of
@@ -358,8 +359,7 @@ def activation_match(layer: str, target: torch.Tensor | np.ndarray, cossim_pow: 
         2.0
     """
     goal = _Target(target)
-    if not cossim_pow >= 0:
-        raise ValueError(f"cossim_pow must be >= 0, got {cossim_pow}")
+    cossim_pow = finite_real("cossim_pow", cossim_pow, minimum=0)
 
     def inner(acts: Activations) -> torch.Tensor:
         a, g = _paired(acts, layer, goal, batch)
@@ -404,6 +404,8 @@ def activation_distance(layer: str, target: torch.Tensor | np.ndarray,
 def _matching(kind: str, model: nn.Module, layer: str, image: ImageSource,
               cossim_pow: float | None, size: Size, preprocess: Preprocessing | None
               ) -> Objective:
+    if cossim_pow is not None:  # checked before the model runs
+        cossim_pow = finite_real("cossim_pow", cossim_pow, minimum=0)
     target = image_activations(model, layer, image, size=size, preprocess=preprocess)
     if cossim_pow is None:
         objective = -activation_distance(layer, target)
@@ -488,6 +490,7 @@ def caricature(model: nn.Module, layer: str, image: ImageSource, cossim_pow: flo
         >>> caricature(net, "0", torch.rand(3, 8, 8)).name
         "caricature('0', cossim_pow=0)"
     """
-    if isinstance(cossim_pow, bool) or not isinstance(cossim_pow, (int, float)):
-        raise TypeError(f"cossim_pow must be a number >= 0, got {cossim_pow!r}")
+    if cossim_pow is None:
+        raise ValueError("caricature needs a number for cossim_pow (0 is Lucid's); None is "
+                         "feature_inversion's L2 loss")
     return _matching("caricature", model, layer, image, cossim_pow, size, preprocess)
