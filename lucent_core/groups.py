@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from lucent_core._validate import not_both, steps_or_thresholds
+from lucent_core._validate import flag, not_both, steps_or_thresholds
 from lucent_core.objectives import Objective, direction, image_activations, load_image
 from lucent_core.param import image as image_param
 from lucent_core.render import RenderResult, render_vis
@@ -274,6 +274,7 @@ def neuron_groups(model: nn.Module, layer: str, image: ImageInput, k: int = 6, *
         >>> groups.k, tuple(groups.spatial_maps.shape), groups.image_size
         (2, (2, 16, 24), (16, 24))
     """
+    flag("clamp", clamp)
     pixels = load_image(image, size)
     activation = _conv_activation(model, layer, pixels)[0]
     channels, height, width = activation.shape

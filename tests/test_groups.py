@@ -404,3 +404,9 @@ def test_an_overlay_on_the_original_photo_covers_the_centre_square_an_int_size_k
     assert not stretched.centre_square
     rows, cols = np.nonzero(groups_overlay(stretched, photo)[0] > 0.5)
     assert 30 <= cols.min() and cols.max() < 40
+
+
+def test_clamp_is_a_flag():
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU())
+    with pytest.raises(TypeError, match="clamp must be True or False"):
+        neuron_groups(net, "1", torch.rand(3, 8, 8), k=2, clamp="no")

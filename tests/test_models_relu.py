@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from lucent_core.models.relu import RedirectedReLU, redirected_relu
+from lucent_core.models.relu import RedirectedReLU, redirected_relu, set_redirected_relu
 
 
 def reference_grad(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -138,3 +138,8 @@ def test_a_swapped_in_place_relu_keeps_its_side_effect_outside_redirected_render
     image = torch.randn(2, 3, requires_grad=True)
     with redirecting(net):  # the redirected gradient needs its own output: not in place
         assert net.relu(image).data_ptr() != image.data_ptr()
+
+
+def test_set_redirected_relu_takes_a_flag():
+    with pytest.raises(TypeError, match="redirect must be True or False"):
+        set_redirected_relu(nn.Sequential(RedirectedReLU()), "no")

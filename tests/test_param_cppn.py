@@ -306,10 +306,17 @@ def test_options_change_the_network(activation):
     ({"w": 8, "activation": "relu"}, r"composite.*composite_unbiased"),
     ({"w": 8, "coordinate_range": 0}, "coordinate_range"),
     ({"w": 8, "lr_scale": -1}, "lr_scale"),
+    ({"w": 8, "lr_scale": float("inf")}, "lr_scale must be a finite number > 0"),
+    ({"w": 8, "coordinate_range": float("inf")}, "coordinate_range must be a finite number"),
 ])
 def test_bad_arguments_are_clear_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         cppn(**kwargs)
+
+
+def test_radius_is_a_flag():
+    with pytest.raises(TypeError, match="radius must be True or False, got 'no'"):
+        cppn(8, radius="no")
 
 
 def test_bad_render_sizes_are_clear_errors():

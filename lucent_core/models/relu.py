@@ -22,6 +22,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from lucent_core._validate import flag
 from lucent_core.hooks import _compiling
 
 __all__ = ["RedirectedReLU", "redirected_relu", "redirecting", "set_redirected_relu",
@@ -129,6 +130,7 @@ def set_redirected_relu(model: nn.Module, redirect: bool) -> int:
         >>> set_redirected_relu(nn.Sequential(RedirectedReLU(), RedirectedReLU()), True)
         2
     """
+    flag("redirect", redirect)
     count = 0
     for relu in _relus(model):
         relu.redirect = redirect

@@ -31,7 +31,7 @@ import math
 import torch
 from torch import nn
 
-from lucent_core._validate import positive_int
+from lucent_core._validate import finite_real, flag, positive_int
 
 __all__ = ["ACTIVATIONS", "CPPNImage", "composite_activation", "cppn", "cppn_coordinates"]
 
@@ -191,15 +191,12 @@ class CPPNImage(nn.Module):
                     hidden_channels=hidden_channels)
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose one of {ACTIVATIONS}")
-        if not (isinstance(coordinate_range, (int, float)) and coordinate_range > 0):
-            raise ValueError(f"coordinate_range must be a positive number, got "
-                             f"{coordinate_range!r}")
-        if not (isinstance(lr_scale, (int, float)) and lr_scale > 0):
-            raise ValueError(f"lr_scale must be a positive number, got {lr_scale!r}")
+        coordinate_range = finite_real("coordinate_range", coordinate_range, positive=True)
+        lr_scale = finite_real("lr_scale", lr_scale, positive=True)
         self.size = (height, width)
         self.activation = activation
-        self.radius = radius
-        self.coordinate_range = float(coordinate_range)
+        self.radius = flag("radius", radius)
+        self.coordinate_range = coordinate_range
         in_channels = 3 if radius else 2
         layers = []
         for _ in range(num_layers):
