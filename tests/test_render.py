@@ -414,8 +414,9 @@ def test_model_preprocessing_is_used():
                                         mean=(1.0, 2.0, 3.0), std=(2.0, 4.0, 8.0),
                                         input_size=(10, 20))
     quick(model, param_f=p, optimizer=sgd0, thresholds=(2,))
-    # by hand: resize, map [0, 1] -> [-117, 138], RGB -> BGR, subtract mean, divide by std
-    x = F.interpolate(img, size=(10, 20), mode="bilinear", align_corners=False)
+    # by hand: resize (antialiased: the height shrinks), map [0, 1] -> [-117, 138],
+    # RGB -> BGR, subtract mean, divide by std
+    x = F.interpolate(img, size=(10, 20), mode="bilinear", align_corners=False, antialias=True)
     x = x * 255.0 - 117.0
     x = torch.stack([x[:, 2], x[:, 1], x[:, 0]], 1)
     x = (x - torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1)) / torch.tensor(
