@@ -147,12 +147,13 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
         yield
 
 
-def _snapshot(param: nn.Module, step: int) -> np.ndarray:
-    """The parameterisation's images after ``step`` as ``(B, H, W, C)`` in [0, 1]."""
+def _snapshot(param: nn.Module, step: int, check: bool = True) -> np.ndarray:
+    """The parameterisation's images after ``step`` as ``(B, H, W, C)`` in [0, 1] (NaN kept
+    without ``check``)."""
     with torch.no_grad():
         images = param().detach().float()
-    if not torch.isfinite(images).all():  # the last update can break an image the objective
-        raise FloatingPointError(          # never saw
+    if check and not torch.isfinite(images).all():  # the last update can break an image the
+        raise FloatingPointError(                    # objective never saw
             f"the image became NaN or infinite in the update of step {step}; lower the "
             "learning rate or use a sigmoid-mapped parameterisation")
     return images.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
@@ -196,7 +197,8 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
                thresholds: Sequence[int] = (512,), seed: int | None = None,
                progress: bool = True, preprocess: Preprocessing | None = None,
                redirected_relu: bool = True, autocast: torch.dtype | None = None,
-               channels_last: bool | None = None, compile: bool = False) -> RenderResult:
+               channels_last: bool | None = None, compile: bool = False,
+               check_images: bool = True) -> RenderResult:
     """Optimise an image so that ``objective`` is as large as possible.
 
     Each step: ``param()`` gives images in [0, 1], ``transforms`` perturb them, ``preprocess``
@@ -238,6 +240,9 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
         compile: run the model's forward (up to the deepest layer needed) through
             ``torch.compile``. The first render compiles (tens of seconds), later renders of
             the same model and layers reuse it; worth it on GPUs for long renders and atlases.
+        check_images: raise ``FloatingPointError`` when a taken image is not finite (an
+            update after the last objective broke it). ``False`` keeps such images, NaN, for
+            a caller that judges each image itself (an atlas fails those units one by one).
 
     Returns:
         A :class:`RenderResult` with the images at each threshold and the objective history.
@@ -253,7 +258,7 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
     steps = _check_thresholds(thresholds)
     seed = None if seed is None else integer("seed", seed)
     for name, value in (("progress", progress), ("redirected_relu", redirected_relu),
-                        ("compile", compile)):
+                        ("compile", compile), ("check_images", check_images)):
         flag(name, value)
     if channels_last is not None:
         flag("channels_last", channels_last)
@@ -327,7 +332,7 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
                         checked = len(values)
                         bar.set_postfix(objective=f"{values[-1].item():.4g}")
                     if step in steps:
-                        images.append(_snapshot(param, step))
+                        images.append(_snapshot(param, step, check_images))
                         taken.append(step)
             except RuntimeError as error:
                 if channels_last and "view size is not compatible" in str(error):
@@ -340,7 +345,7 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
                 if values[checked:]:
                     _check_finite(values[checked:], checked + 1)
                 if values and (not taken or taken[-1] != len(values)):
-                    images.append(_snapshot(param, len(values)))
+                    images.append(_snapshot(param, len(values), check_images))
                     taken.append(len(values))
     history = torch.stack(values).float().cpu().tolist() if values else []
     settings = {"seed": seed, "transforms": describe_transforms(transform),

@@ -112,6 +112,19 @@ def test_settings_and_series_reject_bad_values():
         Series("conv", "direction")
     with pytest.raises(ValueError, match="N x C matrix"):
         Series("conv", "direction", torch.ones(3))
+    with_nan = torch.ones(3, 4)
+    with_nan[1, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"row\(s\) 1 of the \(3, 4\) direction matrix hold NaN"):
+        Series("conv", "direction", with_nan)
+    assert Series("conv", "direction", np.eye(4)).directions.shape == (4, 4)  # arrays too
+
+
+def test_a_directions_file_with_a_nan_row_is_refused_with_the_row(tmp_path):
+    rows = np.ones((5, 4), dtype=np.float32)
+    rows[3] = np.nan
+    np.save(tmp_path / "sae.npy", rows)
+    with pytest.raises(ValueError, match=r"sae.npy: row\(s\) 3 of the \(5, 4\)"):
+        atlas.load_directions(tmp_path / "sae.npy")
 
 
 def test_a_known_setting_with_a_bad_value_is_not_called_unknown(tiny, tmp_path):
@@ -573,7 +586,7 @@ def test_records_come_in_unit_order_past_unit_99999(tmp_path):
 
 def test_a_request_that_fails_its_checks_leaves_no_atlas_behind(tiny, tmp_path):
     out = tmp_path / "atlas"
-    bad = [({"size": 1}, RuntimeError), ({"batch": 0}, ValueError),
+    bad = [({"size": 1}, ValueError), ({"batch": 0}, ValueError),
            ({"units": [9]}, IndexError)]
     for change, error in bad:
         with pytest.raises(error):
@@ -678,6 +691,38 @@ def test_a_unit_whose_objective_overflows_fails_alone_and_the_atlas_goes_on(tmp_
     again = atlas.render_atlas(net, tmp_path, "3", batch=3, **FAST)
     assert again.rendered == 0 and again.skipped == 6 and again.failed == []
     assert again.failed_earlier == 1 and "1 requested units failed in earlier runs" in str(again)
+
+
+class _NaNGradient(torch.autograd.Function):
+    """Identity forward; the gradient reaching channel 1 comes back NaN (where it is not 0)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        grad[:, 1] = torch.where(grad[:, 1] != 0, float("nan"), 0.0)
+        return grad
+
+
+class _BreaksChannelOne(nn.Module):
+    """Channel 1's value stays finite, but its gradient is NaN: the update after the one step
+    breaks that unit's image while the objective never saw a non-finite value."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _NaNGradient.apply(x)
+
+
+def test_a_unit_whose_image_breaks_in_the_last_update_fails_alone(tmp_path):
+    net = nn.Sequential(nn.Identity(), _BreaksChannelOne())
+    summary = atlas.render_atlas(net, tmp_path, "1", batch=2, steps=1, size=16,
+                                 progress=False, index=False)
+    assert summary.failed == ["1:1"] and summary.rendered == 2  # channels 0 and 2
+    failure = json.loads((tmp_path / "1" / "units" / "00001.failed.json").read_text())
+    assert failure["failed"] == "the image became NaN"
+    assert (tmp_path / "1" / "units" / "00000.png").is_file()
 
 
 def test_the_cli_exits_1_when_units_failed(tmp_path, capsys, monkeypatch):

@@ -579,6 +579,11 @@ def test_bad_objective_arguments_fail_when_the_objective_is_made(make, error, ma
         make()
 
 
+def test_a_direction_with_nan_is_refused_when_made():
+    with pytest.raises(ValueError, match="the direction has NaN or infinite values"):
+        direction("c", [1.0, float("nan")])
+
+
 def test_numpy_integers_are_indices():
     acts = {"c": torch.arange(6.0).reshape(2, 3)}
     assert channel("c", np.int64(2), batch=np.int32(1))(acts).item() == 5.0

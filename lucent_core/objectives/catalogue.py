@@ -81,6 +81,8 @@ def _as_vector(vector: "torch.Tensor | np.ndarray | Sequence[float]") -> torch.T
     if v.dim() != 1:
         raise ValueError(f"a direction must be a 1-D vector with one value per channel; got "
                          f"shape {tuple(v.shape)}")
+    if not torch.isfinite(v).all():
+        raise ValueError("the direction has NaN or infinite values")
     return v.float()
 
 
