@@ -72,12 +72,23 @@ def _device(name: str) -> torch.device:
 def _load(args: argparse.Namespace) -> torch.nn.Module:
     if args.random_weights and args.weights:
         raise ValueError("--random-weights and --weights exclude each other")
-    # random weights are seeded, so every process of a sharded atlas builds the same model
+    if args.weights_seed is not None and not args.random_weights:
+        raise ValueError("--weights-seed chooses random weights: give it with --random-weights")
+    # seeded, so every process of a sharded atlas builds the same model (random weights, and
+    # whatever a package.module:function draws when it builds)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(getattr(args, "seed", 0))
         model = create_model(args.model, pretrained=not args.random_weights,
-                             weights=args.weights)
+                             weights=args.weights,
+                             seed=_weights_seed(args) if args.random_weights else None)
     return model.to(_device(args.device))
+
+
+def _weights_seed(args: argparse.Namespace) -> int:
+    """``--weights-seed``, else ``--seed`` (the seed random weights were always drawn from)."""
+    if args.weights_seed is not None:
+        return args.weights_seed
+    return getattr(args, "seed", 0)
 
 
 def _weights_description(args: argparse.Namespace) -> str:
@@ -92,6 +103,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", help="a local weights file to load")
     parser.add_argument("--random-weights", action="store_true",
                         help="use randomly initialised weights (offline; for testing)")
+    parser.add_argument("--weights-seed", type=int,
+                        help="the seed of --random-weights (default: --seed, else 0)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
 
 

@@ -666,6 +666,24 @@ def test_a_zoo_model_with_random_weights_is_recorded_as_such(tmp_path):
     assert record["weights"] == "random" and "--random-weights" in record["command"]
 
 
+@pytest.mark.parametrize("weights_seed, atlas_seed", [(0, 0), (7, 0), (0, 3)])
+def test_the_reproduce_command_of_random_weights_rebuilds_the_same_weights(
+        tmp_path, monkeypatch, weights_seed, atlas_seed):
+    from lucent_core.models import create_model
+    model = create_model("vgg16_hed", pretrained=False, seed=weights_seed)
+    atlas.render_atlas(model, tmp_path / "python", "block1_conv1", units="1", steps=2, size=16,
+                       seed=atlas_seed, progress=False, index=False)
+    record = json.loads((tmp_path / "python" / "block1_conv1" / "units" / "00001.json")
+                        .read_text())
+    assert ("--weights-seed" in record["command"]) == (weights_seed != atlas_seed)
+    monkeypatch.chdir(tmp_path)
+    argv = record["command"].split()[1:] + ["--quiet", "--no-index"]
+    assert main(argv) == 0
+    again = json.loads((tmp_path / "reproduce-block1_conv1-1" / "atlas.json").read_text())
+    python = json.loads((tmp_path / "python" / "atlas.json").read_text())
+    assert again["settings"]["weights_sha256"] == python["settings"]["weights_sha256"]
+
+
 def test_a_unit_whose_objective_overflows_fails_alone_and_the_atlas_goes_on(tmp_path, capsys,
                                                                             monkeypatch):
     torch.manual_seed(0)

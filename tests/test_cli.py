@@ -203,6 +203,9 @@ ERROR_CASES = {
     "missing weights file": (["render", "--model", "vgg16_hed", "--weights", "/nonexistent",
                               "--layer", "block4_conv3", "--channel", "0", *SMALL],
                              [r"weights file /nonexistent does not exist"]),
+    "weights seed without random weights": (
+        ["render", "--model", "vgg16_hed", "--weights-seed", "3", "--layer", "block4_conv3",
+         "--channel", "0", *SMALL], [r"--weights-seed chooses random weights"]),
     "unknown device": ([*RANDOM_RENDER, "--device", "gpu"],
                        [r"--device gpu: choose auto, cpu, cuda, cuda:N or another torch device"]),
 }

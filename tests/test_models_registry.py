@@ -414,3 +414,17 @@ def test_create_model_checks_its_arguments():
         create_model("vgg16_hed", pretrained="no")
     with pytest.raises(TypeError, match="a model is given by name"):
         create_model(16)
+
+
+def test_random_weights_come_from_a_seed_and_leave_the_callers_rng_alone():
+    from lucent_core.models.weights import state_dict_sha256
+    state = torch.random.get_rng_state()
+    first = create_model("vgg16_hed", pretrained=False)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert first.weights_seed == 0
+    assert state_dict_sha256(create_model("vgg16_hed", pretrained=False)) == \
+        state_dict_sha256(first)
+    other = create_model("vgg16_hed", pretrained=False, seed=1)
+    assert other.weights_seed == 1 and state_dict_sha256(other) != state_dict_sha256(first)
+    with pytest.raises(ValueError, match="seed= chooses random weights"):
+        create_model("vgg16_hed", seed=1)

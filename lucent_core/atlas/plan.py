@@ -43,6 +43,8 @@ class AtlasSettings:
         weights: where the weights came from (``"pretrained"``, ``"random"``, ``"custom"`` for a
             model given in Python, or a path); shown in records and commands, not compared on
             resume (the hash is).
+        weights_seed: the seed random weights were drawn from (``model.weights_seed``), for
+            the reproduce commands; not compared on resume either.
         steps: optimisation steps per unit.
         size: image size in pixels.
         param: ``"fourier"``, ``"pixel"`` or ``"cppn"``.
@@ -75,11 +77,14 @@ class AtlasSettings:
     seed: int = 0
     precision: str = "float32"
     model_revision: int = 1
+    weights_seed: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "size"):
             object.__setattr__(self, name, positive_int(name, getattr(self, name)))
         object.__setattr__(self, "seed", integer("seed", self.seed))
+        if self.weights_seed is not None:
+            object.__setattr__(self, "weights_seed", integer("weights_seed", self.weights_seed))
         for name in ("decorrelate", "redirected_relu"):
             object.__setattr__(self, name, flag(name, getattr(self, name)))
         if self.param not in PARAMS:
@@ -97,14 +102,16 @@ class AtlasSettings:
         return asdict(self)
 
     def identity(self) -> dict:
-        """The settings that must match to add to (or resume) an atlas: all but ``weights``.
+        """The settings that must match to add to (or resume) an atlas: all but ``weights`` and
+        ``weights_seed`` (the weights' hash is compared).
 
         The default precision (float32) and model revision (1) are left out, so that unit
         seeds, and atlases made before these settings existed, stay as they were.
         """
         defaults = {"precision": "float32", "model_revision": 1}
         return {k: v for k, v in self.as_dict().items()
-                if k != "weights" and not (k in defaults and v == defaults[k])}
+                if k not in ("weights", "weights_seed") and not (k in defaults
+                                                                and v == defaults[k])}
 
     @classmethod
     def from_dict(cls, data: dict) -> "AtlasSettings":

@@ -192,6 +192,8 @@ def reproduce_command(settings: AtlasSettings, series: Series, unit: int) -> str
     words = ["lucent-core", "atlas", "--model", settings.model]
     if settings.weights == "random":
         words.append("--random-weights")
+        if settings.weights_seed is not None and settings.weights_seed != settings.seed:
+            words += ["--weights-seed", str(settings.weights_seed)]
     elif settings.weights not in ("pretrained", "custom"):
         words += ["--weights", settings.weights]
     words += ["--layer", series.layer, "--units", str(unit)]
@@ -529,6 +531,8 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
     settings["model_revision"] = model_revision(model)
     settings["model"] = model_name or registry_name(model)
     settings.setdefault("weights", getattr(model, "weights_origin", "custom"))
+    if settings["weights"] == "random":
+        settings.setdefault("weights_seed", getattr(model, "weights_seed", None))
     unknown = sorted(set(settings) - set(AtlasSettings.__dataclass_fields__))
     if unknown:
         valid = sorted(set(AtlasSettings.__dataclass_fields__) - {"weights_sha256", "model",

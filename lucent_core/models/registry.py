@@ -8,9 +8,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
+import torch
 from torch import nn
 
-from lucent_core._validate import flag
+from lucent_core._validate import flag, integer
 from lucent_core.models.config import Preprocessing
 from lucent_core.models.relu import use_redirected_relus
 from lucent_core.models.weights import WeightsError, WeightsSource, load_weights
@@ -18,6 +19,7 @@ from lucent_core.models.weights import WeightsError, WeightsSource, load_weights
 __all__ = ["ModelConfig", "create_model", "get_config", "list_models", "register_model"]
 
 TORCHVISION_PREFIX = "torchvision:"
+RANDOM_WEIGHTS_SEED = 0  # create_model(pretrained=False) draws its weights from this seed
 
 
 @dataclass(frozen=True)
@@ -151,8 +153,8 @@ def _load_state(model: nn.Module, state: dict, name: str, weights: object) -> No
         raise WeightsError(f"{where} does not fit model {name!r}: {detail}") from error
 
 
-def create_model(name: str, pretrained: bool = True, weights: str | os.PathLike | None = None
-                 ) -> nn.Module:
+def create_model(name: str, pretrained: bool = True, weights: str | os.PathLike | None = None,
+                 *, seed: int | None = None) -> nn.Module:
     """Build a registered model in eval mode, carrying its config and preprocessing.
 
     Args:
@@ -160,34 +162,43 @@ def create_model(name: str, pretrained: bool = True, weights: str | os.PathLike 
         pretrained: load the trained weights (see :mod:`lucent_core.models.weights` for where
             they are looked for); ``False`` gives random weights, offline.
         weights: a local weights file to load instead (implies ``pretrained``).
+        seed: random weights only: the seed they are drawn from (default 0), so a name and a
+            seed always give the same model, the one the command line's ``--random-weights
+            --weights-seed S`` builds; the caller's random state is left as it was.
 
     Returns:
         The model, with ``model.config`` (:class:`ModelConfig`) and ``model.preprocessing``
         set, so :func:`~lucent_core.render_vis` preprocesses correctly by itself, and
-        ``model.weights_origin`` (``"pretrained"``, ``"random"`` or the weights path) for
-        records.
+        ``model.weights_origin`` (``"pretrained"``, ``"random"`` or the weights path) and
+        ``model.weights_seed`` (random weights' seed, else None) for records.
 
     Example:
         >>> model = create_model("inceptionv1", pretrained=False)
         >>> model.preprocessing.value_range
         (-117.0, 138.0)
     """
-    config = get_config(name)
-    flag("pretrained", pretrained)
-    if pretrained and weights is None and config.weights is None \
-            and config.load_pretrained is not None:
-        model = config.load_pretrained()
-    else:
-        model = config.build()
-        if pretrained or weights is not None:
-            if config.weights is None:
-                raise ValueError(f"model {name!r} has no trained weights file; use "
-                                 "pretrained=False (command line: --random-weights)")
-            _load_state(model, load_weights(config.weights, weights), name, weights)
+    random_weights = not flag("pretrained", pretrained) and weights is None
+    if seed is not None and not random_weights:
+        raise ValueError("seed= chooses random weights: give it with pretrained=False only")
+    seed = (RANDOM_WEIGHTS_SEED if seed is None else integer("seed", seed)) \
+        if random_weights else None
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:  # also for "package.module:function", which builds in get_config
+            torch.manual_seed(seed)
+        config = get_config(name)
+        loads_itself = pretrained and weights is None and config.weights is None \
+            and config.load_pretrained is not None
+        model = config.load_pretrained() if loads_itself else config.build()
+    if not loads_itself and not random_weights:
+        if config.weights is None:
+            raise ValueError(f"model {name!r} has no trained weights file; use "
+                             "pretrained=False (command line: --random-weights)")
+        _load_state(model, load_weights(config.weights, weights), name, weights)
     use_redirected_relus(model)  # torchvision's and open_clip's nn.ReLUs, for renders
     model.eval()
     model.config = config
     model.preprocessing = config.preprocessing
     model.weights_origin = str(weights) if weights is not None else \
         "pretrained" if pretrained else "random"
+    model.weights_seed = seed
     return model
