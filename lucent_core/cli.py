@@ -273,7 +273,8 @@ def _add_examples_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--images", required=True, help="folder of images (searched recursively)")
     parser.add_argument("--out", required=True, help="the atlas directory to add examples to")
     parser.add_argument("--top", type=int, default=9, help="images kept per unit (9)")
-    parser.add_argument("--units", help="which units: 0:64, 3,7,9 ... (default: all)")
+    parser.add_argument("--units", help="which units: 0:64, 3,7,9, -1, --units=-8: ... "
+                                        "(default: all)")
     parser.add_argument("--neuron", action="store_true", help="the centre neuron of each channel")
     parser.add_argument("--directions", metavar="FILE",
                         help="an N x C .pt/.npy file: examples for each direction")
@@ -301,7 +302,8 @@ def _add_atlas_parser(commands: argparse._SubParsersAction) -> None:
     _add_model_arguments(parser)
     parser.add_argument("--layer", action="append", required=True,
                         help="layer to render (repeat for several layers)")
-    parser.add_argument("--units", help="which units: 0:64, 3,7,9, 0:512:2 ... (default: all)")
+    parser.add_argument("--units", help="which units: 0:64, 3,7,9, 0:512:2, -1, --units=-8: "
+                                        "... (default: all)")
     parser.add_argument("--neuron", action="store_true",
                         help="optimise each channel at the centre position only")
     parser.add_argument("--directions", metavar="FILE",

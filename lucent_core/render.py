@@ -277,6 +277,7 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
     reads_input = INPUT_LAYER in objective.layers
     model_layers = sorted(objective.layers - {INPUT_LAYER})
 
+    bar_every = 1 if device.type == "cpu" else 50
     images: list[np.ndarray] = []
     taken: list[int] = []
     values: list[torch.Tensor] = []
@@ -326,11 +327,12 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
                     bar.update(1)
                     if device.type == "cpu" and step % _TRIM_EVERY == 0:
                         release_freed_host_memory()
-                    # Host-device syncs: at thresholds, and every 50 steps for a visible bar.
-                    if step == 1 or step in steps or (progress and step % 50 == 0):
+                    # Host-device syncs: at thresholds, and for a visible bar every 50 steps
+                    # (every step on the CPU, where reading a value costs nothing)
+                    if step == 1 or step in steps or (progress and step % bar_every == 0):
                         _check_finite(values[checked:], checked + 1)
                         checked = len(values)
-                        bar.set_postfix(objective=f"{values[-1].item():.4g}")
+                        bar.set_postfix(objective=f"{values[-1].item():.4g}", refresh=False)
                     if step in steps:
                         images.append(_snapshot(param, step, check_images))
                         taken.append(step)

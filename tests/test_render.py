@@ -610,6 +610,18 @@ def test_progress_on_writes_a_bar(capsys):
     assert "3/3" in captured.err
 
 
+def test_the_bar_shows_every_steps_objective_on_the_cpu(capsys, monkeypatch):
+    import tqdm
+    shown = []
+    original = tqdm.tqdm.set_postfix
+    monkeypatch.setattr(tqdm.tqdm, "set_postfix", lambda bar, *args, **kwargs: (
+        shown.append(kwargs["objective"]), original(bar, *args, **kwargs)))
+    result = quick(make_net(), "head:1", thresholds=(7,), progress=True)
+    assert shown == [f"{value:.4g}" for value in result.history]  # not only at step 1 and 7
+    last_line = capsys.readouterr().err.strip().split("\r")[-1]
+    assert f"objective={result.history[-1]:.4g}" in last_line
+
+
 def test_input_pseudo_layer_is_the_rendered_image_and_skips_the_model():
     calls = []
 
