@@ -443,6 +443,21 @@ def test_cli_reproduce_command_gives_the_same_picture(tmp_path, capsys, monkeypa
     np.testing.assert_array_equal(pixels(reproduced), pixels(tmp_path / "a/2/units/00002.png"))
 
 
+def test_a_unit_rendered_alone_gives_back_its_picture_from_a_batch(tmp_path, monkeypatch):
+    # oneDNN's batch-1 convolutions round differently from larger batches'; a lone unit
+    # rides with a copy of itself, so its reproduce command gives the very same pixels
+    argv = ["atlas", "--model", "vgg16_hed", "--random-weights", "--layer", "block3_conv1",
+            "--steps", "24", "--size", "32", "--quiet", "--no-index"]
+    assert main(argv + ["--units", "0:2", "--batch", "2", "--out", str(tmp_path / "a")]) == 0
+    monkeypatch.chdir(tmp_path)
+    for unit in (0, 1):
+        command = records(tmp_path / "a", "block3_conv1")[unit]["command"].split()
+        assert main(command[1:] + ["--quiet", "--no-index"]) == 0
+        alone = tmp_path / f"reproduce-block3_conv1-{unit}/block3_conv1/units/{unit:05d}.png"
+        np.testing.assert_array_equal(
+            pixels(alone), pixels(tmp_path / f"a/block3_conv1/units/{unit:05d}.png"))
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--neuron", "--directions", "d.pt"], "exclude each other"),
     (["--layer", "0", "--directions", "d.pt"], "exactly one --layer"),

@@ -181,7 +181,7 @@ def layer_unit_maps(acts: torch.Tensor, series: Series,
 
 def reproduce_command(settings: AtlasSettings, series: Series, unit: int) -> str:
     """The ``lucent-core atlas`` command that renders this one unit again, alone (the same
-    picture up to the rounding of batch-size-dependent kernels, see the README).
+    pixels on the CPU; on GPUs up to the rounding of batch-size-dependent kernels).
 
     Example:
         >>> s = AtlasSettings(model="vgg16_hed", weights_sha256="ab", steps=64)
@@ -340,7 +340,15 @@ class _BatchRenderer:
         return flat.mean(1).cpu(), flat.amax(1).cpu(), robust
 
     def render(self, batch: Batch, units: Sequence[int]) -> list[tuple[int, np.ndarray, dict]]:
-        """Render ``units`` (of ``batch.series``); [] if Ctrl-C interrupted the render."""
+        """Render ``units`` (of ``batch.series``); [] if Ctrl-C interrupted the render.
+
+        A lone unit is rendered beside a copy of itself (dropped after): oneDNN's batch-1
+        convolution kernels round differently from those of every larger batch, enough to
+        change the picture, so the unit's reproduce command (which renders it alone) would
+        not give back its atlas picture.
+        """
+        count = len(units)
+        units = list(units) * 2 if count == 1 else list(units)
         series, settings = batch.series, self.settings
         seeds = [unit_seed(settings, series, u) for u in units]
         values_of = self._values_fn(series, units)
@@ -378,10 +386,10 @@ class _BatchRenderer:
         saved = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(self.device, self.dtype) / 255
         final, peaks, robust = self._scores(series, units, saved)
         trained = torch.stack(history).float().cpu()
-        seconds = (time.perf_counter() - started) / len(units)
+        seconds = (time.perf_counter() - started) / count
         finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
         records = []
-        for i, unit in enumerate(units):
+        for i, unit in enumerate(units[:count]):
             failure = _failure(trained[:, i], result.image[i])
             if failure:
                 records.append((unit, None, {
@@ -405,7 +413,7 @@ class _BatchRenderer:
                 "seed": seeds[i],
                 **{("atlas_seed" if k == "seed" else k): v
                    for k, v in settings.as_dict().items()},
-                "batch": len(units), "seconds": round(seconds, 3),
+                "batch": count, "seconds": round(seconds, 3),
                 "device": _device_name(self.device),
                 "lucent_core_version": lucent_core.__version__,
                 "torch_version": torch.__version__,
@@ -484,10 +492,10 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
 
     Units are optimised ``batch`` at a time (image ``i`` of a batch optimises unit ``i``); each
     unit's initialisation and transform draws come from its own seed, a hash of the settings,
-    the series and the unit number, so a unit renders the same alone or in any batch (up to
-    kernel rounding). Finished units are skipped: running the same call again after a crash
-    resumes it. The call writes one PNG and one JSON record per unit (see
-    :mod:`lucent_core.atlas.store`) and, once every requested unit exists, the manifest,
+    the series and the unit number, so a unit renders the same alone or in any batch (on the
+    CPU to the pixel; on GPUs up to kernel rounding). Finished units are skipped: running the
+    same call again after a crash resumes it. The call writes one PNG and one JSON record per
+    unit (see :mod:`lucent_core.atlas.store`) and, once every requested unit exists, the manifest,
     contact sheets and HTML gallery (:func:`~lucent_core.atlas.build_index`).
 
     Scaling out: ``shard=(i, n)`` takes every n-th batch starting at i (e.g. Slurm array
