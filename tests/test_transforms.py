@@ -429,3 +429,11 @@ def test_rotate_takes_one_angle_per_image_as_a_list_array_or_tensor():
     torch.testing.assert_close(TF.rotate(x, [90.0, 0.0]), expected)
     torch.testing.assert_close(TF.rotate(x, np.array([90.0, 0.0])), expected)
     assert TF.rotate(x, np.float32(0.0)) is x
+
+
+def test_rotate_and_affine_name_a_wrong_number_of_angles_or_generators():
+    x = torch.rand(2, 3, 8, 8)
+    with pytest.raises(ValueError, match="got 3 angles for a batch of 2 images"):
+        TF.rotate(x, [1.0, 2.0, 3.0])
+    with pytest.raises(TypeError, match="generators must be a torch.Generator"):
+        transforms.RandomAffine()(x, "seed")

@@ -113,6 +113,10 @@ class RandomAffine(nn.Module):
         if generators is None or isinstance(generators, torch.Generator):
             rows = [self._draw(generators) for _ in range(batch)]
         else:
+            if isinstance(generators, (str, bytes)) or not all(
+                    isinstance(g, torch.Generator) for g in generators):
+                raise TypeError(f"generators must be a torch.Generator, a list of them (one per "
+                                f"image) or None, got {generators!r}")
             if len(generators) != batch:
                 raise ValueError(f"got {len(generators)} generators for a batch of {batch} "
                                  "images; give one per image, one for all, or None")

@@ -81,4 +81,7 @@ def rotate(x: torch.Tensor, degrees: "float | torch.Tensor") -> torch.Tensor:
     angle = to_device(degrees, x.device, x.dtype).reshape(-1)
     if angle.numel() == 1:
         angle = angle.expand(x.shape[0])
+    elif angle.numel() != x.shape[0]:
+        raise ValueError(f"got {angle.numel()} angles for a batch of {x.shape[0]} images; give "
+                         "one angle, or one per image")
     return KT.rotate(x, angle, mode="bilinear", padding_mode="zeros", align_corners=False)
