@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import signal
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -300,21 +301,25 @@ class _ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.files) - self.start
 
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str | None]:
         number = self.start + i
         try:
             pixels = _load_image(self.folder / self.files[number], self.size)
         except Exception as error:  # any file PIL cannot read is skipped, never fatal
             return number, None, f"{type(error).__name__}: {error}"[:200]
-        return number, torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous(), None
+        return number, np.ascontiguousarray(pixels.transpose(2, 0, 1)), None
 
 
-def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor | None, list, int]:
-    """Drop unreadable files: (file numbers, images or None, [(number, reason)], file count)."""
+def _collate(items: list) -> tuple[np.ndarray, np.ndarray | None, list, int]:
+    """Drop unreadable files: (file numbers, images or None, [(number, reason)], file count).
+
+    NumPy arrays, not tensors: a worker process then sends them through its pipe, where
+    tensors would go through torch's file-descriptor sharing, whose server thread prints a
+    traceback when the job is stopped mid-scan."""
     good = [(n, pixels) for n, pixels, _ in items if pixels is not None]
     bad = [(n, reason) for n, pixels, reason in items if pixels is None]
-    numbers = torch.tensor([n for n, _ in good], dtype=torch.int64)
-    images = torch.stack([p for _, p in good]) if good else None
+    numbers = np.array([n for n, _ in good], dtype=np.int64)
+    images = np.stack([p for _, p in good]) if good else None
     return numbers, images, bad, len(items)
 
 
@@ -504,6 +509,15 @@ def _check_atlas_weights(out: Path, weights_sha256: str) -> None:
                          "would mislead. Use the atlas's model, or another --out.")
 
 
+def _leave_stopping_to_the_main_process(worker_id: int) -> None:
+    """In a DataLoader worker: Ctrl-C and a scheduler's SIGTERM reach the whole process group;
+    the main process saves the scan's progress and stops. The worker ignores Ctrl-C and leaves
+    quietly on SIGTERM (the DataLoader also ends its workers with SIGTERM): killed by the
+    signal, it would make the DataLoader print its own error and traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
+
+
 def find_examples(model: nn.Module, images: str | os.PathLike, out: str | os.PathLike,
                   series: Union[str, Series], *, top: int = 9,
                   units: "str | Sequence[int] | None" = None, batch_size: int = 32,
@@ -647,11 +661,13 @@ def find_examples(model: nn.Module, images: str | os.PathLike, out: str | os.Pat
         if state.processed < len(files):
             loader = DataLoader(_ImageFiles(folder, files, size, state.processed),
                                 batch_size=batch_size, num_workers=workers,
-                                collate_fn=_collate, shuffle=False)
+                                collate_fn=_collate, shuffle=False,
+                                worker_init_fn=_leave_stopping_to_the_main_process)
             with torch.no_grad(), frozen(model), capture(model, [series.layer]) as acts:
                 for batch_number, (numbers, pixels, bad, count) in enumerate(loader, 1):
+                    numbers = torch.from_numpy(numbers)
                     if pixels is not None:
-                        x = pixels.to(device=device, dtype=dtype) / 255
+                        x = torch.from_numpy(pixels).to(device=device, dtype=dtype) / 255
                         run_to_layers(model, preprocess(x), acts)
                         peaks, positions = _peaks(acts[series.layer], series, index, rows)
                         acts.clear()

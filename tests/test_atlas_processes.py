@@ -392,3 +392,28 @@ def test_rerun_with_other_settings_is_refused_and_changes_nothing(tmp_path, proc
     assert main(command(out, "--lr", "0.1")[3:]) == 2
     assert "lr: 0.05 in the atlas, 0.1 now" in capsys.readouterr().err
     assert tree(out) == before
+
+
+# --- a scheduler's SIGTERM to a dataset-example scan with worker processes ----------------------
+
+def test_sigterm_to_the_whole_group_of_an_examples_scan_saves_progress_without_a_traceback(
+        tmp_path, procs):
+    # the scheduler signals every process of the job: the DataLoader's workers too; they
+    # leave stopping to the main process, which saves the scan and exits 130
+    photos, out = tmp_path / "photos", tmp_path / "atlas"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(400):
+        Image.fromarray((rng.random((40, 40, 3)) * 255).astype(np.uint8)).save(
+            photos / f"p{i:03d}.png")
+    proc = procs.start([sys.executable, "-m", "lucent_core.cli", "examples", "--model",
+                        "vgg16_hed", "--random-weights", "--layer", "block3_conv1", "--units",
+                        "0:4", "--images", str(photos), "--out", str(out), "--size", "64",
+                        "--batch-size", "2", "--workers", "2", "--quiet"], "examples")
+    progress = out / "examples" / "block3_conv1" / "progress.pt"
+    wait_until(progress.exists, proc, "the scan saved its progress")
+    os.killpg(proc.pid, signal.SIGTERM)
+    code, output = procs.finish(proc)
+    assert code == 130, output
+    assert "interrupted: the progress is saved" in output and "Traceback" not in output
+    assert progress.exists()
