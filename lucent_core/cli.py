@@ -20,7 +20,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -35,20 +35,19 @@ from lucent_core.render import render_vis
 __all__ = ["main"]
 
 
-def _learning_rate(text: str) -> float:
-    """``--lr``: a finite number > 0 (argparse shows the message)."""
-    try:
-        return finite_real("the learning rate", float(text), positive=True)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+def _finite_option(what: str, **bounds: object) -> Callable[[str], float]:
+    """An argparse ``type`` for a finite number within ``bounds`` (see ``finite_real``)."""
+    def parse(text: str) -> float:
+        try:
+            return finite_real(what, float(text), **bounds)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return parse
 
 
-def _penalty_weight(text: str) -> float:
-    """``--diversity``: a finite number >= 0 (a negative weight would reward similar images)."""
-    try:
-        return finite_real("the diversity weight", float(text), minimum=0)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+_learning_rate = _finite_option("the learning rate", positive=True)
+# a negative weight would reward similar images
+_penalty_weight = _finite_option("the diversity weight", minimum=0)
 
 
 def _device(name: str) -> torch.device:
