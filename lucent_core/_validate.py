@@ -2,13 +2,49 @@
 
 from __future__ import annotations
 
+import math
 import numbers
+import operator
 
 import numpy as np
 
 
+def is_index(value: object) -> bool:
+    """Whether ``value`` is one integer as indexing takes it: a Python or NumPy integer or a
+    0-d integer array or tensor (such as ``argmax`` gives); not a bool, not a float.
+
+    Example:
+        >>> is_index(3), is_index(np.int64(3)), is_index(3.0), is_index(True)
+        (True, True, False, False)
+    """
+    if isinstance(value, (bool, np.bool_)) or "bool" in str(getattr(value, "dtype", "")) \
+            or getattr(value, "ndim", 0) != 0:
+        return False
+    try:
+        operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return False
+    return True
+
+
+def whole_number(value: object) -> int | None:
+    """``value`` as an ``int`` if it is one whole number: an index (see :func:`is_index`) or a
+    float without a fraction (``2.0``, as configuration files give). Else None.
+
+    Example:
+        >>> whole_number(np.int64(3)), whole_number(4.0), whole_number(2.5), whole_number(True)
+        (3, 4, None, None)
+    """
+    if is_index(value):
+        return operator.index(value)  # type: ignore[arg-type]
+    number = real_scalar(value)
+    return int(number) if number is not None and math.isfinite(number) \
+        and number.is_integer() else None
+
+
 def positive_int(name: str, value: object, minimum: int = 1) -> int:
-    """``value`` as an ``int`` if it is an integer (not a bool) of at least ``minimum``.
+    """``value`` as an ``int`` if it is a whole number (see :func:`whole_number`) of at least
+    ``minimum``.
 
     Example:
         >>> positive_int("steps", 8)
@@ -18,14 +54,15 @@ def positive_int(name: str, value: object, minimum: int = 1) -> int:
         ...
         ValueError: padding must be an integer >= 0, got -1
     """
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    number = whole_number(value)
+    if number is None or number < minimum:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name} must be {kind}, got {value!r}")
-    return int(value)
+    return number
 
 
 def integer(name: str, value: object) -> int:
-    """``value`` as an ``int`` if it is an integer (Python or NumPy; not a bool or a float).
+    """``value`` as an ``int`` if it is a whole number (see :func:`whole_number`).
 
     Example:
         >>> integer("seed", -3)
@@ -35,9 +72,10 @@ def integer(name: str, value: object) -> int:
         ...
         TypeError: seed must be an integer, got 1.5
     """
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    number = whole_number(value)
+    if number is None:
         raise TypeError(f"{name} must be an integer, got {value!r}")
-    return int(value)
+    return number
 
 
 def size_pair(name: str, value: object) -> tuple[int, int]:
@@ -47,7 +85,7 @@ def size_pair(name: str, value: object) -> tuple[int, int]:
         >>> size_pair("size", 64), size_pair("size", (32, 48))
         ((64, 64), (32, 48))
     """
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    if whole_number(value) is not None:
         value = (value, value)
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise ValueError(f"{name} must be an int or a (height, width) pair, got {value!r}")
@@ -97,19 +135,21 @@ def finite_real(name: str, value: object, minimum: float | None = None,
 
 
 def flag(name: str, value: object) -> bool:
-    """``value`` if it is a bool (a string such as ``"no"`` would read as True).
+    """``value`` as a bool if it is one (or the integer 0 or 1); a string such as ``"no"``
+    would read as True.
 
     Example:
-        >>> flag("pretrained", False)
-        False
+        >>> flag("pretrained", False), flag("fft", 1)
+        (False, True)
         >>> flag("pretrained", "no")
         Traceback (most recent call last):
         ...
         TypeError: pretrained must be True or False, got 'no'
     """
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, (int, np.integer))
+                                              and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
 def steps_or_thresholds(steps: object, thresholds: object, default_steps: int) -> object:

@@ -100,9 +100,15 @@ def to_numpy(images: ImageLike) -> np.ndarray:
                 hint = "; channels-first arrays: pass np.moveaxis(array, -3, -1)"
             raise ValueError(f"expected an (H, W, C) or (B, H, W, C) array with C in 1/3/4, "
                              f"got shape {images.shape}{hint}")
+    elif isinstance(images, (list, tuple)) and images:  # a list of images: one batch
+        parts = [to_numpy(image) for image in images]
+        if len({part.shape[1:] for part in parts}) != 1:
+            raise ValueError(f"the images of a list must have the same size, got "
+                             f"{sorted({part.shape[1:3] for part in parts})}")
+        return np.concatenate(parts)
     else:
-        raise TypeError(f"expected an image as a numpy array, torch tensor or PIL image, got "
-                        f"{type(images).__name__}")
+        raise TypeError(f"expected an image as a numpy array, torch tensor or PIL image (or a "
+                        f"list of them), got {type(images).__name__}")
     if array.dtype.kind not in "f":
         raise TypeError(f"unsupported image dtype {array.dtype}; use uint8 (0..255) or float "
                         "in [0, 1]")
@@ -193,7 +199,8 @@ def image_grid(images: ImageLike | Sequence[ImageLike], ncols: int | None = None
 
 
 def _fill_colour(background: object, mode: str) -> tuple[int, ...]:
-    colour = tuple(background) if isinstance(background, (tuple, list)) else ()
+    colour = tuple(np.asarray(background).tolist()) \
+        if isinstance(background, (tuple, list, np.ndarray)) else ()
     if len(colour) not in (3, 4) or not all(
             isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= 255
             for v in colour):
@@ -218,7 +225,7 @@ def save_png(images: ImageLike, path: Union[str, os.PathLike], labels: Sequence[
         'black.png'
     """
     path = Path(path)
-    if path.suffix.lower() != ".png":
+    if path.suffix and path.suffix.lower() != ".png":  # a .jpg name would get PNG bytes
         raise ValueError(f"save_png writes PNG files; give a path ending in .png, got {path}")
     array = to_numpy(images)
     picture = to_pil(array) if array.shape[0] == 1 and labels is None else \

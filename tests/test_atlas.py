@@ -103,7 +103,7 @@ def test_settings_and_series_reject_bad_values():
             (dict(seed="abc"), TypeError, "seed must be an integer, got 'abc'"),
             (dict(seed=1.5), TypeError, "seed must be an integer, got 1.5"),
             (dict(decorrelate="no"), TypeError, "decorrelate must be True or False"),
-            (dict(redirected_relu=1), TypeError, "redirected_relu must be True or False")]:
+            (dict(redirected_relu=2), TypeError, "redirected_relu must be True or False")]:
         with pytest.raises(error, match=match):
             AtlasSettings(model="m", weights_sha256="ab", **bad)
     with pytest.raises(ValueError, match="unknown series kind 'unit'"):
@@ -112,19 +112,25 @@ def test_settings_and_series_reject_bad_values():
         Series("conv", "direction")
     with pytest.raises(ValueError, match="N x C matrix"):
         Series("conv", "direction", torch.ones(3))
-    with_nan = torch.ones(3, 4)
-    with_nan[1, 2] = float("nan")
-    with pytest.raises(ValueError, match=r"row\(s\) 1 of the \(3, 4\) direction matrix hold NaN"):
-        Series("conv", "direction", with_nan)
     assert Series("conv", "direction", np.eye(4)).directions.shape == (4, 4)  # arrays too
 
 
-def test_a_directions_file_with_a_nan_row_is_refused_with_the_row(tmp_path):
-    rows = np.ones((5, 4), dtype=np.float32)
-    rows[3] = np.nan
-    np.save(tmp_path / "sae.npy", rows)
-    with pytest.raises(ValueError, match=r"sae.npy: row\(s\) 3 of the \(5, 4\)"):
-        atlas.load_directions(tmp_path / "sae.npy")
+def test_a_direction_row_with_nan_fails_that_unit_alone_and_keeps_the_numbering(tmp_path):
+    # a dead SAE feature normalised as 0 / 0: the atlas's unit numbers must stay the row ids
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU())
+    rows = torch.randn(3, 6)
+    rows[1, 2] = float("nan")
+    np.save(tmp_path / "sae.npy", rows.numpy())
+    loaded = atlas.load_directions(tmp_path / "sae.npy")
+    summary = atlas.render_atlas(net, tmp_path / "atlas",
+                                 Series("1", "direction", loaded, source="sae.npy"),
+                                 batch=3, **FAST)
+    directory = tmp_path / "atlas" / "1--directions-sae"
+    assert summary.failed == ["1--directions-sae:1"] and summary.rendered == 2
+    failure = json.loads((directory / "units" / "00001.failed.json").read_text())
+    assert failure["failed"] == "its direction row has NaN or infinite values"
+    assert (directory / "units" / "00002.png").is_file()
 
 
 def test_a_known_setting_with_a_bad_value_is_not_called_unknown(tiny, tmp_path):

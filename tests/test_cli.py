@@ -256,7 +256,8 @@ def test_numbers_that_would_do_nothing_or_the_opposite_are_refused(capsys, tmp_p
 
 def test_your_own_model_that_needs_arguments_is_one_clear_line(capsys):
     rc, out, err = run_cli(capsys, "layers", "--model", "torch.nn:Conv2d")
-    assert_clean_error(rc, out, err, r"calling torch.nn:Conv2d\(\) failed .*missing 3 required",
+    assert_clean_error(rc, out, err, r"torch.nn:Conv2d cannot be called without arguments "
+                                     r"\(missing a required argument: 'in_channels'\)",
                        "a function of no arguments")
 
 

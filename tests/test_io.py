@@ -394,6 +394,16 @@ def test_save_png_refuses_other_suffixes(tmp_path):
         io.save_png(np.zeros((4, 4, 3)), tmp_path / "x.jpg")
     assert not (tmp_path / "x.jpg").exists()
     assert io.save_png(np.zeros((4, 4, 3)), tmp_path / "X.PNG").exists()
+    assert io.save_png(np.zeros((4, 4, 3)), tmp_path / "no_suffix").exists()
+
+
+def test_a_list_of_images_is_a_batch_and_colours_may_be_arrays(tmp_path):
+    a = np.zeros((4, 5, 3))
+    assert io.to_numpy([a, torch.ones(3, 4, 5)]).shape == (2, 4, 5, 3)
+    with pytest.raises(ValueError, match="same size"):
+        io.to_numpy([a, np.zeros((5, 5, 3))])
+    grid = io.image_grid([a, a], background=np.array([255, 0, 0]), padding=1)
+    assert grid.getpixel((0, 0)) == (255, 0, 0)
 
 
 def test_centre_crop_box_needs_positive_sizes():

@@ -428,3 +428,29 @@ def test_random_weights_come_from_a_seed_and_leave_the_callers_rng_alone():
     assert other.weights_seed == 1 and state_dict_sha256(other) != state_dict_sha256(first)
     with pytest.raises(ValueError, match="seed= chooses random weights"):
         create_model("vgg16_hed", seed=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_images_shrink_too(dtype):
+    image = torch.rand(1, 3, 64, 64)
+    shrunk = Preprocessing(input_size=(24, 24))(image.to(dtype))
+    assert shrunk.dtype == dtype
+    torch.testing.assert_close(shrunk.float(), Preprocessing(input_size=(24, 24))(image),
+                               atol=1e-2, rtol=0)
+
+
+def test_preprocess_may_be_any_function_of_the_images():
+    from lucent_core import render_vis
+    seen = []
+    net = torch.nn.Conv2d(3, 2, 1)
+    render_vis(net, "output:0", preprocess=lambda x: seen.append(x.shape) or x * 2 - 1,
+               progress=False, thresholds=(1,), transforms=[])
+    assert seen == [(1, 3, 128, 128)]
+
+
+def test_a_type_error_inside_your_model_function_is_not_called_a_wrong_signature(tmp_path,
+                                                                                  monkeypatch):
+    (tmp_path / "mymods.py").write_text("def buggy():\n    return len(5)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(TypeError, match="has no len"):   # the user's own bug, as it is
+        create_model("mymods:buggy", pretrained=False)

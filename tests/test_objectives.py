@@ -584,9 +584,14 @@ def test_a_direction_with_nan_is_refused_when_made():
         direction("c", [1.0, float("nan")])
 
 
-def test_numpy_integers_are_indices():
+def test_numpy_integers_and_integer_tensors_are_indices():
     acts = {"c": torch.arange(6.0).reshape(2, 3)}
     assert channel("c", np.int64(2), batch=np.int32(1))(acts).item() == 5.0
+    best = torch.arange(6.0).reshape(2, 3)[1].argmax()          # as argmax gives it
+    assert channel("c", best, batch=1)(acts).item() == 5.0
+    assert batch_channels("c", torch.tensor([2, 0]))(acts).item() == 2.0 + 3.0
+    spatial = {"c": torch.arange(18.0).reshape(1, 2, 3, 3)}
+    assert neuron("c", 1, x=torch.tensor(2), y=0)(spatial).item() == 11.0
 
 
 @pytest.mark.parametrize("combine", [lambda o: o * float("nan"), lambda o: o + float("inf"),

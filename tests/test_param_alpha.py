@@ -120,7 +120,7 @@ def test_composite_errors():
         composite(torch.rand(1, 3, 4, 4), 0.5)
     with pytest.raises(ValueError, match="3 values"):
         composite(torch.rand(1, 4, 4, 4), (0.1, 0.2))
-    with pytest.raises(ValueError, match=r"must be \(1 or 1, 3, 4, 4\)"):
+    with pytest.raises(ValueError, match=r"must be \(1 or 1, 3, 1 or 4, 1 or 4\)"):
         composite(torch.rand(1, 4, 4, 4), torch.rand(1, 4, 4, 4))
     with pytest.raises(ValueError, match="background must be"):
         composite(torch.rand(1, 4, 4, 4), torch.rand(4, 4))
@@ -322,10 +322,17 @@ def test_rgba_tensor_batch_saves_as_an_rgba_grid(tmp_path):
     (lambda: alpha.CompositeBackground(decay_power=float("inf")), "decay_power must be"),
     (lambda: alpha.composite(torch.rand(1, 4, 2, 2), 2.0), r"must lie in \[0, 1\]"),
     (lambda: alpha.composite(torch.rand(1, 4, 2, 2), torch.zeros(1, 3, 5, 5)),
-     r"must be \(1 or 1, 3, 2, 2\)"),
+     r"must be \(1 or 1, 3, 1 or 2, 1 or 2\)"),
     (lambda: alpha.composite(torch.rand(2, 4, 2, 2), torch.zeros(3, 3, 2, 2)),
-     r"must be \(1 or 2, 3, 2, 2\)"),
+     r"must be \(1 or 2, 3, 1 or 2, 1 or 2\)"),
 ])
 def test_alpha_helpers_name_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_composite_takes_one_colour_per_image():
+    rgba = torch.zeros(2, 4, 3, 3)                       # fully transparent
+    colours = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]).view(2, 3, 1, 1)
+    out = alpha.composite(rgba, colours)
+    assert torch.equal(out, colours.expand(2, 3, 3, 3))

@@ -202,3 +202,11 @@ def test_quality_helpers_name_bad_arguments():
     net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU())
     with pytest.raises(TypeError, match="images must be a"):
         quality.diversity_score(net, [torch.rand(3, 8, 8)] * 2, "1")
+
+
+def test_robustness_takes_units_as_a_tensor():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU())
+    images = torch.rand(2, 3, 12, 12)
+    torch.testing.assert_close(quality.robustness(net, images, "1", torch.tensor([0, 1])),
+                               quality.robustness(net, images, "1", [0, 1]), equal_nan=True)

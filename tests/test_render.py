@@ -564,7 +564,7 @@ def test_optimizer_factory_is_used():
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(compile="no"), TypeError, "compile must be True or False, got 'no'"),
     (dict(redirected_relu="no"), TypeError, "redirected_relu must be True or False"),
-    (dict(channels_last=1), TypeError, "channels_last must be True or False"),
+    (dict(channels_last=2), TypeError, "channels_last must be True or False"),
     (dict(progress=None), TypeError, "progress must be True or False"),
     (dict(seed=1.5), TypeError, "seed must be an integer, got 1.5"),
     (dict(seed="abc"), TypeError, "seed must be an integer"),
@@ -572,6 +572,13 @@ def test_optimizer_factory_is_used():
 def test_flags_and_seeds_of_the_wrong_type_are_refused(kwargs, error, match):
     with pytest.raises(error, match=match):
         quick(make_net(), **{"progress": False, **kwargs})
+
+
+def test_whole_number_seeds_and_0_or_1_flags_are_fine():
+    a = quick(make_net(), seed=1.0, progress=0)
+    b = quick(make_net(), seed=torch.tensor(1))
+    assert np.array_equal(a.image, quick(make_net(), seed=1).image)
+    assert np.array_equal(b.image, a.image)
 
 
 def test_the_model_must_be_a_module():

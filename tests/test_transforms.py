@@ -437,3 +437,12 @@ def test_rotate_and_affine_name_a_wrong_number_of_angles_or_generators():
         TF.rotate(x, [1.0, 2.0, 3.0])
     with pytest.raises(TypeError, match="generators must be a torch.Generator"):
         transforms.RandomAffine()(x, "seed")
+
+
+def test_compose_takes_any_list_like_and_affine_takes_whole_numbers_of_any_kind():
+    x = torch.rand(1, 3, 16, 16)
+    assert Compose(transforms.standard_transforms().steps)(x).dim() == 4  # a ModuleList
+    assert len(Compose(t for t in [Pad(1), Jitter(2)]).steps) == 2       # a generator
+    for jitter in ((4.0, 4.0), np.array([4, 4]), torch.tensor([4, 4])):
+        assert transforms.RandomAffine(pad=4.0, jitter=jitter).jitter == (4, 4)
+    assert TF.pad(x, torch.tensor(2)).shape[-1] == 20

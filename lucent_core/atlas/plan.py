@@ -123,15 +123,6 @@ class AtlasSettings:
         return cls(**data)
 
 
-def _check_finite_rows(matrix: torch.Tensor, where: object) -> None:
-    """Every direction row must be finite (a dead feature normalised as 0/0 is NaN)."""
-    bad = (~torch.isfinite(matrix)).any(1).nonzero().flatten().tolist()
-    if bad:
-        shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
-        raise ValueError(f"{where}: row(s) {shown} of the {tuple(matrix.shape)} direction matrix "
-                         "hold NaN or infinite values; drop or fix those rows")
-
-
 def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "_"
 
@@ -170,8 +161,10 @@ class Series:
             shown = tuple(getattr(self.directions, "shape", ())) or type(self.directions).__name__
             raise ValueError(f"directions must be an N x C matrix (one direction per row), got "
                              f"{shown}")
-        if self.directions is not None:
-            _check_finite_rows(self.directions, self.source or "the directions")
+
+    def row_is_finite(self, unit: int) -> bool:
+        """Whether unit ``unit``'s direction row is finite (always, for other kinds)."""
+        return self.directions is None or bool(torch.isfinite(self.directions[unit]).all())
 
     @property
     def directions_sha256(self) -> str | None:
@@ -360,5 +353,4 @@ def load_directions(path: str | os.PathLike) -> torch.Tensor:
     if not isinstance(matrix, torch.Tensor) or matrix.dim() != 2:
         shape = tuple(matrix.shape) if isinstance(matrix, torch.Tensor) else type(matrix).__name__
         raise ValueError(f"{path} must hold an N x C matrix (one direction per row), got {shape}")
-    _check_finite_rows(matrix, path)
     return matrix.float()

@@ -288,8 +288,10 @@ def _number(value: torch.Tensor) -> float | None:
     return None if math.isnan(number) else round(number, 6)
 
 
-def _failure(values: torch.Tensor, image: np.ndarray) -> str | None:
+def _failure(values: torch.Tensor, image: np.ndarray, finite_row: bool = True) -> str | None:
     """Why a unit's render failed (its objective stopped being finite), or None."""
+    if not finite_row:  # e.g. a dead SAE feature normalised as 0 / 0: the unit keeps its number
+        return "its direction row has NaN or infinite values"
     bad = (~torch.isfinite(values)).nonzero()
     if len(bad):
         step = int(bad[0, 0])
@@ -342,13 +344,14 @@ class _BatchRenderer:
     def render(self, batch: Batch, units: Sequence[int]) -> list[tuple[int, np.ndarray, dict]]:
         """Render ``units`` (of ``batch.series``); [] if Ctrl-C interrupted the render.
 
-        A lone unit is rendered beside a copy of itself (dropped after): oneDNN's batch-1
-        convolution kernels round differently from those of every larger batch, enough to
-        change the picture, so the unit's reproduce command (which renders it alone) would
-        not give back its atlas picture.
+        On the CPU a lone unit is rendered beside a copy of itself (dropped after): oneDNN's
+        batch-1 convolution kernels round differently from those of every larger batch,
+        enough to change the picture, so the unit's reproduce command (which renders it
+        alone) would not give back its atlas picture. (On GPUs the copy would buy nothing
+        certain: cuDNN's kernels may differ between other batch sizes too.)
         """
         count = len(units)
-        units = list(units) * 2 if count == 1 else list(units)
+        units = list(units) * 2 if count == 1 and self.device.type == "cpu" else list(units)
         series, settings = batch.series, self.settings
         seeds = [unit_seed(settings, series, u) for u in units]
         values_of = self._values_fn(series, units)
@@ -390,7 +393,7 @@ class _BatchRenderer:
         finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
         records = []
         for i, unit in enumerate(units[:count]):
-            failure = _failure(trained[:, i], result.image[i])
+            failure = _failure(trained[:, i], result.image[i], series.row_is_finite(unit))
             if failure:
                 records.append((unit, None, {
                     "unit": unit, "series": series.dir, "failed": failure,

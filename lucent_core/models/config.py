@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -70,8 +71,12 @@ class Preprocessing:
         x = images
         if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
             shrinks = x.shape[-2] > self.input_size[0] or x.shape[-1] > self.input_size[1]
-            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False,
-                              antialias=shrinks)  # no aliasing when a larger render shrinks
+            # no aliasing when a larger render shrinks; the antialiased kernel has no CPU
+            # half-precision version, so half-precision images shrink in float32
+            work = torch.float32 if shrinks and x.dtype in (torch.float16, torch.bfloat16) \
+                else x.dtype
+            x = F.interpolate(x.to(work), size=self.input_size, mode="bilinear",
+                              align_corners=False, antialias=shrinks).to(x.dtype)
         low, high = self.value_range
         if (low, high) != (0.0, 1.0):
             x = x * (high - low) + low
@@ -117,9 +122,10 @@ def model_revision(model: nn.Module) -> int:
     return getattr(getattr(model, "config", None), "revision", 1)
 
 
-def preprocessing_of(model: nn.Module, preprocess: "Preprocessing | None" = None
-                     ) -> Preprocessing:
-    """``preprocess`` if given, else the model's own :class:`Preprocessing` (set by the model
+def preprocessing_of(model: nn.Module, preprocess: "Preprocessing | Callable | None" = None
+                     ) -> "Preprocessing | Callable":
+    """``preprocess`` if given (a :class:`Preprocessing`, or any function from images in
+    [0, 1] to model input), else the model's own :class:`Preprocessing` (set by the model
     zoo), else the identity: what every function with a ``preprocess=`` argument uses.
 
     Models from :func:`lucent_core.models.create_model` carry it as ``model.preprocessing``;
@@ -131,9 +137,10 @@ def preprocessing_of(model: nn.Module, preprocess: "Preprocessing | None" = None
         True
     """
     if preprocess is not None:
-        if not isinstance(preprocess, Preprocessing):
+        if not callable(preprocess):
             raise TypeError(f"preprocess must be a lucent_core Preprocessing (e.g. "
-                            f"Preprocessing(mean=..., std=...)), got {preprocess!r}")
+                            f"Preprocessing(mean=..., std=...)) or a function of the images, "
+                            f"got {preprocess!r}")
         return preprocess
     found = getattr(model, "preprocessing", None)
     if found is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import os
 from dataclasses import dataclass, field
 from typing import Callable
@@ -93,14 +94,15 @@ def _imported_config(name: str) -> ModelConfig:
         raise ValueError(f"cannot import model {name!r} ({error}); write it as "
                          "'package.module:function', importable from the current "
                          "directory or PYTHONPATH") from None
-    if not callable(factory):
-        raise ValueError(f"{name} is a {type(factory).__name__}, not a function; it must be a "
-                         "function of no arguments returning an nn.Module or a ModelConfig")
     try:
-        made = factory()
-    except TypeError as error:
-        raise ValueError(f"calling {name}() failed ({error}); it must be a function of no "
-                         "arguments returning an nn.Module or a ModelConfig") from error
+        inspect.signature(factory).bind()
+    except TypeError as error:  # not callable, or it needs arguments
+        raise ValueError(f"{name} cannot be called without arguments ({error}); it must be a "
+                         "function of no arguments returning an nn.Module or a "
+                         "ModelConfig") from None
+    except ValueError:  # a builtin without a signature: call it and see
+        pass
+    made = factory()
     if isinstance(made, ModelConfig):
         return made
     if not isinstance(made, nn.Module):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from lucent_core._device import DeviceCopies
-from lucent_core._validate import finite_real
+from lucent_core._validate import finite_real, is_index
 from lucent_core.hooks import OUTPUT_LAYER
 from lucent_core.objectives.core import Activations, Objective, wrap_objective
 
@@ -41,8 +41,7 @@ def check_arguments(layer: object, **indices: object) -> None:
     for name, value in indices.items():
         if name == "cossim_pow":
             finite_real(name, value, minimum=0)
-        elif not (value is None and name in ("x", "y", "batch")) and (
-                isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+        elif not (value is None and name in ("x", "y", "batch")) and not is_index(value):
             raise TypeError(f"{name} must be an integer index, got {value!r}")
 
 

@@ -152,12 +152,11 @@ def composite(rgba: torch.Tensor, background: "torch.Tensor | float | tuple[floa
             raise ValueError(f"a background colour needs 3 values (RGB), got "
                              f"{background.shape[0]}")
         background = background.view(1, 3, 1, 1)
-    elif background.dim() == 4 and (background.shape[1] != 3
-                                    or background.shape[0] not in (1, rgba.shape[0])
-                                    or background.shape[-2:] != rgba.shape[-2:]):
-        raise ValueError(f"background images must be (1 or {rgba.shape[0]}, 3, "
-                         f"{rgba.shape[-2]}, {rgba.shape[-1]}) for these RGBA images, got shape "
-                         f"{tuple(background.shape)}")
+    elif background.dim() == 4 and (background.shape[1] != 3 or any(
+            background.shape[d] not in (1, rgba.shape[d]) for d in (0, 2, 3))):
+        raise ValueError(f"background images must be (1 or {rgba.shape[0]}, 3, 1 or "
+                         f"{rgba.shape[-2]}, 1 or {rgba.shape[-1]}) for these RGBA images, "
+                         f"got shape {tuple(background.shape)}")
     elif background.dim() not in (0, 4):
         raise ValueError(f"background must be a number, a colour (3,) or images "
                          f"(B, 3, H, W); got shape {tuple(background.shape)}")

@@ -577,7 +577,7 @@ def render_maco(model: nn.Module, objective: "Objective | str", w: int = MACO_SI
         noise = MACO_NOISE if noise is None else noise
         if crop_size is None:
             own = preprocessing_of(model, preprocess)
-            crop_size = own.input_size if own.input_size is not None else (h, w)
+            crop_size = getattr(own, "input_size", None) or (h, w)
         transforms = maco_transforms(n_crops, scale=crop_scale, noise=noise, size=crop_size)
 
     def make_param() -> MacoImage:

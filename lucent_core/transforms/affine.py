@@ -75,7 +75,7 @@ class RandomAffine(nn.Module):
         super().__init__()
         if pad_mode not in PAD_MODES:
             raise ValueError(f"unknown pad mode {pad_mode!r}; choose one of {PAD_MODES}")
-        if not isinstance(jitter, (tuple, list)) or len(jitter) != 2:
+        if isinstance(jitter, str) or not hasattr(jitter, "__len__") or len(jitter) != 2:
             raise ValueError(f"jitter must be two non-negative integers (first and second "
                              f"shift), got {jitter!r}")
         self.pad = positive_int("pad", pad, minimum=0)

@@ -9,7 +9,7 @@ in Lucid.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -160,8 +160,11 @@ class Compose(nn.Module):
 
     def __init__(self, transforms: Sequence[Callable[[torch.Tensor], torch.Tensor]]):
         super().__init__()
-        if callable(transforms) or not isinstance(transforms, (list, tuple, nn.ModuleList)):
+        listed = isinstance(transforms, (nn.ModuleList, nn.Sequential)) or (
+            isinstance(transforms, Iterable) and not isinstance(transforms, (str, nn.Module)))
+        if not listed:  # one transform is not a list of them (nor are its characters)
             raise TypeError(f"Compose takes a list of transforms, got {transforms!r}")
+        transforms = list(transforms)
         for t in transforms:
             if not callable(t):
                 raise TypeError(f"transforms must be callables on image tensors, got {t!r}")
