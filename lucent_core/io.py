@@ -68,7 +68,8 @@ def centre_crop_box(height: int, width: int, side: int) -> tuple[tuple[int, int]
 
 
 def to_numpy(images: ImageLike) -> np.ndarray:
-    """Any supported image or batch as a float32 ``(B, H, W, C)`` array in [0, 1].
+    """Any supported image or batch (or a list of them, stacked) as a float32
+    ``(B, H, W, C)`` array in [0, 1].
 
     uint8 images are divided by 255; float images must lie in [0, 1] (rounding errors up to
     1e-3 are clipped), anything else is an error rather than a silently clipped picture.
