@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence, Union
 
@@ -289,12 +289,10 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
         if not params:
             raise ValueError("the parameterisation has no trainable parameters")
         opt = _make_optimizer(optimizer, params)
-        # the bar opens after capture, so an unknown layer fails before any bar is drawn
         with frozen(model), redirecting(model, redirected_relu) as redirectable, \
-                capture(model, model_layers) as acts, \
-                tqdm(total=steps[-1], desc=objective.name[:60], disable=not progress,
-                     leave=True) as bar:
-            try:
+                capture(model, model_layers) as acts, ExitStack() as opened:
+            bar = None  # opened after the first step: an error there (an unknown layer, a
+            try:        # channel out of range) shows without an empty bar above it
                 for step in range(1, steps[-1] + 1):
                     opt.zero_grad(set_to_none=True)
                     rendered = param()
@@ -324,6 +322,10 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
                     (-value).backward()
                     opt.step()
                     values.append(value.detach())
+                    if bar is None:
+                        bar = opened.enter_context(tqdm(
+                            total=steps[-1], desc=objective.name[:60], disable=not progress,
+                            leave=True))
                     bar.update(1)
                     if device.type == "cpu" and step % _TRIM_EVERY == 0:
                         release_freed_host_memory()

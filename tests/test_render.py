@@ -786,3 +786,9 @@ def test_an_objective_made_under_inference_mode_renders():
     result = render_vis(net, objective, param_f=lambda: param.image(16), thresholds=(2,),
                         progress=False, seed=0)
     assert np.isfinite(result.history).all()
+
+
+def test_an_error_in_the_first_step_shows_no_empty_bar(capsys):
+    with pytest.raises(IndexError, match="channel 9 is out of range"):
+        quick(make_net(), "head:9", progress=True)
+    assert capsys.readouterr().err == ""
