@@ -440,6 +440,9 @@ def fourier_resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         True
     """
     height, width = size_pair("size", size)
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"fourier_resample needs a real floating-point tensor, got "
+                        f"{getattr(x, 'dtype', type(x).__name__)}")
     if x.dim() < 2:
         raise ValueError(f"fourier_resample needs a tensor of at least 2 dims, got shape "
                          f"{tuple(x.shape)}")

@@ -301,6 +301,8 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
         >>> net.training, net.weight.requires_grad
         (True, True)
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"frozen needs an nn.Module, got {type(model).__name__}")
     modes = {m: m.training for m in model.modules()}
     flags = [(p, p.requires_grad) for p in model.parameters()]
     try:

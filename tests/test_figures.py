@@ -671,3 +671,10 @@ def test_a_layout_and_a_panel_record_check_their_numbers():
                         progress=False)
     with pytest.raises(ValueError, match="row must be an integer >= 0"):
         panel_record(result, row="a")
+
+
+@pytest.mark.parametrize("bad", [torch.zeros(4, 4, dtype=torch.int64),
+                                 torch.zeros(4, 4, dtype=torch.complex64)])
+def test_fourier_resample_needs_real_floats(bad):
+    with pytest.raises(TypeError, match="real floating-point tensor"):
+        fourier_resample(bad, 8)

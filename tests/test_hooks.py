@@ -513,3 +513,10 @@ def test_an_input_too_small_for_the_model_is_named_with_its_size(model, layer):
     with capture(model, [layer]) as acts:
         with pytest.raises(ValueError, match="cannot run on a 3 x 3 input .*larger image size"):
             run_to_layers(model, torch.rand(1, 3, 3, 3), acts)
+
+
+def test_frozen_needs_a_module():
+    from lucent_core.hooks import frozen
+    with pytest.raises(TypeError, match="frozen needs an nn.Module, got str"):
+        with frozen("x"):
+            pass  # pragma: no cover
