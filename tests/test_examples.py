@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensor
 
 from lucent_core import examples as examples_module
 from lucent_core.atlas import Series
@@ -289,10 +290,11 @@ def live_tensor_bytes() -> int:
     seen, total = set(), 0
     for obj in gc.get_objects():
         try:
-            if not issubclass(type(obj), torch.Tensor) or obj.layout != torch.strided:
+            if not issubclass(type(obj), torch.Tensor) or obj.layout != torch.strided \
+                    or isinstance(obj, FakeTensor):  # torch.compile leftovers: no storage
                 continue
             storage = obj.untyped_storage()
-            pointer = storage.data_ptr()   # fake tensors (torch.compile leftovers) have none
+            pointer = storage.data_ptr()
         except (ReferenceError, RuntimeError):
             continue
         if pointer not in seen:
