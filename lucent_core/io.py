@@ -115,9 +115,10 @@ def to_numpy(images: ImageLike) -> np.ndarray:
                         "in [0, 1]")
     if array.size and (not np.isfinite(array).all() or array.min() < -_RANGE_TOLERANCE
                        or array.max() > 1 + _RANGE_TOLERANCE):
-        raise ValueError(f"image values must lie in [0, 1] (got {np.nanmin(array):g}.."
-                         f"{np.nanmax(array):g}, or NaN); for 0..255 values pass uint8 or "
-                         "divide by 255")
+        finite = array[np.isfinite(array)]
+        got = f"{finite.min():g}..{finite.max():g}" if finite.size else "no finite value"
+        raise ValueError(f"image values must lie in [0, 1] (got {got}, or NaN or infinite "
+                         "ones); for 0..255 values pass uint8 or divide by 255")
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
     return np.clip(array.astype(np.float32), 0.0, 1.0)

@@ -385,7 +385,8 @@ class _BatchRenderer:
             channels_last=self.device.type != "cpu")
         if result.interrupted:
             return []
-        pixels = np.round(result.image * 255).astype(np.uint8)
+        # a failed unit's NaN image is never saved; zeros keep the cast quiet
+        pixels = np.round(np.nan_to_num(result.image) * 255).astype(np.uint8)
         saved = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(self.device, self.dtype) / 255
         final, peaks, robust = self._scores(series, units, saved)
         trained = torch.stack(history).float().cpu()
