@@ -156,6 +156,8 @@ def _torchvision_weight_settings(name: str, enum_weights) -> dict:
     settings = {}
     if "transform_input" in accepts:  # GoogLeNet, Inception v3: weights expect it on
         settings["transform_input"] = True
+    if "init_weights" in accepts:     # GoogLeNet, Inception v3: their initialisation so far,
+        settings["init_weights"] = True  # said aloud (torchvision warns when it is not)
     if "image_size" in accepts:       # vision transformers: position embeddings fix the size
         settings["image_size"] = size[0]
     if "input_size" in accepts:       # MaxViT: window partitions fix the size
