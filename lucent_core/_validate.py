@@ -78,6 +78,24 @@ def integer(name: str, value: object) -> int:
     return number
 
 
+def random_seed(name: str, value: object) -> int:
+    """``value`` as an ``int`` if it is a whole number that ``torch.manual_seed`` takes
+    (``-2**63`` to ``2**64 - 1``).
+
+    Example:
+        >>> random_seed("seed", 7)
+        7
+        >>> random_seed("seed", 2**64)
+        Traceback (most recent call last):
+        ...
+        ValueError: seed must be an integer from -2**63 to 2**64 - 1, got 18446744073709551616
+    """
+    number = integer(name, value)
+    if not -2**63 <= number < 2**64:
+        raise ValueError(f"{name} must be an integer from -2**63 to 2**64 - 1, got {value!r}")
+    return number
+
+
 def size_pair(name: str, value: object) -> tuple[int, int]:
     """An int or an ``(height, width)`` pair of positive integers, as ``(height, width)``.
 

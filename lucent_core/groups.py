@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from lucent_core._validate import flag, not_both, steps_or_thresholds
+from lucent_core._validate import flag, not_both, random_seed, steps_or_thresholds
 from lucent_core.objectives import Objective, direction, image_activations, load_image
 from lucent_core.param import image as image_param
 from lucent_core.render import RenderResult, render_vis
@@ -155,7 +155,7 @@ def nmf(matrix: "torch.Tensor | np.ndarray", k: int, iterations: int = 1000, see
     if norm == 0:
         raise ValueError("the matrix is all zeros: there is nothing to factorise")
 
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(random_seed("seed", seed))
     scale = math.sqrt(x.mean().item() / k) / 0.6  # entries 0.6 * scale on average
     # Strictly positive start (multiplicative updates cannot leave an exact zero).
     w = ((torch.rand(n, k, generator=generator, dtype=dtype) + 0.1) * scale).to(x.device)

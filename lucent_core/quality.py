@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from lucent_core._device import to_device
-from lucent_core._validate import integer, positive_int
+from lucent_core._validate import positive_int, random_seed
 from lucent_core.atlas.plan import Series
 from lucent_core.atlas.runner import unit_values
 from lucent_core.models.config import Preprocessing, preprocessing_of
@@ -63,7 +63,7 @@ def held_out_transforms(count: int = 16, seed: int = HELD_OUT_SEED) -> torch.Ten
         True
     """
     count = positive_int("count", count)
-    g = torch.Generator().manual_seed(integer("seed", seed))
+    g = torch.Generator().manual_seed(random_seed("seed", seed))
 
     def uniform(low: float, high: float) -> torch.Tensor:
         return low + (high - low) * torch.rand(count, generator=g, dtype=torch.float64)

@@ -13,7 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lucent_core._device import release_freed_host_memory
-from lucent_core._validate import flag, integer
+from lucent_core._validate import flag, random_seed
 from lucent_core.hooks import INPUT_LAYER, capture, frozen, model_device, run_to_layers
 from lucent_core.models.config import Preprocessing, preprocessing_of
 from lucent_core.models.relu import redirecting
@@ -256,7 +256,7 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
     """
     objective = as_objective(objective)
     steps = _check_thresholds(thresholds)
-    seed = None if seed is None else integer("seed", seed)
+    seed = None if seed is None else random_seed("seed", seed)
     for name, value in (("progress", progress), ("redirected_relu", redirected_relu),
                         ("compile", compile), ("check_images", check_images)):
         flag(name, value)

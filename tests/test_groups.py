@@ -410,3 +410,10 @@ def test_clamp_is_a_flag():
     net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU())
     with pytest.raises(TypeError, match="clamp must be True or False"):
         neuron_groups(net, "1", torch.rand(3, 8, 8), k=2, clamp="no")
+
+
+def test_nmf_seed_is_a_whole_number():
+    x = torch.rand(6, 4)
+    with pytest.raises(TypeError, match="seed must be an integer, got 1.7"):
+        nmf(x, 2, seed=1.7)
+    torch.testing.assert_close(nmf(x, 2, seed=3.0)[0], nmf(x, 2, seed=3)[0])

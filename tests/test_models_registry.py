@@ -428,6 +428,8 @@ def test_random_weights_come_from_a_seed_and_leave_the_callers_rng_alone():
     assert other.weights_seed == 1 and state_dict_sha256(other) != state_dict_sha256(first)
     with pytest.raises(ValueError, match="seed= chooses random weights"):
         create_model("vgg16_hed", seed=1)
+    with pytest.raises(ValueError, match=r"seed must be an integer from -2\*\*63 to 2\*\*64 - 1"):
+        create_model("vgg16_hed", pretrained=False, seed=2**64)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

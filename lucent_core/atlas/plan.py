@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from lucent_core._validate import finite_real, flag, integer, positive_int
+from lucent_core._validate import finite_real, flag, positive_int, random_seed
 
 __all__ = ["ATLAS_FORMAT", "AtlasSettings", "KINDS", "PARAMS", "PRECISIONS", "Series",
            "TRANSFORMS", "Batch",
@@ -82,9 +82,10 @@ class AtlasSettings:
     def __post_init__(self) -> None:
         for name in ("steps", "size"):
             object.__setattr__(self, name, positive_int(name, getattr(self, name)))
-        object.__setattr__(self, "seed", integer("seed", self.seed))
+        object.__setattr__(self, "seed", random_seed("seed", self.seed))
         if self.weights_seed is not None:
-            object.__setattr__(self, "weights_seed", integer("weights_seed", self.weights_seed))
+            object.__setattr__(self, "weights_seed",
+                               random_seed("weights_seed", self.weights_seed))
         for name in ("decorrelate", "redirected_relu"):
             object.__setattr__(self, name, flag(name, getattr(self, name)))
         if self.param not in PARAMS:

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from lucent_core._validate import flag, integer
+from lucent_core._validate import flag, random_seed
 from lucent_core.models.config import Preprocessing
 from lucent_core.models.relu import use_redirected_relus
 from lucent_core.models.weights import WeightsError, WeightsSource, load_weights
@@ -182,7 +182,7 @@ def create_model(name: str, pretrained: bool = True, weights: str | os.PathLike 
     random_weights = not flag("pretrained", pretrained) and weights is None
     if seed is not None and not random_weights:
         raise ValueError("seed= chooses random weights: give it with pretrained=False only")
-    seed = (RANDOM_WEIGHTS_SEED if seed is None else integer("seed", seed)) \
+    seed = (RANDOM_WEIGHTS_SEED if seed is None else random_seed("seed", seed)) \
         if random_weights else None
     with torch.random.fork_rng(devices=[]):
         if seed is not None:  # also for "package.module:function", which builds in get_config
