@@ -185,11 +185,20 @@ def _check_finite(values: list[torch.Tensor], first_step: int) -> None:
             "parameterisation")
 
 
+COMPILED_GRAPHS = 64  # models x layer sets that render_vis(compile=True) keeps compiled
+
+
 @functools.lru_cache(maxsize=None)
 def _compiled_run_to_layers() -> Callable:
     """:func:`run_to_layers` through ``torch.compile``, made once per process (its cache of
-    compiled graphs, keyed by model and layers, is what makes later renders fast)."""
-    return torch.compile(run_to_layers)
+    compiled graphs, keyed by model and layers, is what makes later renders fast).
+
+    Each model and set of layers is one compiled graph of this one function; dynamo's default
+    limit of 8 per function would send a ninth (an atlas over many layers) back to eager
+    mode, so while it runs the limit is raised to :data:`COMPILED_GRAPHS`."""
+    import torch._dynamo
+    limits = torch._dynamo.config.patch(recompile_limit=COMPILED_GRAPHS)
+    return limits(torch.compile(run_to_layers))
 
 
 def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpec = None,

@@ -718,6 +718,19 @@ def test_a_view_that_breaks_under_channels_last_names_the_switch():
     assert len(quick(Viewing(), "head:0", channels_last=False).history) == 3
 
 
+def test_compiled_renders_of_many_layers_all_stay_compiled():
+    # one compiled graph per layer set: dynamo's default limit (8 per function) would send
+    # the ninth layer of an atlas back to eager mode
+    from torch._dynamo.utils import counters
+    torch.manual_seed(0)
+    net = nn.Sequential(*[nn.Sequential(nn.Conv2d(3 if i == 0 else 4, 4, 3, padding=1),
+                                        nn.ReLU()) for i in range(12)])
+    before = counters["stats"]["unique_graphs"]
+    for i in range(12):
+        quick(net, f"{i}:0", param_f=image_factory(16), thresholds=(1,), compile=True)
+    assert counters["stats"]["unique_graphs"] - before >= 12
+
+
 def test_compiled_forward_gives_the_eager_render():
     eager = quick(make_net(), thresholds=(4,))
     compiled = quick(make_net(), thresholds=(4,), compile=True)
