@@ -446,3 +446,12 @@ def test_compose_takes_any_list_like_and_affine_takes_whole_numbers_of_any_kind(
     for jitter in ((4.0, 4.0), np.array([4, 4]), torch.tensor([4, 4])):
         assert transforms.RandomAffine(pad=4.0, jitter=jitter).jitter == (4, 4)
     assert TF.pad(x, torch.tensor(2)).shape[-1] == 20
+
+
+def test_hand_made_draws_with_wrong_keys_are_named():
+    t = Compose([Pad(2), Jitter(4)])
+    with pytest.raises(ValueError, match=r"draw 1 for Jitter\(4\) must be a dict with the keys "
+                                         r"\['left', 'top'\]"):
+        t.apply_transform(torch.rand(1, 3, 8, 8), [{}, {}])
+    y, draws = t.forward_with_params(torch.rand(1, 3, 8, 8))
+    assert t.apply_transform(torch.rand(1, 3, 8, 8), draws).shape == y.shape

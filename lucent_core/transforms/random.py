@@ -187,7 +187,13 @@ class Compose(nn.Module):
         """Replay the draws returned by :meth:`forward_with_params`."""
         if len(draws) != len(self.steps):
             raise ValueError(f"expected {len(self.steps)} draws, got {len(draws)}")
-        for t, params in zip(self.steps, draws, strict=True):
+        for i, (t, params) in enumerate(zip(self.steps, draws, strict=True)):
+            if isinstance(t, RandomTransform):  # hand-made draws: the keys sample() gives
+                expected = sorted(t.sample(x, torch.Generator()))
+                if not isinstance(params, dict) or sorted(params) != expected:
+                    raise ValueError(f"draw {i} for {t!r} must be a dict with the keys "
+                                     f"{expected} (as forward_with_params returns), got "
+                                     f"{params!r}")
             x = t.apply_transform(x, params) if isinstance(t, RandomTransform) else t(x)
         return x
 
