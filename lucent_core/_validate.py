@@ -9,16 +9,23 @@ import operator
 import numpy as np
 
 
+def _bool_like(value: object) -> bool:
+    """A bool, or a 0-d array/tensor of bools or of uint8 (which torch indexing reads as a
+    mask, not a number)."""
+    dtype = str(getattr(value, "dtype", ""))
+    return isinstance(value, (bool, np.bool_)) or "bool" in dtype or dtype.endswith("uint8")
+
+
 def is_index(value: object) -> bool:
     """Whether ``value`` is one integer as indexing takes it: a Python or NumPy integer or a
-    0-d integer array or tensor (such as ``argmax`` gives); not a bool, not a float.
+    0-d integer array or tensor (such as ``argmax`` gives); not a bool (nor uint8, a mask to
+    torch), not a float.
 
     Example:
         >>> is_index(3), is_index(np.int64(3)), is_index(3.0), is_index(True)
         (True, True, False, False)
     """
-    if isinstance(value, (bool, np.bool_)) or "bool" in str(getattr(value, "dtype", "")) \
-            or getattr(value, "ndim", 0) != 0:
+    if _bool_like(value) or getattr(value, "ndim", 0) != 0:
         return False
     try:
         operator.index(value)  # type: ignore[arg-type]
@@ -37,14 +44,16 @@ def whole_number(value: object) -> int | None:
     """
     if is_index(value):
         return operator.index(value)  # type: ignore[arg-type]
+    if _bool_like(value):
+        return None
     number = real_scalar(value)
     return int(number) if number is not None and math.isfinite(number) \
         and number.is_integer() else None
 
 
 def positive_int(name: str, value: object, minimum: int = 1) -> int:
-    """``value`` as an ``int`` if it is a whole number (see :func:`whole_number`) of at least
-    ``minimum``.
+    """``value`` as an ``int`` if it is a Python or NumPy integer (not a bool) of at least
+    ``minimum``; callers may use ``value`` itself after the check.
 
     Example:
         >>> positive_int("steps", 8)
@@ -54,11 +63,39 @@ def positive_int(name: str, value: object, minimum: int = 1) -> int:
         ...
         ValueError: padding must be an integer >= 0, got -1
     """
-    number = whole_number(value)
-    if number is None or number < minimum:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name} must be {kind}, got {value!r}")
-    return number
+    return int(value)
+
+
+def index_value(name: str, value: object, minimum: int = 0) -> int:
+    """``value`` as an ``int`` if it is an index (see :func:`is_index`) of at least
+    ``minimum``.
+
+    Example:
+        >>> index_value("a unit", np.int64(3))
+        3
+        >>> index_value("a unit", 0.5)
+        Traceback (most recent call last):
+        ...
+        ValueError: a unit must be an integer >= 0, got 0.5
+    """
+    if not is_index(value) or operator.index(value) < minimum:  # type: ignore[arg-type]
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return operator.index(value)  # type: ignore[arg-type]
+
+
+def whole_count(name: str, value: object, minimum: int = 0) -> int:
+    """Like :func:`positive_int`, but also for whole numbers of other kinds (``4.0`` from a
+    configuration file, a 0-d integer tensor); use the ``int`` it returns.
+
+    Example:
+        >>> whole_count("pad", 4.0), whole_count("pad", np.array(2))
+        (4, 2)
+    """
+    number = whole_number(value)
+    return positive_int(name, value if number is None else number, minimum)
 
 
 def integer(name: str, value: object) -> int:
@@ -103,7 +140,7 @@ def size_pair(name: str, value: object) -> tuple[int, int]:
         >>> size_pair("size", 64), size_pair("size", (32, 48))
         ((64, 64), (32, 48))
     """
-    if whole_number(value) is not None:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         value = (value, value)
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise ValueError(f"{name} must be an int or a (height, width) pair, got {value!r}")

@@ -624,6 +624,11 @@ def find_examples(model: nn.Module, images: str | os.PathLike, out: str | os.Pat
         raise ValueError(f"the directions have {series.directions.shape[1]} values per row but "
                          f"layer {series.layer!r} has {shape[0]} channels")
     wanted = select_units(units, series.count(shape[0]))
+    broken = [u for u in wanted if not series.row_is_finite(u)]
+    if broken:  # every example's activation would be NaN
+        shown = ", ".join(map(str, broken[:10])) + (" ..." if len(broken) > 10 else "")
+        raise ValueError(f"direction row(s) {shown} hold NaN or infinite values: leave them "
+                         "out with units= (command line: --units)")
 
     directory = out / "examples" / series.dir
     result_path, progress_path = directory / "examples.json", directory / "progress.pt"

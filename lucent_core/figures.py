@@ -40,6 +40,7 @@ import difflib
 import hashlib
 import json
 import math
+import operator
 import os
 import platform
 from dataclasses import asdict, dataclass
@@ -53,7 +54,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from lucent_core._validate import positive_int, size_pair
+from lucent_core._validate import is_index, positive_int, size_pair
 from lucent_core.io import ImageLike, save_png, to_numpy, to_pil, write_atomically
 from lucent_core.models.config import registry_name
 from lucent_core.models.weights import state_dict_sha256
@@ -614,11 +615,10 @@ def save_high_res(param: "nn.Module | RenderResult", path: PathLike,
                              f"index=0..{count - 1} (or build a grid with render_at and "
                              "figure_grid)")
         index = 0
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) \
-            or not -count <= index < count:
+    if not is_index(index) or not -count <= operator.index(index) < count:
         raise IndexError(f"index {index!r} is out of range for a batch of {count} image(s) "
                          f"(valid: 0..{count - 1})")
-    return save_png(images[index], path)
+    return save_png(images[operator.index(index)], path)
 
 
 # --- panel records and the side-car ---------------------------------------------------------
@@ -766,10 +766,11 @@ def panel_record(result: RenderResult, *, model: "nn.Module | str | None" = None
                         f"{type(model).__name__}")
     image_size = list(result.images[-1].shape[1:3]) if result.images else None
     batch = result.images[-1].shape[0] if result.images else None
-    if index is not None and batch is not None and not (
-            isinstance(index, (int, np.integer)) and 0 <= index < batch):
-        raise IndexError(f"index {index!r} is out of range for a render of {batch} image(s) "
-                         f"(valid: 0..{batch - 1})")
+    if index is not None and batch is not None:
+        if not (is_index(index) and 0 <= operator.index(index) < batch):
+            raise IndexError(f"index {index!r} is out of range for a render of {batch} "
+                             f"image(s) (valid: 0..{batch - 1})")
+        index = operator.index(index)
     record = {
         "row": row, "col": col, "label": label, "objective": result.objective,
         "objective_value": result.history[-1] if result.history else None,

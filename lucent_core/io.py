@@ -25,6 +25,8 @@ ImageLike = Union[np.ndarray, torch.Tensor, Image.Image]
 __all__ = ["centre_crop_box", "image_grid", "open_photo", "save_png", "show", "to_numpy", "to_pil",
            "unique_suffix", "write_atomically"]
 
+_OTHER_IMAGE_SUFFIXES = {suffix for suffix, kind in Image.registered_extensions().items()
+                         if kind != "PNG"}  # ".jpg", ".webp", ...; "layer1.0.conv1" is fine
 _RANGE_TOLERANCE = 1e-3  # float images may overshoot [0, 1] by rounding, no more
 
 
@@ -104,8 +106,8 @@ def to_numpy(images: ImageLike) -> np.ndarray:
     elif isinstance(images, (list, tuple)) and images:  # a list of images: one batch
         parts = [to_numpy(image) for image in images]
         if len({part.shape[1:] for part in parts}) != 1:
-            raise ValueError(f"the images of a list must have the same size, got "
-                             f"{sorted({part.shape[1:3] for part in parts})}")
+            raise ValueError(f"the images of a list must have the same size and channels, "
+                             f"got (H, W, C) {sorted({part.shape[1:] for part in parts})}")
         return np.concatenate(parts)
     else:
         raise TypeError(f"expected an image as a numpy array, torch tensor or PIL image (or a "
@@ -227,7 +229,7 @@ def save_png(images: ImageLike, path: Union[str, os.PathLike], labels: Sequence[
         'black.png'
     """
     path = Path(path)
-    if path.suffix and path.suffix.lower() != ".png":  # a .jpg name would get PNG bytes
+    if path.suffix.lower() in _OTHER_IMAGE_SUFFIXES:  # a .jpg name would get PNG bytes
         raise ValueError(f"save_png writes PNG files; give a path ending in .png, got {path}")
     array = to_numpy(images)
     picture = to_pil(array) if array.shape[0] == 1 and labels is None else \

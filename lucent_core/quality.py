@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from lucent_core._device import to_device
-from lucent_core._validate import positive_int, random_seed
+from lucent_core._validate import index_value, positive_int, random_seed
 from lucent_core.atlas.plan import Series
 from lucent_core.atlas.runner import unit_values
 from lucent_core.models.config import Preprocessing, preprocessing_of
@@ -172,8 +172,7 @@ def robustness(model: nn.Module, images: torch.Tensor, layer: "str | Series",
     batch_size = positive_int("batch_size", batch_size)
     if isinstance(units, (str, bytes)) or not hasattr(units, "__len__"):
         raise TypeError(f"units must be a list of unit numbers, one per image, got {units!r}")
-    units_t = torch.as_tensor([positive_int("a unit", u, minimum=0) for u in units],
-                              dtype=torch.long)
+    units_t = torch.as_tensor([index_value("a unit", u) for u in units], dtype=torch.long)
     if units_t.shape != (images.shape[0],):
         raise ValueError(f"got {units_t.numel()} units for {images.shape[0]} images; give one "
                          "unit per image")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence, Union
@@ -266,11 +267,11 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
     objective = as_objective(objective)
     steps = _check_thresholds(thresholds)
     seed = None if seed is None else random_seed("seed", seed)
-    for name, value in (("progress", progress), ("redirected_relu", redirected_relu),
-                        ("compile", compile), ("check_images", check_images)):
-        flag(name, value)
+    progress, redirected_relu = flag("progress", progress), flag("redirected_relu",
+                                                                 redirected_relu)
+    compile, check_images = flag("compile", compile), flag("check_images", check_images)
     if channels_last is not None:
-        flag("channels_last", channels_last)
+        channels_last = flag("channels_last", channels_last)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch nn.Module (e.g. from create_model), got "
                         f"{type(model).__name__}")
@@ -301,7 +302,8 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
         with frozen(model), redirecting(model, redirected_relu) as redirectable, \
                 capture(model, model_layers) as acts, ExitStack() as opened:
             bar = None  # opened after the first step: an error there (an unknown layer, a
-            try:        # channel out of range) shows without an empty bar above it
+            started = time.time()  # channel out of range) shows without an empty bar above it
+            try:
                 for step in range(1, steps[-1] + 1):
                     opt.zero_grad(set_to_none=True)
                     rendered = param()
@@ -335,6 +337,7 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
                         bar = opened.enter_context(tqdm(
                             total=steps[-1], desc=objective.name[:60], disable=not progress,
                             leave=True))
+                        bar.start_t = started  # its clock includes the first step's time
                     bar.update(1)
                     if device.type == "cpu" and step % _TRIM_EVERY == 0:
                         release_freed_host_memory()

@@ -532,6 +532,11 @@ def test_bad_requests_are_clear_errors(folder, tmp_path):
         run(net, folder, tmp_path / "out", top=0)
     with pytest.raises(ValueError, match="directions have 2 values per row.*3 channels"):
         run(net, folder, tmp_path / "out", Series("0", "direction", torch.ones(4, 2)))
+    rows = torch.ones(4, 3)
+    rows[2, 0] = math.nan
+    with pytest.raises(ValueError, match=r"direction row\(s\) 2 hold NaN .* --units"):
+        run(net, folder, tmp_path / "out", Series("0", "direction", rows))
+    run(net, folder, tmp_path / "out", Series("0", "direction", rows), units=[0, 1, 3])
     with pytest.raises(TypeError, match="layer name .* or a lucent_core.atlas.Series"):
         run(net, folder, tmp_path / "out", 0)
     with pytest.raises(ValueError, match="unknown layer 'conv'"):

@@ -395,6 +395,9 @@ def test_save_png_refuses_other_suffixes(tmp_path):
     assert not (tmp_path / "x.jpg").exists()
     assert io.save_png(np.zeros((4, 4, 3)), tmp_path / "X.PNG").exists()
     assert io.save_png(np.zeros((4, 4, 3)), tmp_path / "no_suffix").exists()
+    assert io.save_png(np.zeros((4, 4, 3)), tmp_path / "layer1.0.conv1").exists()
+    with pytest.raises(ValueError, match="ending in .png"):
+        io.save_png(np.zeros((4, 4, 3)), tmp_path / "x.webp")
 
 
 def test_a_list_of_images_is_a_batch_and_colours_may_be_arrays(tmp_path):

@@ -456,3 +456,19 @@ def test_a_type_error_inside_your_model_function_is_not_called_a_wrong_signature
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(TypeError, match="has no len"):   # the user's own bug, as it is
         create_model("mymods:buggy", pretrained=False)
+
+
+def test_a_decorated_model_function_that_supplies_its_arguments_is_fine(tmp_path, monkeypatch):
+    (tmp_path / "decorated.py").write_text(
+        "import functools\n"
+        "from torch import nn\n"
+        "def with_width(f):\n"
+        "    @functools.wraps(f)\n"
+        "    def wrapper():\n"
+        "        return f(width=3)\n"
+        "    return wrapper\n"
+        "@with_width\n"
+        "def build(width):\n"
+        "    return nn.Conv2d(3, width, 1)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert create_model("decorated:build", pretrained=False).out_channels == 3

@@ -579,6 +579,13 @@ def test_bad_objective_arguments_fail_when_the_objective_is_made(make, error, ma
         make()
 
 
+def test_uint8_and_bool_tensors_are_not_indices():
+    # torch indexing reads them as masks: channel 2 of [[1, 2, 3, 4]] would average them all
+    for bad in (torch.tensor(2, dtype=torch.uint8), torch.tensor(True), np.array(2, np.uint8)):
+        with pytest.raises(TypeError, match="unit must be an integer index"):
+            channel("fc", bad)
+
+
 def test_a_direction_with_nan_is_refused_when_made():
     with pytest.raises(ValueError, match="the direction has NaN or infinite values"):
         direction("c", [1.0, float("nan")])

@@ -311,3 +311,12 @@ def test_sizes_may_be_numpy_integers_but_not_bools():
 def test_image_arguments_are_checked(kwargs, error, match):
     with pytest.raises(error, match=match):
         param.image(8, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [dict(w=8.0), dict(w=8, batch=2.0),
+                                    dict(w=torch.tensor(8))])
+def test_sizes_are_python_or_numpy_integers(kwargs):
+    # a size that passed the check as 8.0 would reach torch unchanged (and fail there)
+    with pytest.raises(ValueError, match="must be a positive integer"):
+        param.image(**kwargs)
+    assert param.image(np.int64(8))().shape[-1] == 8

@@ -575,7 +575,9 @@ def test_flags_and_seeds_of_the_wrong_type_are_refused(kwargs, error, match):
 
 
 def test_whole_number_seeds_and_0_or_1_flags_are_fine():
-    a = quick(make_net(), seed=1.0, progress=0)
+    a = quick(make_net(), seed=1.0, progress=0, compile=0, redirected_relu=1)
+    assert a.settings["compile"] is False and a.settings["seed"] == 1   # recorded as bools
+    assert a.settings["redirected_relu"] is False  # a plain nn.ReLU: nothing was redirected
     b = quick(make_net(), seed=torch.tensor(1))
     assert np.array_equal(a.image, quick(make_net(), seed=1).image)
     assert np.array_equal(b.image, a.image)

@@ -257,6 +257,8 @@ def test_compose_takes_a_list():
         Compose(Pad(2))
     with pytest.raises(TypeError, match="a list of transforms"):
         Compose(5)
+    with pytest.raises(TypeError, match=r"a list of transforms \(in order\)"):
+        Compose({Pad(2), Jitter(4)})
 
 
 # --- reproducibility and replay ----------------------------------------------------------
@@ -450,8 +452,8 @@ def test_compose_takes_any_list_like_and_affine_takes_whole_numbers_of_any_kind(
 
 def test_hand_made_draws_with_wrong_keys_are_named():
     t = Compose([Pad(2), Jitter(4)])
-    with pytest.raises(ValueError, match=r"draw 1 for Jitter\(4\) must be a dict with the keys "
-                                         r"\['left', 'top'\]"):
+    with pytest.raises(ValueError, match=r"draw 1 \(\{\}\) does not fit Jitter\(4\) "
+                                         r"\(KeyError\('top'\)\)"):
         t.apply_transform(torch.rand(1, 3, 8, 8), [{}, {}])
     y, draws = t.forward_with_params(torch.rand(1, 3, 8, 8))
     assert t.apply_transform(torch.rand(1, 3, 8, 8), draws).shape == y.shape

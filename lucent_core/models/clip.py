@@ -397,7 +397,7 @@ def vit_channel(layer: str | int, unit: int, token: str | int = "mean",
     is_index = isinstance(token, (int, np.integer)) and not isinstance(token, bool)
     if not (is_index or (isinstance(token, str) and token in tokens)):
         raise ValueError(f"unknown token {token!r}; choose one of {tokens} or a token index")
-    check_arguments(_layer_name(layer), unit=unit)
+    (unit,) = check_arguments(_layer_name(layer), unit=unit)
 
     def inner(acts: Activations) -> torch.Tensor:
         t = _tokens_last(acts[name], name, batch_first, acts)

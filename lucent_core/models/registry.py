@@ -95,7 +95,7 @@ def _imported_config(name: str) -> ModelConfig:
                          "'package.module:function', importable from the current "
                          "directory or PYTHONPATH") from None
     try:
-        inspect.signature(factory).bind()
+        inspect.signature(factory, follow_wrapped=False).bind()
     except TypeError as error:  # not callable, or it needs arguments
         raise ValueError(f"{name} cannot be called without arguments ({error}); it must be a "
                          "function of no arguments returning an nn.Module or a "

@@ -130,7 +130,7 @@ def set_redirected_relu(model: nn.Module, redirect: bool) -> int:
         >>> set_redirected_relu(nn.Sequential(RedirectedReLU(), RedirectedReLU()), True)
         2
     """
-    flag("redirect", redirect)
+    redirect = flag("redirect", redirect)
     count = 0
     for relu in _relus(model):
         relu.redirect = redirect

@@ -39,8 +39,8 @@ def channel_interpolate(layer1: str, unit1: int, layer2: str, unit2: int) -> Obj
         >>> channel_interpolate("c", 0, "c", 1)(acts).item()  # 4 + (0.5 * 2 + 0.5 * 2) + 8
         14.0
     """
-    check_arguments(layer1, unit1=unit1)
-    check_arguments(layer2, unit2=unit2)
+    (unit1,) = check_arguments(layer1, unit1=unit1)
+    (unit2,) = check_arguments(layer2, unit2=unit2)
 
     def inner(acts: Activations) -> torch.Tensor:
         a, b = acts[layer1], acts[layer2]

@@ -9,6 +9,7 @@ image ``i`` of the batch, so one render can optimise a different target in every
 
 from __future__ import annotations
 
+import operator
 from typing import Sequence
 
 import numpy as np
@@ -33,16 +34,22 @@ def _layer(acts: Activations, layer: str, batch: int | None) -> torch.Tensor:
     return t[batch:batch + 1] if batch >= 0 else t[batch:][:1]
 
 
-def check_arguments(layer: object, **indices: object) -> None:
+def check_arguments(layer: object, **indices: object) -> tuple:
     """When an objective is made: ``layer`` is a name, each index an integer (``x``, ``y`` and
-    ``batch`` may be None), ``cossim_pow`` a finite number >= 0."""
+    ``batch`` may be None), ``cossim_pow`` a finite number >= 0. Returns the values in the
+    order given, as plain ``int`` (and ``float``), whatever integer type they came as."""
     if not isinstance(layer, str):
         raise TypeError(f"a layer is given by name (a string such as 'mixed4a'), got {layer!r}")
+    checked = []
     for name, value in indices.items():
         if name == "cossim_pow":
-            finite_real(name, value, minimum=0)
-        elif not (value is None and name in ("x", "y", "batch")) and not is_index(value):
-            raise TypeError(f"{name} must be an integer index, got {value!r}")
+            value = finite_real(name, value, minimum=0)
+        elif not (value is None and name in ("x", "y", "batch")):
+            if not is_index(value):
+                raise TypeError(f"{name} must be an integer index, got {value!r}")
+            value = operator.index(value)
+        checked.append(value)
+    return tuple(checked)
 
 
 def check_several_images(t: torch.Tensor, what: str) -> None:
@@ -120,7 +127,7 @@ def neuron(layer: str, unit: int, x: int | None = None, y: int | None = None,
         >>> obj({"conv": torch.arange(2 * 9.).reshape(1, 2, 3, 3)}).item()  # centre of channel 1
         13.0
     """
-    check_arguments(layer, unit=unit, x=x, y=y, batch=batch)
+    unit, x, y, batch = check_arguments(layer, unit=unit, x=x, y=y, batch=batch)
 
     def inner(acts: Activations) -> torch.Tensor:
         t = _layer(acts, layer, batch)
@@ -138,7 +145,7 @@ def channel(layer: str, unit: int, batch: int | None = None) -> Objective:
         >>> channel("fc", 2)({"fc": torch.tensor([[1.0, 2.0, 3.0]])}).item()
         3.0
     """
-    check_arguments(layer, unit=unit, batch=batch)
+    unit, batch = check_arguments(layer, unit=unit, batch=batch)
 
     def inner(acts: Activations) -> torch.Tensor:
         t = _layer(acts, layer, batch)
@@ -163,10 +170,9 @@ def batch_channels(layer: str, units: Sequence[int]) -> Objective:
         raise TypeError(f"units must be a sequence of channel indices, one per image, got "
                         f"{units!r}")
     units = list(units)
-    check_arguments(layer, **{f"units[{i}]": u for i, u in enumerate(units)})
+    units = list(check_arguments(layer, **{f"units[{i}]": u for i, u in enumerate(units)}))
     if not units:
         raise ValueError("batch_channels needs at least one unit")
-    units = [int(u) for u in units]
     index = DeviceCopies(torch.tensor(units))
 
     def inner(acts: Activations) -> torch.Tensor:
@@ -200,7 +206,7 @@ def direction(layer: str, vector: "torch.Tensor | np.ndarray | Sequence[float]",
         >>> direction("fc", [1.0, -1.0])({"fc": torch.tensor([[3.0, 1.0]])}).item()
         2.0
     """
-    check_arguments(layer, batch=batch, cossim_pow=cossim_pow)
+    batch, cossim_pow = check_arguments(layer, batch=batch, cossim_pow=cossim_pow)
     v = DeviceCopies(_as_vector(vector))
 
     def inner(acts: Activations) -> torch.Tensor:
@@ -220,7 +226,8 @@ def direction_neuron(layer: str, vector: "torch.Tensor | np.ndarray | Sequence[f
         >>> direction_neuron("c", [1.0, 1.0])(acts).item()
         7.0
     """
-    check_arguments(layer, x=x, y=y, batch=batch, cossim_pow=cossim_pow)
+    x, y, batch, cossim_pow = check_arguments(layer, x=x, y=y, batch=batch,
+                                              cossim_pow=cossim_pow)
     v = DeviceCopies(_as_vector(vector))
 
     def inner(acts: Activations) -> torch.Tensor:
@@ -282,7 +289,7 @@ def deepdream(layer: str, batch: int | None = None) -> Objective:
         >>> deepdream("fc")({"fc": torch.tensor([[1.0, 3.0]])}).item()
         5.0
     """
-    check_arguments(layer, batch=batch)
+    (batch,) = check_arguments(layer, batch=batch)
 
     def inner(acts: Activations) -> torch.Tensor:
         return _layer(acts, layer, batch).pow(2).mean()

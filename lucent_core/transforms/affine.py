@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from lucent_core._device import to_device
-from lucent_core._validate import finite_real, finite_reals, positive_int
+from lucent_core._validate import finite_real, finite_reals, whole_count
 from lucent_core.transforms.functional import PAD_MODES
 
 __all__ = ["RandomAffine", "standard_affine"]
@@ -75,12 +75,12 @@ class RandomAffine(nn.Module):
         super().__init__()
         if pad_mode not in PAD_MODES:
             raise ValueError(f"unknown pad mode {pad_mode!r}; choose one of {PAD_MODES}")
-        if isinstance(jitter, str) or not hasattr(jitter, "__len__") or len(jitter) != 2:
+        if isinstance(jitter, (str, set, frozenset, dict)) or not hasattr(jitter, "__len__") \
+                or len(jitter) != 2:
             raise ValueError(f"jitter must be two non-negative integers (first and second "
                              f"shift), got {jitter!r}")
-        self.pad = positive_int("pad", pad, minimum=0)
-        self.jitter = (positive_int("jitter[0]", jitter[0], minimum=0),
-                       positive_int("jitter[1]", jitter[1], minimum=0))
+        self.pad = whole_count("pad", pad)
+        self.jitter = (whole_count("jitter[0]", jitter[0]), whole_count("jitter[1]", jitter[1]))
         self.scales = finite_reals("scales", scales, positive=True)
         self.angles = finite_reals("angles (degrees)", angles)
         self.pad_mode, self.pad_value = pad_mode, finite_real("pad_value", pad_value)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from lucent_core._device import to_device
-from lucent_core._validate import finite_real, positive_int, real_scalar
+from lucent_core._validate import finite_real, real_scalar, whole_count
 
 __all__ = ["crop", "pad", "rotate", "scale"]
 
@@ -27,7 +27,7 @@ def pad(x: torch.Tensor, width: int, mode: str = "constant", value: float = 0.5)
     """
     if mode not in PAD_MODES:
         raise ValueError(f"unknown pad mode {mode!r}; choose one of {PAD_MODES}")
-    width = positive_int("pad width", width, minimum=0)
+    width = whole_count("pad width", width)
     if mode == "reflect" and width >= min(x.shape[-2:]):
         raise ValueError(f"reflect padding must be narrower than the image: {width} px on a "
                          f"{tuple(x.shape[-2:])} image; use mode='replicate' or 'constant'")

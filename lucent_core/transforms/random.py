@@ -161,9 +161,11 @@ class Compose(nn.Module):
     def __init__(self, transforms: Sequence[Callable[[torch.Tensor], torch.Tensor]]):
         super().__init__()
         listed = isinstance(transforms, (nn.ModuleList, nn.Sequential)) or (
-            isinstance(transforms, Iterable) and not isinstance(transforms, (str, nn.Module)))
-        if not listed:  # one transform is not a list of them (nor are its characters)
-            raise TypeError(f"Compose takes a list of transforms, got {transforms!r}")
+            isinstance(transforms, Iterable)
+            and not isinstance(transforms, (str, nn.Module, set, frozenset, dict)))
+        if not listed:  # one transform, a string, or an unordered set
+            raise TypeError(f"Compose takes a list of transforms (in order), got "
+                            f"{transforms!r}")
         transforms = list(transforms)
         for t in transforms:
             if not callable(t):
@@ -188,13 +190,14 @@ class Compose(nn.Module):
         if len(draws) != len(self.steps):
             raise ValueError(f"expected {len(self.steps)} draws, got {len(draws)}")
         for i, (t, params) in enumerate(zip(self.steps, draws, strict=True)):
-            if isinstance(t, RandomTransform):  # hand-made draws: the keys sample() gives
-                expected = sorted(t.sample(x, torch.Generator()))
-                if not isinstance(params, dict) or sorted(params) != expected:
-                    raise ValueError(f"draw {i} for {t!r} must be a dict with the keys "
-                                     f"{expected} (as forward_with_params returns), got "
-                                     f"{params!r}")
-            x = t.apply_transform(x, params) if isinstance(t, RandomTransform) else t(x)
+            if not isinstance(t, RandomTransform):
+                x = t(x)
+                continue
+            try:
+                x = t.apply_transform(x, params)
+            except (KeyError, TypeError) as error:  # a hand-made draw without what it needs
+                raise ValueError(f"draw {i} ({params!r}) does not fit {t!r} ({error!r}); "
+                                 "replay the draws forward_with_params returns") from error
         return x
 
     def __repr__(self) -> str:  # one line, as recorded in render settings and figure panels
