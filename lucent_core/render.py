@@ -196,10 +196,11 @@ def _compiled_run_to_layers() -> Callable:
 
     Each model and set of layers is one compiled graph of this one function; dynamo's default
     limit of 8 per function would send a ninth (an atlas over many layers) back to eager
-    mode, so while it runs the limit is raised to :data:`COMPILED_GRAPHS`."""
+    mode, so while it runs the limit is at least :data:`COMPILED_GRAPHS` (``cache_size_limit``:
+    the name before torch 2.7, an alias of ``recompile_limit`` since)."""
     import torch._dynamo
-    limits = torch._dynamo.config.patch(recompile_limit=COMPILED_GRAPHS)
-    return limits(torch.compile(run_to_layers))
+    limit = max(torch._dynamo.config.cache_size_limit, COMPILED_GRAPHS)
+    return torch._dynamo.config.patch(cache_size_limit=limit)(torch.compile(run_to_layers))
 
 
 def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpec = None,
