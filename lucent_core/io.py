@@ -163,16 +163,9 @@ def image_grid(images: ImageLike | Sequence[ImageLike], ncols: int | None = None
         >>> image_grid(np.zeros((5, 8, 8, 3)), ncols=3, padding=1).size
         (28, 19)
     """
-    if isinstance(images, (list, tuple)):
-        if not images:
-            raise ValueError("image_grid needs at least one image, got an empty list")
-        arrays = [to_numpy(i) for i in images]
-        shapes = {a.shape[1:] for a in arrays}
-        if len(shapes) != 1:
-            raise ValueError(f"all images in a grid must have the same size, got {sorted(shapes)}")
-        batch = np.concatenate(arrays)
-    else:
-        batch = to_numpy(images)
+    if isinstance(images, (list, tuple)) and not images:
+        raise ValueError("image_grid needs at least one image, got an empty list")
+    batch = to_numpy(images)  # a list of images too: stacked there
     count, height, width, channels = batch.shape
     if count == 0:
         raise ValueError("image_grid needs at least one image, got an empty batch")
