@@ -23,9 +23,9 @@ Example:
 from __future__ import annotations
 
 import logging
+import operator
 from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,7 +33,7 @@ from torch import nn
 from PIL import Image
 
 from lucent_core._device import DeviceCopies
-from lucent_core._validate import not_both, steps_or_thresholds
+from lucent_core._validate import is_index, not_both, steps_or_thresholds
 from lucent_core.hooks import INPUT_LAYER, capture, frozen, model_device, run_to_layers
 from lucent_core.models.config import Preprocessing
 from lucent_core.models.relu import use_redirected_relus
@@ -394,8 +394,9 @@ def vit_channel(layer: str | int, unit: int, token: str | int = "mean",
     """
     name = _layer_name(layer)
     tokens = ("mean", "cls")
-    is_index = isinstance(token, (int, np.integer)) and not isinstance(token, bool)
-    if not (is_index or (isinstance(token, str) and token in tokens)):
+    if is_index(token):
+        token = operator.index(token)
+    elif not (isinstance(token, str) and token in tokens):
         raise ValueError(f"unknown token {token!r}; choose one of {tokens} or a token index")
     (unit,) = check_arguments(_layer_name(layer), unit=unit)
 

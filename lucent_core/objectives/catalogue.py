@@ -169,7 +169,6 @@ def batch_channels(layer: str, units: Sequence[int]) -> Objective:
     if isinstance(units, (str, bytes)) or not hasattr(units, "__iter__"):
         raise TypeError(f"units must be a sequence of channel indices, one per image, got "
                         f"{units!r}")
-    units = list(units)
     units = list(check_arguments(layer, **{f"units[{i}]": u for i, u in enumerate(units)}))
     if not units:
         raise ValueError("batch_channels needs at least one unit")
