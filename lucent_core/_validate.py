@@ -69,6 +69,19 @@ def positive_int(name: str, value: object, minimum: int = 1) -> int:
     return int(value)
 
 
+def positive_ints(minimum: int = 1, **values: object) -> None:
+    """:func:`positive_int` for each named value (sizes, counts), in the order given.
+
+    Example:
+        >>> positive_ints(batch=1, height=8, width=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: width must be a positive integer, got 0
+    """
+    for name, value in values.items():
+        positive_int(name, value, minimum)
+
+
 def index_value(name: str, value: object, minimum: int = 0) -> int:
     """``value`` as an ``int`` if it is an index (see :func:`is_index`) of at least
     ``minimum``.

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from lucent_core._validate import is_index, positive_int, size_pair
+from lucent_core._validate import is_index, positive_int, positive_ints, size_pair
 from lucent_core.io import ImageLike, save_png, to_numpy, to_pil, write_atomically
 from lucent_core.models.config import registry_name
 from lucent_core.models.weights import state_dict_sha256
@@ -125,10 +125,9 @@ class FigureLayout:
     left_band: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("rows", "cols", "cell_h", "cell_w"):
-            positive_int(name, getattr(self, name))
-        for name in ("padding", "title_band", "top_band", "left_band"):
-            positive_int(name, getattr(self, name), minimum=0)
+        positive_ints(rows=self.rows, cols=self.cols, cell_h=self.cell_h, cell_w=self.cell_w)
+        positive_ints(0, padding=self.padding, title_band=self.title_band,
+                      top_band=self.top_band, left_band=self.left_band)
 
     @property
     def size(self) -> tuple[int, int]:

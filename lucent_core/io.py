@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from lucent_core._validate import positive_int
+from lucent_core._validate import positive_int, positive_ints
 
 ImageLike = Union[np.ndarray, torch.Tensor, Image.Image]
 
@@ -62,8 +62,7 @@ def centre_crop_box(height: int, width: int, side: int) -> tuple[tuple[int, int]
         >>> centre_crop_box(20, 40, 10)
         ((10, 20), (0, 5))
     """
-    for name, value in (("height", height), ("width", width), ("side", side)):
-        positive_int(name, value)
+    positive_ints(height=height, width=width, side=side)
     scale = side / min(height, width)
     scaled = (max(side, round(height * scale)), max(side, round(width * scale)))
     return scaled, ((scaled[0] - side) // 2, (scaled[1] - side) // 2)

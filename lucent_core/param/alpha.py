@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from lucent_core._device import to_device
-from lucent_core._validate import finite_real, positive_int
+from lucent_core._validate import finite_real, positive_ints
 from lucent_core.hooks import INPUT_LAYER
 from lucent_core.objectives import Objective, as_objective, wrap_objective
 from lucent_core.param.color import ToRGB
@@ -187,8 +187,7 @@ def random_background(batch: int, height: int, width: int, kind: str = "fourier"
     """
     if kind not in BACKGROUNDS:
         raise ValueError(f"unknown background {kind!r}; choose one of {BACKGROUNDS}")
-    for name, value in (("batch", batch), ("height", height), ("width", width)):
-        positive_int(name, value)
+    positive_ints(batch=batch, height=height, width=width)
     sd, decay_power = finite_real("sd", sd, minimum=0), finite_real("decay_power", decay_power)
     work = torch.float64 if dtype == torch.float64 else torch.float32
     if kind == "color":

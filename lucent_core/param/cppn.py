@@ -31,7 +31,7 @@ import math
 import torch
 from torch import nn
 
-from lucent_core._validate import finite_real, flag, positive_int
+from lucent_core._validate import finite_real, flag, positive_ints
 
 __all__ = ["ACTIVATIONS", "CPPNImage", "composite_activation", "cppn", "cppn_coordinates"]
 
@@ -115,8 +115,7 @@ def cppn_coordinates(width: int, height: int, coordinate_range: float = math.sqr
 
 
 def _check_size(**sizes: int) -> None:
-    for name, value in sizes.items():
-        positive_int(name, value)
+    positive_ints(**sizes)
 
 
 class _BatchedPointwise(nn.Module):

@@ -42,7 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lucent_core._device import to_device
-from lucent_core._validate import positive_int, real_scalar, size_pair, steps_or_thresholds
+from lucent_core._validate import (positive_int, positive_ints, real_scalar, size_pair,
+                                   steps_or_thresholds)
 from lucent_core.param.color import ToRGB
 from lucent_core.param.spatial import fourier_frequencies
 from lucent_core.transforms.random import Compose, RandomTransform
@@ -256,8 +257,7 @@ class MacoImage(nn.Module):
                  decorrelate: bool = True, standardize_phase: bool = True,
                  track_importance: bool = True):
         super().__init__()
-        for name, value in (("batch", batch), ("height", height), ("width", width)):
-            positive_int(name, value)
+        positive_ints(batch=batch, height=height, width=width)
         self.size = (int(height), int(width))
         self.standardize_phase = standardize_phase
         self.track_importance = track_importance

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lucent_core._validate import positive_int, real_scalar
+from lucent_core._validate import positive_ints, real_scalar
 from lucent_core.param.color import ToRGB
 from lucent_core.param.images import ImageParam
 from lucent_core.param.spatial import FourierImage, PixelImage
@@ -60,9 +60,7 @@ class LowResImage(nn.Module):
     def __init__(self, height: int, width: int, batch: int = 1, scale: int = 4,
                  sd: float = 0.01, fft: bool = False):
         super().__init__()
-        for name, value in (("batch", batch), ("height", height), ("width", width),
-                            ("scale", scale)):
-            positive_int(name, value)
+        positive_ints(batch=batch, height=height, width=width, scale=scale)
         self.size = (height, width)
         self.scale = scale
         small = (math.ceil(height / scale), math.ceil(width / scale))
@@ -119,9 +117,7 @@ class LaplacianPyramid(nn.Module):
     def __init__(self, height: int, width: int, batch: int = 1, levels: int = 4,
                  sd: float = 0.01, level_weights: "float | Sequence[float]" = 1.0):
         super().__init__()
-        for name, value in (("batch", batch), ("height", height), ("width", width),
-                            ("levels", levels)):
-            positive_int(name, value)
+        positive_ints(batch=batch, height=height, width=width, levels=levels)
         most = max_pyramid_levels(height, width)
         if levels > most:
             raise ValueError(f"levels={levels} is too many for a {height}x{width} image: at "

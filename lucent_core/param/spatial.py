@@ -5,15 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lucent_core._validate import finite_real, positive_int
+from lucent_core._validate import finite_real, positive_ints
 
 __all__ = ["FourierImage", "PixelImage", "fourier_frequencies", "fourier_scale",
            "spectrum_to_image"]
 
 
 def _check_size(batch: int, height: int, width: int) -> None:
-    for name, value in (("batch", batch), ("height", height), ("width", width)):
-        positive_int(name, value)
+    positive_ints(batch=batch, height=height, width=width)
 
 
 class PixelImage(nn.Module):
