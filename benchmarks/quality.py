@@ -9,11 +9,11 @@ Run from the repository root (about 20 minutes with the defaults on 2 CPU cores)
 
 For a sample of units of the offline VGG16 (HED weights, the one trained network available
 without a download), every configuration renders each unit, then every picture is scored the
-same way (lucent_core.quality):
+same way (lucent_core.recipes.quality):
 
   value          the unit's mean activation on the saved picture (what the render maximised);
   superstimulus  the picture's peak activation over the unit's best dataset example (the
-                 scikit-image sample photos, searched with lucent_core.examples);
+                 scikit-image sample photos, searched with lucent_core.recipes.examples);
   robustness     the mean value under the fixed held-out transforms over the plain value;
   diversity      mean pairwise Gram cosine of a batch of 4 rendered for one unit with a
                  diversity objective (lower is more diverse).
@@ -39,14 +39,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lucent_core.examples import find_examples, load_examples
+from lucent_core.recipes.examples import find_examples, load_examples
 from torch import nn
 
 from lucent_core import list_layers, objectives, param, render_vis
 from lucent_core.hooks import capture, frozen, run_to_layers
 from lucent_core.models import create_model
-from lucent_core.param import render_maco
-from lucent_core.quality import diversity_score, robustness, superstimulus_ratio
+from lucent_core.recipes import render_maco
+from lucent_core.recipes.quality import diversity_score, robustness, superstimulus_ratio
 
 CONFIGS = ("pixel", "fourier", "cppn", "maco", "lucent")
 

@@ -127,7 +127,7 @@ def measure(job: dict) -> dict:
     else:
         from lucent_core import objectives, param, render_vis
         from lucent_core.hooks import capture, frozen, run_to_layers
-        from lucent_core.models.relu import redirecting
+        from lucent_core.relu import redirecting
         from lucent_core.transforms import standard_affine
         model = _ours_model(job["model"]).to(device)
         if job["library"] == "floor":

@@ -1,5 +1,10 @@
 """lucent_core: feature visualisation for PyTorch in the DeepDream / Lucid tradition.
 
+The package is layered, each layer importing only from those before it (``lint-imports``
+checks it): the core (``param``, ``transforms``, ``objectives``, ``hooks``, ``render``, ``io``
+and what they need), then ``models`` (the zoo), ``recipes`` (analyses), ``atlas`` (batch
+rendering of whole layers) and ``cli``. The names below are the everyday ones.
+
 Example:
     >>> import torch
     >>> from lucent_core import objectives, param, render_vis
@@ -10,19 +15,20 @@ Example:
     (1, 64, 64, 3)
 """
 
-from lucent_core import figures, objectives, param, quality, transforms
-from lucent_core.examples import find_examples, load_examples
-from lucent_core.groups import NeuronGroups, groups_overlay, neuron_groups, nmf, render_groups
+from lucent_core import objectives, param, transforms
+from lucent_core.activations import image_activations, layer_activations, load_image
 from lucent_core.hooks import LayerInfo, capture, list_layers, resolve_layer
 from lucent_core.io import image_grid, save_png, show, to_numpy, to_pil
-from lucent_core.objectives.matching import load_image
-from lucent_core.models import Preprocessing
+from lucent_core.preprocessing import Preprocessing
+from lucent_core.recipes import (NeuronGroups, caricature, feature_inversion, figures,
+                                 find_examples, groups_overlay, load_examples, neuron_groups, nmf,
+                                 quality, render_groups, render_maco)
 from lucent_core.render import RenderResult, frozen, render_vis
-
-__version__ = "0.1.0"
+from lucent_core.version import __version__
 
 __all__ = ["LayerInfo", "NeuronGroups", "Preprocessing", "RenderResult", "__version__", "capture",
-           "figures", "find_examples", "frozen", "groups_overlay", "image_grid", "list_layers",
-           "load_examples", "load_image", "neuron_groups", "nmf", "objectives", "param",
-           "quality", "render_groups", "render_vis", "resolve_layer", "save_png", "show",
-           "to_numpy", "to_pil", "transforms"]
+           "caricature", "feature_inversion", "figures", "find_examples", "frozen",
+           "groups_overlay", "image_activations", "image_grid", "layer_activations",
+           "list_layers", "load_examples", "load_image", "neuron_groups", "nmf", "objectives",
+           "param", "quality", "render_groups", "render_maco", "render_vis", "resolve_layer",
+           "save_png", "show", "to_numpy", "to_pil", "transforms"]

@@ -31,6 +31,7 @@ from lucent_core._validate import finite_real
 from lucent_core.models import create_model, get_config, list_models
 from lucent_core.atlas.plan import PRECISIONS
 from lucent_core.render import render_vis
+from lucent_core.units import UNIT_KINDS, Series, load_directions
 
 __all__ = ["main"]
 
@@ -170,8 +171,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     result = render_vis(
         model, objective,
-        param_f=lambda: param.image(args.size, batch=args.batch, fft=not args.pixel,
-                                    decorrelate=not args.no_decorrelate),
+        param_f=lambda: param.make_param(args.param, args.size, batch=args.batch,
+                                         decorrelate=not args.no_decorrelate),
         optimizer=lambda params: torch.optim.Adam(params, lr=args.lr),
         transforms=[] if args.no_transforms else None,
         thresholds=(args.steps,), seed=args.seed, progress=not args.quiet,
@@ -185,7 +186,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
           f"{state} {len(result.history)} steps, {args.size}px x {args.batch}, "
           f"{elapsed:.1f}s on {next(model.parameters()).device}; saved {path}")
     if args.batch > 1:
-        from lucent_core.quality import diversity_score
+        from lucent_core.recipes.quality import diversity_score
         images = torch.from_numpy(result.image).permute(0, 3, 1, 2)
         score = diversity_score(model, images, args.layer)
         print(f"diversity score at {args.layer}: {score:.3f} (mean Gram cosine between the "
@@ -204,16 +205,34 @@ def _sigterm_as_ctrl_c() -> Iterator[None]:
 
 
 def _series(args: argparse.Namespace, layers: Sequence[str]) -> list:
-    """The atlas series that ``--neuron`` / ``--directions`` ask for, one per layer."""
-    from lucent_core import atlas
-    if args.directions and len(layers) != 1:
-        raise ValueError("--directions belong to one layer: give exactly one --layer")
-    if args.directions and args.neuron:
-        raise ValueError("--neuron and --directions exclude each other")
-    if args.directions:
-        return [atlas.Series(layers[0], "direction", atlas.load_directions(args.directions),
-                             source=args.directions)]
-    return [atlas.Series(layer, "neuron" if args.neuron else "channel") for layer in layers]
+    """The series of the unit kind a flag asks for (``--neuron``, ``--directions FILE``; none:
+    channels), one per layer."""
+    chosen = [kind for kind in UNIT_KINDS.values()
+              if kind.cli_flag and getattr(args, _dest(kind.cli_flag), None)]
+    if len(chosen) > 1:
+        raise ValueError(f"{' and '.join(k.cli_flag for k in chosen)} exclude each other")
+    if not chosen:
+        return [Series(layer) for layer in layers]
+    kind = chosen[0]
+    if not kind.needs_directions:
+        return [Series(layer, kind.name) for layer in layers]
+    if len(layers) != 1:
+        raise ValueError(f"{kind.cli_flag} belong to one layer: give exactly one --layer")
+    source = getattr(args, _dest(kind.cli_flag))
+    return [Series(layers[0], kind.name, load_directions(source), source=source)]
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def _add_unit_kind_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per unit kind that has one (``--neuron``; ``--directions FILE``)."""
+    for kind in UNIT_KINDS.values():
+        if kind.cli_flag and kind.needs_directions:
+            parser.add_argument(kind.cli_flag, metavar="FILE", help=kind.cli_help)
+        elif kind.cli_flag:
+            parser.add_argument(kind.cli_flag, action="store_true", help=kind.cli_help)
 
 
 def _cmd_atlas(args: argparse.Namespace) -> int:
@@ -244,7 +263,7 @@ def _cmd_atlas_index(args: argparse.Namespace) -> int:
 
 def _cmd_examples(args: argparse.Namespace) -> int:
     from lucent_core import atlas
-    from lucent_core.examples import find_examples
+    from lucent_core.recipes.examples import find_examples
     (series,) = _series(args, [args.layer])
     model = _load(args)
     with _sigterm_as_ctrl_c():
@@ -274,9 +293,7 @@ def _add_examples_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--top", type=int, default=9, help="images kept per unit (9)")
     parser.add_argument("--units", help="which units: 0:64, 3,7,9, -1, --units=-8: ... "
                                         "(default: all)")
-    parser.add_argument("--neuron", action="store_true", help="the centre neuron of each channel")
-    parser.add_argument("--directions", metavar="FILE",
-                        help="an N x C .pt/.npy file: examples for each direction")
+    _add_unit_kind_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward (32)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="image-decoding worker processes (default: up to 4)")
@@ -292,7 +309,7 @@ def _add_examples_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_atlas_parser(commands: argparse._SubParsersAction) -> None:
-    from lucent_core.atlas.plan import PARAMS, TRANSFORMS
+    from lucent_core.atlas.plan import TRANSFORMS
     parser = commands.add_parser(
         "atlas", help="render every unit of layers into a resumable atlas with an HTML gallery",
         description="Render many units, a batch at a time, into OUT (one PNG + JSON record per "
@@ -303,16 +320,12 @@ def _add_atlas_parser(commands: argparse._SubParsersAction) -> None:
                         help="layer to render (repeat for several layers)")
     parser.add_argument("--units", help="which units: 0:64, 3,7,9, 0:512:2, -1, --units=-8: "
                                         "... (default: all)")
-    parser.add_argument("--neuron", action="store_true",
-                        help="optimise each channel at the centre position only")
-    parser.add_argument("--directions", metavar="FILE",
-                        help="render the rows of an N x C matrix (.pt or .npy) as directions in "
-                             "the layer's channel space (e.g. an SAE dictionary)")
+    _add_unit_kind_arguments(parser)
     parser.add_argument("--out", required=True, help="the atlas directory")
     parser.add_argument("--steps", type=int, default=512, help="optimisation steps (512)")
     parser.add_argument("--size", type=int, default=128, help="image size in pixels (128)")
     parser.add_argument("--batch", type=int, default=64, help="units optimised together (64)")
-    parser.add_argument("--param", choices=PARAMS, default="fourier",
+    parser.add_argument("--param", choices=param.param_names(), default="fourier",
                         help="image parameterisation (fourier)")
     parser.add_argument("--no-decorrelate", action="store_true",
                         help="plain RGB instead of decorrelated colour (fourier/pixel)")
@@ -368,8 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="weight of the diversity penalty between the batch's images")
     render.add_argument("--lr", type=_learning_rate, default=0.05, help="Adam learning rate (0.05)")
     render.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    render.add_argument("--pixel", action="store_true",
-                        help="pixel parameterisation instead of Fourier")
+    render.add_argument("--param", choices=param.param_names(), default="fourier",
+                        help="image parameterisation (fourier)")
     render.add_argument("--no-decorrelate", action="store_true",
                         help="optimise plain RGB instead of decorrelated colour")
     render.add_argument("--no-transforms", action="store_true",

@@ -21,11 +21,11 @@ OUTPUT_ALIASES = ("output", "labels", "logits")
 #: transforms), for objectives on the image: regularisers, alpha penalties.
 INPUT_LAYER = "input"
 
-__all__ = ["INPUT_LAYER", "LayerInfo", "OUTPUT_LAYER", "capture", "frozen", "list_layers",
-           "model_device", "resolve_layer", "run_to_layers", "same_layer",
-           "UnknownLayerError"]
+__all__ = ["INPUT_LAYER", "LayerInfo", "OUTPUT_LAYER", "UnknownLayerError", "capture", "frozen",
+           "is_compiling", "list_layers", "model_device", "model_revision", "registry_name",
+           "resolve_layer", "run_to_layers", "same_layer"]
 
-_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # torch >= 2.3
+is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # torch >= 2.3
 
 
 class _StopForward(BaseException):
@@ -175,7 +175,7 @@ def capture(model: nn.Module, layers: Sequence[str], stop_early: bool = True
             # a copy where the forward changes it in place later on (seen by run_to_layers),
             # and always under torch.compile, where version counters cannot be read
             if isinstance(output, torch.Tensor) and (names[0] in acts.copied
-                                                     or _compiling()):
+                                                     or is_compiling()):
                 output = output.clone()
             for name in names:
                 acts[name] = output
@@ -215,7 +215,7 @@ class _Activations(dict):
 def _version(value: object) -> int | None:
     """The tensor's in-place write counter, where there is one to read."""
     if not isinstance(value, torch.Tensor) or value.is_inference() or \
-            _compiling():
+            is_compiling():
         return None
     return value._version
 
@@ -278,6 +278,27 @@ def _forward(model: nn.Module, x: torch.Tensor, acts: _Activations) -> object:
 # how torch says that an input is smaller than a convolution or pooling window
 _INPUT_TOO_SMALL = ("Kernel size can't be greater than actual input size",
                     "Output size is too small", "output size is too small")
+
+
+def registry_name(model: nn.Module) -> str:
+    """What records call a model: its registry name (zoo models), else its class name.
+
+    Example:
+        >>> registry_name(nn.Conv2d(3, 4, 1))
+        'Conv2d'
+    """
+    return getattr(getattr(model, "config", None), "name", None) or type(model).__name__
+
+
+def model_revision(model: nn.Module) -> int:
+    """The revision of the model's definition (:class:`ModelConfig` ``.revision``), 1 without
+    a config: what atlases and dataset examples record to refuse mixing two definitions.
+
+    Example:
+        >>> model_revision(nn.Conv2d(3, 4, 1))
+        1
+    """
+    return getattr(getattr(model, "config", None), "revision", 1)
 
 
 def model_device(model: nn.Module) -> tuple[torch.device, torch.dtype]:

@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 from lucent_core._device import release_freed_host_memory
 from lucent_core._validate import flag, random_seed
 from lucent_core.hooks import INPUT_LAYER, capture, frozen, model_device, run_to_layers
-from lucent_core.models.config import Preprocessing, preprocessing_of
-from lucent_core.models.relu import redirecting
+from lucent_core.preprocessing import Preprocessing, preprocessing_of
+from lucent_core.relu import redirecting
 from lucent_core.objectives import Objective, as_objective
 from lucent_core.param import image
 from lucent_core.transforms import Compose, standard_affine
@@ -236,10 +236,10 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
         preprocess: how images become model input; default ``model.preprocessing`` if the
             model has one (zoo models do), else images are passed as RGB in [0, 1].
         redirected_relu: during the render, give the model's
-            :class:`~lucent_core.models.relu.RedirectedReLU` modules Lucid's redirected
+            :class:`~lucent_core.relu.RedirectedReLU` modules Lucid's redirected
             gradient, so units that start dead can still be reached (models from
             ``create_model`` have them in place of every ``nn.ReLU``; for your own model call
-            :func:`~lucent_core.models.relu.use_redirected_relus` once). ``settings`` records
+            :func:`~lucent_core.relu.use_redirected_relus` once). ``settings`` records
             whether any ReLU was redirected.
         autocast: run the model under ``torch.autocast`` in this dtype (``torch.bfloat16``
             or ``torch.float16``): faster on GPUs with tensor cores. The parameterisation,

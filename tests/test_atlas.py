@@ -529,8 +529,8 @@ def test_cli_render_takes_precision_and_rejects_unknown_ones(tmp_path, capsys):
 # --- quality scores and dataset examples in records -------------------------------------------
 
 def test_records_carry_peak_activation_and_robustness(tiny, tmp_path):
-    from lucent_core.atlas.runner import unit_maps
-    from lucent_core.quality import robustness
+    from lucent_core.units import unit_maps
+    from lucent_core.recipes.quality import robustness
     atlas.render_atlas(tiny, tmp_path, "2", units="0:3", **FAST)
     scored = []
     for unit, record in records(tmp_path, "2").items():

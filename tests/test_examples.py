@@ -18,10 +18,10 @@ from PIL import Image
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensor
 
-from lucent_core import examples as examples_module
+from lucent_core.recipes import examples as examples_module
 from lucent_core.atlas import Series
-from lucent_core.atlas.store import AtlasError, AtlasWriteError
-from lucent_core.examples import (ExamplesSummary, _load_image, _TopK, find_examples,
+from lucent_core.results import AtlasError, AtlasWriteError
+from lucent_core.recipes.examples import (ExamplesSummary, _load_image, _TopK, find_examples,
                                   load_examples, receptive_field)
 
 SIDE = 7      # planted squares and the colour detectors' kernels are SIDE x SIDE
@@ -566,7 +566,7 @@ def test_layers_without_space_use_the_whole_image(folder, tmp_path):
 
 
 def test_linked_folders_are_followed_once_and_links_to_nothing_are_skipped(folder, tmp_path):
-    from lucent_core.examples import _image_files
+    from lucent_core.recipes.examples import _image_files
     linked = tmp_path / "linked"
     linked.mkdir()
     (linked / "elsewhere").symlink_to(folder, target_is_directory=True)

@@ -18,7 +18,7 @@ from lucent_core import atlas, objectives, param, render_vis
 from lucent_core.hooks import capture, run_to_layers
 from lucent_core.models import Preprocessing
 from lucent_core.models.inceptionv1 import InceptionV1
-from lucent_core.models.relu import redirecting
+from lucent_core.relu import redirecting
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 

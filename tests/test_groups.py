@@ -1,4 +1,4 @@
-"""Tests for lucent_core.groups: NMF (known-rank reconstruction, planted parts, monotone loss,
+"""Tests for lucent_core.recipes.groups: NMF (known-rank reconstruction, planted parts, monotone loss,
 determinism, errors), neuron groups on a planted colour net whose answer is known, the image
 loader, overlays, batched group renders, and the real VGG16 HED."""
 
@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 
 from lucent_core import objectives, param
-from lucent_core.groups import (NMF_METHODS, NeuronGroups, groups_overlay, neuron_groups, nmf,
+from lucent_core.recipes.groups import (NMF_METHODS, NeuronGroups, groups_overlay, neuron_groups, nmf,
                                 render_groups)
 from lucent_core.hooks import capture, run_to_layers
 from lucent_core.models import Preprocessing, create_model

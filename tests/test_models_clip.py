@@ -14,9 +14,9 @@ pytest.importorskip("open_clip",
 
 from lucent_core import render_vis  # noqa: E402
 from lucent_core.models import create_model, get_config  # noqa: E402
-from lucent_core.models.clip import (CLIP_MEAN, CLIP_STD, CLIPVisual, clip_image,  # noqa: E402
-                                     render_prompts, text_direction, text_direction_vector,
-                                     clip_model, clip_text, vit_channel)
+from lucent_core.models.clip import CLIP_MEAN, CLIP_STD, CLIPVisual, clip_model  # noqa: E402
+from lucent_core.recipes.clip import (clip_image, clip_text, render_prompts,  # noqa: E402
+                                      text_direction, text_direction_vector, vit_channel)
 from lucent_core.objectives import channel  # noqa: E402
 from lucent_core.param import image  # noqa: E402
 
@@ -80,7 +80,7 @@ def test_entries_build_with_layers_and_fixed_size(request, fixture, size, towers
 
 
 def test_config_layer_widths_match_activations(rn50):
-    from lucent_core.objectives import image_activations
+    from lucent_core.activations import image_activations
     for layer, width in rn50.config.layers.items():
         assert image_activations(rn50, layer, torch.rand(3, SIZE, SIZE)).shape[1] == width
 
@@ -271,14 +271,14 @@ def test_render_prompts_takes_thresholds_instead_of_steps(vit):
 
 
 def test_the_resnet_towers_relus_can_be_redirected_the_vits_have_none(rn50, vit):
-    from lucent_core.models.relu import RedirectedReLU
+    from lucent_core.relu import RedirectedReLU
     assert not any(type(m) is torch.nn.ReLU for m in rn50.modules())
     assert sum(isinstance(m, RedirectedReLU) for m in rn50.modules()) > 40
     assert not any(isinstance(m, RedirectedReLU) for m in vit.modules())
 
 
 def test_text_direction_on_a_vit_block_honours_cossim_pow(vit):
-    from lucent_core.objectives.catalogue import _dot_cossim
+    from lucent_core.objectives.catalogue import dot_cossim
     from lucent_core._device import DeviceCopies
     vector = text_direction_vector(vit, 6, "a dog")
     tokens = torch.randn(2, 50, 768)                 # (B, 1 class + 49 patch tokens, C)
@@ -287,7 +287,7 @@ def test_text_direction_on_a_vit_block_honours_cossim_pow(vit):
     plain = text_direction(vit, 6, "a dog")(acts)
     torch.testing.assert_close(plain, (tokens[:, 1:] @ vector).mean())
     sharper = text_direction(vit, 6, "a dog", cossim_pow=2.0)(acts)
-    expected = _dot_cossim(tokens[:, 1:].transpose(1, 2), DeviceCopies(vector), "b", 2.0).mean()
+    expected = dot_cossim(tokens[:, 1:].transpose(1, 2), DeviceCopies(vector), "b", 2.0).mean()
     torch.testing.assert_close(sharper, expected)
     assert not torch.isclose(sharper, plain)
 

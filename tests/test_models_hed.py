@@ -8,7 +8,7 @@ import torch
 
 from lucent_core.models.hed import (HED_MEAN_BGR, VGG16HED, VGG16_HED_BLOCKS, find_hed_weights,
                                     load_hed_h5)
-from lucent_core.models.relu import RedirectedReLU
+from lucent_core.relu import RedirectedReLU
 
 SIZE = 128          # synthetic image: dark background, bright square [LO, HI) x [LO, HI)
 LO, HI = 32, 96

@@ -19,7 +19,7 @@ from lucent_core.hooks import capture, run_to_layers
 from lucent_core.models.inceptionv1 import (INCEPTIONV1_BLOCKS, INCEPTIONV1_LRN,
                                             INCEPTIONV1_VALUE_RANGE, InceptionBlock, InceptionV1,
                                             LocalResponseNorm, PaddedMaxPool2d)
-from lucent_core.models.relu import RedirectedReLU, set_redirected_relu
+from lucent_core.relu import RedirectedReLU, set_redirected_relu
 
 FIXTURE = Path(__file__).parent / "fixtures" / "inceptionv1_state_dict.json"
 BRANCHES = ("1x1", "3x3_bottleneck", "3x3", "5x5_bottleneck", "5x5", "pool_reduce")

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from lucent_core.models.relu import RedirectedReLU, redirected_relu, set_redirected_relu
+from lucent_core.relu import RedirectedReLU, redirected_relu, set_redirected_relu
 
 
 def reference_grad(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -87,7 +87,7 @@ def test_the_redirected_backward_compiles_as_one_graph_with_the_same_gradient():
 def test_create_model_swaps_torchvisions_relus_and_keeps_its_outputs():
     import torchvision
     from lucent_core.models import create_model
-    from lucent_core.models.relu import set_redirected_relu
+    from lucent_core.relu import set_redirected_relu
     model = create_model("torchvision:resnet18", pretrained=False)
     assert not any(type(m) is nn.ReLU for m in model.modules())
     assert set_redirected_relu(model, False) == 9  # the stem's and one per BasicBlock
@@ -99,7 +99,7 @@ def test_create_model_swaps_torchvisions_relus_and_keeps_its_outputs():
 
 
 def test_use_redirected_relus_reaches_nested_and_reused_modules():
-    from lucent_core.models.relu import use_redirected_relus
+    from lucent_core.relu import use_redirected_relus
 
     class Reuses(nn.Module):
         def __init__(self):
@@ -119,7 +119,7 @@ def test_use_redirected_relus_reaches_nested_and_reused_modules():
 
 
 def test_a_swapped_in_place_relu_keeps_its_side_effect_outside_redirected_renders():
-    from lucent_core.models.relu import redirecting, use_redirected_relus
+    from lucent_core.relu import redirecting, use_redirected_relus
 
     class SideEffect(nn.Module):  # relies on the ReLU writing into y, not on its result
         def __init__(self):

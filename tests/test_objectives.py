@@ -543,7 +543,7 @@ def test_an_objective_given_one_layer_name_as_a_string_keeps_it_whole():
 
 def test_a_named_combination_keeps_its_name_in_further_arithmetic():
     from lucent_core import objectives
-    from lucent_core.objectives.matching import feature_inversion
+    from lucent_core.recipes.inversion import feature_inversion
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
     inversion = feature_inversion(net, "1", torch.rand(3, 8, 8))
     combined = inversion - 1e-3 * objectives.total_variation()

@@ -13,8 +13,9 @@ from torch import nn
 
 from lucent_core import param, render_vis
 from lucent_core.models import Preprocessing
-from lucent_core.objectives.matching import (activation_distance, activation_match, caricature,
-                                             feature_inversion, image_activations, load_image)
+from lucent_core.activations import image_activations, load_image
+from lucent_core.objectives import activation_distance, activation_match
+from lucent_core.recipes.inversion import caricature, feature_inversion
 from lucent_core.param.color import ToRGB
 from lucent_core.param.images import ImageParam
 from lucent_core.param.spatial import PixelImage
@@ -278,7 +279,7 @@ def test_feature_inversion_of_a_real_photo(vgg):
 def test_load_image_turns_photos_upright_like_the_dataset_examples(tmp_path):
     # stored 40 wide x 20 high, left half red; EXIF orientation 6 = "rotate 90 degrees
     # clockwise to display", so the photo is 20 wide x 40 high with red on top
-    from lucent_core.examples import _load_image
+    from lucent_core.recipes.examples import _load_image
     stored = np.zeros((20, 40, 3), dtype=np.uint8)
     stored[:, :20, 0] = 255
     stored[:, 20:, 2] = 255
@@ -319,7 +320,7 @@ def test_a_per_image_target_that_is_zero_for_one_image_is_a_clear_error():
 
 
 def test_layer_activations_reads_batches_as_renders_and_photos_come():
-    from lucent_core.objectives import layer_activations
+    from lucent_core.activations import layer_activations
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
     floats = torch.rand(2, 3, 10, 10)

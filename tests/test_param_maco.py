@@ -22,7 +22,8 @@ from lucent_core import objectives
 from lucent_core.objectives import Objective
 from lucent_core.param.color import ToRGB
 from lucent_core.param.maco import (MacoImage, RandomCrops, crop_resize, maco, maco_transforms,
-                                    magnitude_from_images, natural_magnitude, render_maco)
+                                    magnitude_from_images, natural_magnitude)
+from lucent_core.recipes.maco import render_maco
 from lucent_core.param.spatial import fourier_frequencies
 
 SIZES = [(24, 32), (17, 23), (1, 5), (6, 1), (2, 2), (9, 40)]   # (height, width)
@@ -374,7 +375,7 @@ def test_random_crops_gradient_reaches_the_image():
 # --- render_maco and errors --------------------------------------------------------------
 
 def test_render_maco_crop_size_defaults_to_the_models_input_size():
-    from lucent_core.models.config import Preprocessing
+    from lucent_core.preprocessing import Preprocessing
 
     seen = []
 
@@ -434,7 +435,7 @@ def test_errors(make, match):
 
 
 def test_crop_options_with_transforms_are_an_error_not_ignored():
-    from lucent_core.param.maco import render_maco
+    from lucent_core.recipes.maco import render_maco
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
     with pytest.raises(ValueError, match=r"n_crops, noise shape\(s\) maco_transforms"):
         render_maco(net, "0:1", w=16, steps=1, n_crops=2, noise=0.1, transforms=[],
@@ -444,7 +445,7 @@ def test_crop_options_with_transforms_are_an_error_not_ignored():
 
 
 def test_steps_and_thresholds_together_are_an_error_not_one_ignored():
-    from lucent_core.param.maco import render_maco
+    from lucent_core.recipes.maco import render_maco
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
     with pytest.raises(ValueError, match="either steps= or thresholds="):
         render_maco(net, "0:1", w=16, steps=4, thresholds=(2,), transforms=[], progress=False)

@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from lucent_core import objectives, quality
+from lucent_core import objectives
+from lucent_core.recipes import quality
 from lucent_core.atlas import Series
-from lucent_core.quality import (apply_held_out, diversity_score, held_out_transforms,
+from lucent_core.recipes.quality import (apply_held_out, diversity_score, held_out_transforms,
                                  robustness, superstimulus_ratio)
 from lucent_core.transforms.affine import LUCID_ANGLES, LUCID_SCALES
 

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lucent_core import Preprocessing, RenderResult, frozen, param, render_vis
-from lucent_core.models.config import preprocessing_of
+from lucent_core.preprocessing import preprocessing_of
 from lucent_core.models.inceptionv1 import LocalResponseNorm, PaddedMaxPool2d
-from lucent_core.models.relu import RedirectedReLU
+from lucent_core.relu import RedirectedReLU
 from lucent_core.objectives import Objective, channel, direction
 from lucent_core.render import _build_param, _build_transforms
 from lucent_core.transforms import RandomAffine

@@ -338,14 +338,14 @@ def test_create_model_finds_torchvision_weights_offline(tmp_path, hub_dir, monke
     with pytest.raises(WeightsError, match=r"should have 047dcff4"):
         create_model(name)
     # ... and loads where the prefix is its own (as torchvision's real file would)
-    from lucent_core.models import zoo
+    from lucent_core.models import registry, zoo
     real_config = zoo.torchvision_config
 
     def with_own_hash(tv_name):
         config = real_config(tv_name)
         weights = dataclasses.replace(config.weights, sha256=sha256sum(folder / filename)[:8])
         return dataclasses.replace(config, weights=weights)
-    monkeypatch.setattr(zoo, "torchvision_config", with_own_hash)
+    monkeypatch.setitem(registry._FAMILIES, registry.TORCHVISION_PREFIX, with_own_hash)
     model = create_model(name)  # pretrained by default; the no_network fixture forbids downloads
     key = "features.0.0.weight"
     torch.testing.assert_close(model.state_dict()[key], reference[key], rtol=0, atol=0)

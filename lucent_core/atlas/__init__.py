@@ -12,11 +12,11 @@ Example:
 
 from lucent_core.atlas.gallery import write_gallery
 from lucent_core.atlas.index import build_index, load_manifest
-from lucent_core.atlas.plan import (AtlasSettings, Series, load_directions, parse_units,
-                                    plan_batches, unit_seed)
-from lucent_core.atlas.runner import (AtlasSummary, layer_unit_maps, render_atlas,
-                                      reproduce_command, unit_maps, unit_values)
+from lucent_core.atlas.plan import AtlasSettings, plan_batches, unit_seed
+from lucent_core.atlas.runner import AtlasSummary, render_atlas, reproduce_command
 from lucent_core.atlas.store import AtlasError, AtlasStore, AtlasWriteError
+from lucent_core.units import (Series, layer_unit_maps, load_directions, parse_units, unit_maps,
+                               unit_values)
 
 __all__ = ["AtlasError", "AtlasSettings", "AtlasStore", "AtlasSummary", "AtlasWriteError",
            "Series", "build_index", "load_directions", "load_manifest", "parse_units",

@@ -15,6 +15,7 @@ from lucent_core.atlas.gallery import write_gallery
 from lucent_core.atlas.plan import ATLAS_FORMAT
 from lucent_core.atlas.store import AtlasStore, read_json, write_json
 from lucent_core.io import image_grid, write_atomically
+from lucent_core.recipes.quality import superstimulus_ratio
 
 __all__ = ["build_index", "load_manifest"]
 
@@ -53,7 +54,6 @@ def _remove_stale_partials(root: Path) -> None:
 def _attach_examples(root: Path, series_dir: str, records: list[dict]) -> dict | None:
     """Add each record's dataset examples (from ``lucent-core examples``) and its
     superstimulus ratio; return a summary of the examples run, or None without one."""
-    from lucent_core.quality import superstimulus_ratio  # quality builds on the atlas package
     path = root / "examples" / series_dir / "examples.json"
     if not path.is_file():
         return None

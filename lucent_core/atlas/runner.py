@@ -18,20 +18,21 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-import lucent_core
 from lucent_core import param as param_lib
 from lucent_core._device import to_device
-from lucent_core.atlas.plan import AtlasSettings, Batch, Series, plan_batches, select_units, \
-    unit_seed
+from lucent_core.atlas.index import build_index
+from lucent_core.atlas.plan import AtlasSettings, Batch, plan_batches, unit_seed
 from lucent_core.atlas.store import AtlasStore
-from lucent_core.hooks import model_device, same_layer
-from lucent_core.models.config import Preprocessing, model_revision, preprocessing_of, \
-    registry_name
+from lucent_core.hooks import model_device, model_revision, registry_name, same_layer
+from lucent_core.preprocessing import Preprocessing, preprocessing_of
 from lucent_core.models.weights import state_dict_sha256
 from lucent_core.objectives import Objective
-from lucent_core.objectives.matching import _checked_activations
 from lucent_core.render import render_vis
 from lucent_core.transforms import standard_affine
+from lucent_core.activations import run_layers
+from lucent_core.recipes.quality import robustness
+from lucent_core.units import Series, layer_shapes, select_units, unit_maps, unit_values
+from lucent_core.version import __version__
 
 __all__ = ["AtlasSummary", "render_atlas", "reproduce_command", "unit_values"]
 
@@ -96,89 +97,6 @@ class AtlasSummary:
         return "\n".join(lines)
 
 
-def unit_maps(acts: torch.Tensor, series: Series, units: torch.Tensor,
-              directions: torch.Tensor | None = None) -> torch.Tensor:
-    """Each image's activation map of its own unit: image ``i``, unit ``units[i]``.
-
-    A channel's map is its spatial activations; a direction's is the dot product of the
-    direction with the activation vector at each position; a neuron's is the single centre
-    position. Layers without spatial dimensions give ``(B,)`` maps.
-
-    Args:
-        acts: the layer's activations, ``(B, C, ...)``.
-        series: says which kind of unit.
-        units: ``(B,)`` unit numbers.
-        directions: ``(B, C)`` rows, for a direction series.
-
-    Returns:
-        ``(B, ...)``: the spatial shape of ``acts`` (``(B, 1, 1)`` for neurons).
-
-    Example:
-        >>> acts = torch.arange(16.).reshape(2, 2, 2, 2)
-        >>> unit_maps(acts, Series("conv"), torch.tensor([1, 0]))[0].tolist()
-        [[4.0, 5.0], [6.0, 7.0]]
-    """
-    batch = acts.shape[0]
-    if units.shape != (batch,):
-        raise ValueError(f"got {units.numel()} units for a batch of {batch} images")
-    if series.kind == "direction":  # image i's own row: not one of layer_unit_maps' rows
-        if directions is None:
-            raise ValueError("a direction series needs directions=: each image's (B, C) row")
-        v = directions.to(device=acts.device, dtype=acts.dtype)
-        return (acts * v.reshape(*v.shape, *([1] * (acts.dim() - 2)))).sum(1)
-    return layer_unit_maps(acts, series)[torch.arange(batch, device=acts.device), units]
-
-
-def unit_values(acts: torch.Tensor, series: Series, units: torch.Tensor,
-                directions: torch.Tensor | None = None) -> torch.Tensor:
-    """Each image's objective value: image ``i`` scored on unit ``units[i]`` of the series.
-
-    Equal to ``channel(layer, units[i], batch=i)`` (or ``neuron`` / ``direction``) for each
-    ``i``, computed for the whole batch at once: the mean of :func:`unit_maps`.
-
-    Returns:
-        ``(B,)`` values.
-
-    Example:
-        >>> acts = torch.arange(8.).reshape(2, 4)
-        >>> unit_values(acts, Series("fc"), torch.tensor([3, 0])).tolist()
-        [3.0, 4.0]
-    """
-    maps = unit_maps(acts, series, units, directions)
-    return maps.reshape(maps.shape[0], -1).mean(1)
-
-
-def layer_unit_maps(acts: torch.Tensor, series: Series,
-                    directions: torch.Tensor | None = None) -> torch.Tensor:
-    """The activation maps of *every* unit of the series for each image.
-
-    Args:
-        acts: the layer's activations, ``(B, C, ...)``.
-        series: says which kind of unit (a direction series uses ``directions``, or its own).
-        directions: ``(N, C)`` direction rows (default: ``series.directions``).
-
-    Returns:
-        ``(B, U, ...)``: channels ``(B, C, ...)``, neurons ``(B, C, 1, 1)`` (the centre),
-        directions ``(B, N, ...)``.
-
-    Example:
-        >>> acts = torch.ones(1, 3, 2, 2)
-        >>> layer_unit_maps(acts, Series("conv", "neuron")).shape
-        torch.Size([1, 3, 1, 1])
-    """
-    if series.kind == "channel":
-        return acts
-    if series.kind == "neuron":
-        if acts.dim() != 4:
-            raise ValueError(f"neurons need a (B, C, H, W) layer; {series.layer!r} has shape "
-                             f"{tuple(acts.shape)}: use its channels instead")
-        centre = acts[:, :, acts.shape[2] // 2, acts.shape[3] // 2]
-        return centre[:, :, None, None]
-    rows = series.directions if directions is None else directions
-    rows = rows.to(device=acts.device, dtype=acts.dtype)
-    return torch.einsum("bc...,nc->bn...", acts, rows)
-
-
 def reproduce_command(settings: AtlasSettings, series: Series, unit: int) -> str:
     """The ``lucent-core atlas`` command that renders this one unit again, alone (the same
     pixels on the CPU; on GPUs up to the rounding of batch-size-dependent kernels).
@@ -196,11 +114,7 @@ def reproduce_command(settings: AtlasSettings, series: Series, unit: int) -> str
             words += ["--weights-seed", str(settings.weights_seed)]
     elif settings.weights not in ("pretrained", "custom"):
         words += ["--weights", settings.weights]
-    words += ["--layer", series.layer, "--units", str(unit)]
-    if series.kind == "neuron":
-        words.append("--neuron")
-    elif series.kind == "direction":
-        words += ["--directions", series.source or "DIRECTIONS.pt"]
+    words += ["--layer", series.layer, "--units", str(unit), *series.command_words()]
     words += ["--steps", str(settings.steps), "--size", str(settings.size),
               "--param", settings.param]
     if not settings.decorrelate:
@@ -216,11 +130,8 @@ def reproduce_command(settings: AtlasSettings, series: Series, unit: int) -> str
 
 
 def _param_factory(settings: AtlasSettings) -> Callable[[int], nn.Module]:
-    if settings.param == "cppn":
-        return lambda batch: param_lib.cppn(settings.size, batch=batch)
-    return lambda batch: param_lib.image(settings.size, batch=batch,
-                                         fft=settings.param == "fourier",
-                                         decorrelate=settings.decorrelate)
+    return lambda batch: param_lib.make_param(settings.param, settings.size, batch=batch,
+                                              decorrelate=settings.decorrelate)
 
 
 def _seeded_param(factory: Callable[[int], nn.Module], seeds: Sequence[int]) -> nn.Module:
@@ -247,18 +158,6 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
     return str(device)
-
-
-def _layer_shapes(model: nn.Module, layers: Sequence[str], size: int,
-                  preprocess: Preprocessing) -> dict[str, tuple[int, ...]]:
-    """Each layer's activation shape (without batch) for one grey ``size`` x ``size`` image."""
-    grey = torch.full((1, 3, size, size), 0.5)
-    shapes = {}
-    for layer, found in _checked_activations(model, grey, layers, preprocess).items():
-        if not isinstance(found, torch.Tensor):
-            raise ValueError(f"layer {layer!r} returns {type(found).__name__}, not a tensor")
-        shapes[layer] = tuple(found.shape[1:])
-    return shapes
 
 
 @contextmanager
@@ -333,9 +232,8 @@ class _BatchRenderer:
     def _scores(self, series: Series, units: Sequence[int], saved: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Value, peak activation and robustness of each unit on its saved picture."""
-        from lucent_core.quality import robustness  # quality builds on this module
         index, rows = self._selection(series, units)
-        acts = _checked_activations(self.model, saved, [series.layer], self.preprocess)
+        acts = run_layers(self.model, saved, [series.layer], self.preprocess)
         flat = unit_maps(acts[series.layer], series, index, rows).float().flatten(1)
         robust = robustness(self.model, saved, series, units, directions=rows,
                             preprocess=self.preprocess)
@@ -419,7 +317,7 @@ class _BatchRenderer:
                    for k, v in settings.as_dict().items()},
                 "batch": count, "seconds": round(seconds, 3),
                 "device": _device_name(self.device),
-                "lucent_core_version": lucent_core.__version__,
+                "lucent_core_version": __version__,
                 "torch_version": torch.__version__,
                 "worker": f"{self.worker[0]}/{self.worker[1]}",
                 "finished_at": finished,
@@ -559,18 +457,12 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
     rank, world = _distributed()
     worker = (shard_index * world + rank, shard_count * world)
 
-    shapes = _layer_shapes(model, sorted({s.layer for s in all_series}), atlas_settings.size,
+    shapes = layer_shapes(model, sorted({s.layer for s in all_series}), atlas_settings.size,
                            preprocess)
     counts = []
     for s in all_series:
-        channels = shapes[s.layer][0]
-        if s.directions is not None and s.directions.shape[1] != channels:
-            raise ValueError(f"the directions have {s.directions.shape[1]} values per row but "
-                             f"layer {s.layer!r} has {channels} channels")
-        if s.kind == "neuron" and len(shapes[s.layer]) != 3:
-            raise ValueError(f"neurons need a spatial layer; {s.layer!r} gives "
-                             f"{shapes[s.layer]}: render its channels instead")
-        counts.append(s.count(channels))
+        s.check_layer(shapes[s.layer])
+        counts.append(s.count(shapes[s.layer][0]))
     work = [(s, chosen) for s, chosen in zip(all_series, _select_for_each(units, counts))]
     mine = plan_batches(work, batch, *worker)
     # the atlas is created (and its settings fixed) only once the request is known to be valid
@@ -616,7 +508,6 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
                          for u in chosen) - len(failed)
     index_page = None
     if index and not interrupted and missing == 0:  # the last worker (shard or rank) to finish
-        from lucent_core.atlas.index import build_index
         index_page = build_index(out)
     return AtlasSummary(out=Path(out), rendered=rendered, skipped=skipped, missing=missing,
                         seconds=time.perf_counter() - started, interrupted=interrupted,

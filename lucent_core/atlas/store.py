@@ -16,7 +16,6 @@ can share one tree.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -33,7 +32,9 @@ except ImportError:  # Windows: no advisory locks; the guard below is then skipp
 import numpy as np
 
 from lucent_core.atlas.plan import ATLAS_FORMAT, AtlasSettings, Series
-from lucent_core.io import save_png, unique_suffix, write_atomically
+from lucent_core.io import save_png, unique_suffix
+from lucent_core.results import AtlasError, AtlasWriteError, check_layer_spelling, differences, \
+    read_json, write_json
 
 __all__ = ["AtlasError", "AtlasStore", "AtlasWriteError", "read_json", "write_json"]
 
@@ -78,35 +79,6 @@ def _unit_number(path: Path) -> tuple[int, str]:
     return (int(number), path.name) if number.isdigit() else (-1, path.name)
 
 
-class AtlasError(ValueError):
-    """The atlas directory does not match the request (other settings, another series)."""
-
-
-class AtlasWriteError(OSError):
-    """A file of the atlas could not be written (full disk, no permission, ...)."""
-
-
-def write_json(path: Path, data: dict) -> Path:
-    """Write ``data`` as indented JSON, atomically."""
-    text = json.dumps(data, indent=1, sort_keys=False, allow_nan=True) + "\n"
-    return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def read_json(path: Path) -> dict:
-    """Read a JSON file of the atlas, with an error that names the file if it is damaged."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise AtlasError(f"{path} is not valid JSON ({error}); it was not written by "
-                         "lucent-core (whose writes are atomic): move it away") from error
-
-
-def _differences(found: dict, wanted: dict) -> list[str]:
-    keys = sorted(set(found) | set(wanted))
-    return [f"{k}: {found.get(k)!r} in the atlas, {wanted.get(k)!r} now" for k in keys
-            if found.get(k) != wanted.get(k)]
-
-
 class AtlasStore:
     """Reads and writes one atlas directory.
 
@@ -140,13 +112,13 @@ class AtlasStore:
             except OSError as error:
                 raise AtlasWriteError(f"cannot write the atlas in {self.root}: {error}") from error
         found = read_json(path).get(identity_key, {})
-        differences = _differences(found, data[identity_key])
-        if differences:
+        changed = differences(found, data[identity_key])
+        if changed:
             empty = "" if any(self.root.glob("*/units/*.json")) else (
                 f" No unit of it is finished yet: to start it again with the new {what}, "
                 f"delete {path}.")
             raise AtlasError(f"{path} was rendered with other {what}; refusing to mix two "
-                             f"atlases. Differences: " + "; ".join(differences) +
+                             f"atlases. Differences: " + "; ".join(changed) +
                              ". Use the atlas's settings to resume it, or another output "
                              "directory." + empty)
 
@@ -202,7 +174,7 @@ class AtlasStore:
             ...         pass
             Traceback (most recent call last):
             ...
-            lucent_core.atlas.store.AtlasError: worker 0/2 of this atlas is already running ...
+            lucent_core.results.AtlasError: worker 0/2 of this atlas is already running ...
         """
         if fcntl is None:
             yield
@@ -239,24 +211,8 @@ class AtlasStore:
 
     def check_layer_spelling(self, requested: Sequence[Series],
                              same_module: Callable[[str, str], bool]) -> None:
-        """Refuse two spellings of one layer (``"2_1"`` and ``"2.1"`` name one module), among
-        the requested series or beside a layer the atlas already has: it would be a second
-        series, rendered again with other seeds, and its dataset examples would not reach the
-        first one's pages. ``same_module(a, b)`` says whether two names are one module."""
-        for i, a in enumerate(requested):
-            for b in requested[i + 1:]:
-                if a.layer != b.layer and same_module(a.layer, b.layer):
-                    raise AtlasError(f"layers {a.layer!r} and {b.layer!r} are the same module: "
-                                     "spell it one way, so that its series stay together")
-        known = [read_json(p).get("identity", {}).get("layer")
-                 for p in [*self.root.glob("*/series.json"),
-                           *self.root.glob("examples/*/examples.json")]]
-        for series in requested:
-            for layer in sorted({k for k in known if isinstance(k, str) and k != series.layer}):
-                if same_module(layer, series.layer):
-                    raise AtlasError(f"layer {series.layer!r} is {layer!r} in {self.root} (the "
-                                     f"same module): use {layer!r}, so that its units and "
-                                     "dataset examples stay one series")
+        """:func:`lucent_core.results.check_layer_spelling` for the requested series."""
+        check_layer_spelling(self.root, [s.layer for s in requested], same_module)
 
     def open_series(self, series: Series, count: int) -> None:
         """Create the series' directory, or check an existing one is the same series."""

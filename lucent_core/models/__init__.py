@@ -7,10 +7,10 @@ Example:
     'BGR'
 """
 
-from lucent_core.models.config import Preprocessing, preprocessing_of
+from lucent_core.preprocessing import Preprocessing, preprocessing_of
 from lucent_core.models.registry import (ModelConfig, create_model, get_config, list_models,
                                          register_model)
-from lucent_core.models.relu import RedirectedReLU, redirected_relu, set_redirected_relu
+from lucent_core.relu import RedirectedReLU, redirected_relu, set_redirected_relu
 from lucent_core.models.weights import WEIGHTS_ENV, WeightsError, WeightsSource
 from lucent_core.models import clip, zoo  # noqa: F401  (register the models)
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lucent_core.models.relu import RedirectedReLU
+from lucent_core.relu import RedirectedReLU
 from lucent_core.models.weights import WeightsError
 
 __all__ = ["HED_MEAN_BGR", "HED_INPUT_RANGE", "VGG16_HED_BLOCKS", "VGG16HED", "find_hed_weights",
@@ -66,7 +66,7 @@ class VGG16HED(nn.Module):
 
     * ``blockK_convJ_conv``: the ``nn.Conv2d`` holding the weights (3x3, padding 1);
     * ``blockK_convJ_pre_relu``: ``nn.Identity`` whose output is the pre-ReLU activation;
-    * ``blockK_convJ``: a :class:`~lucent_core.models.relu.RedirectedReLU` whose output is
+    * ``blockK_convJ``: a :class:`~lucent_core.relu.RedirectedReLU` whose output is
       the post-ReLU activation (the render loop switches on its redirected gradient);
     * ``pool1`` .. ``pool4``: max pools after blocks 1-4 (HED has no ``pool5``);
     * ``dsn1`` .. ``dsn5``: 1x1 side-output convs (to 1 channel, logits at block resolution)

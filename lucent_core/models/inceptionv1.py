@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lucent_core.models.config import Preprocessing
-from lucent_core.models.relu import RedirectedReLU
+from lucent_core.preprocessing import Preprocessing
+from lucent_core.relu import RedirectedReLU
 
 __all__ = ["BranchWidths", "INCEPTIONV1_BLOCKS", "INCEPTIONV1_LRN", "INCEPTIONV1_NUM_CLASSES",
            "INCEPTIONV1_VALUE_RANGE", "InceptionBlock", "InceptionV1", "LocalResponseNorm",
@@ -334,7 +334,7 @@ class InceptionV1(nn.Module):
     Args:
         redirected_relu: initial ``redirect`` flag of every ReLU (all are
             :class:`RedirectedReLU`; switch later with
-            :func:`lucent_core.models.relu.set_redirected_relu`).
+            :func:`lucent_core.relu.set_redirected_relu`).
         lrn: parameters of both LRN layers (:class:`LocalResponseNorm`'s arguments).
 
     Shape:
@@ -342,7 +342,7 @@ class InceptionV1(nn.Module):
         H and W at least about 32; output ``(B, 1008)`` logits.
 
     Attributes:
-        preprocessing: a :class:`~lucent_core.models.config.Preprocessing` mapping images in
+        preprocessing: a :class:`~lucent_core.preprocessing.Preprocessing` mapping images in
             [0, 1] to the expected input (it is not applied by ``forward``).
 
     Example:

@@ -13,11 +13,12 @@ import torch
 from torch import nn
 
 from lucent_core._validate import flag, random_seed
-from lucent_core.models.config import Preprocessing
-from lucent_core.models.relu import use_redirected_relus
+from lucent_core.preprocessing import Preprocessing
+from lucent_core.relu import use_redirected_relus
 from lucent_core.models.weights import WeightsError, WeightsSource, load_weights
 
-__all__ = ["ModelConfig", "create_model", "get_config", "list_models", "register_model"]
+__all__ = ["ModelConfig", "create_model", "get_config", "list_models", "register_family",
+           "register_model"]
 
 TORCHVISION_PREFIX = "torchvision:"
 RANDOM_WEIGHTS_SEED = 0  # create_model(pretrained=False) draws its weights from this seed
@@ -54,6 +55,21 @@ class ModelConfig:
 
 
 _REGISTRY: dict[str, Callable[[], ModelConfig]] = {}
+#: Families of models named ``"<prefix><name>"`` (e.g. ``"torchvision:resnet50"``): the zoo
+#: registers a function from the name to its config.
+_FAMILIES: dict[str, Callable[[str], ModelConfig]] = {}
+
+
+def register_family(prefix: str, make_config: Callable[[str], ModelConfig]) -> None:
+    """Register every model named ``prefix + name``: ``make_config(name)`` gives its config.
+
+    Example:
+        >>> register_family("tiny:", lambda n: ModelConfig(f"tiny:{n}", "a 1x1 conv",
+        ...                 lambda: nn.Conv2d(3, 2, 1), Preprocessing()))
+        >>> get_config("tiny:a").name
+        'tiny:a'
+    """
+    _FAMILIES[prefix] = make_config
 
 
 def register_model(name: str) -> Callable[[Callable[[], ModelConfig]], Callable[[], ModelConfig]]:
@@ -126,9 +142,9 @@ def get_config(name: str) -> ModelConfig:
     """
     if not isinstance(name, str):
         raise TypeError(f"a model is given by name (e.g. 'inceptionv1'), got {name!r}")
-    if name.startswith(TORCHVISION_PREFIX):
-        from lucent_core.models.zoo import torchvision_config
-        return torchvision_config(name[len(TORCHVISION_PREFIX):])
+    for prefix, make_config in _FAMILIES.items():
+        if name.startswith(prefix):
+            return make_config(name[len(prefix):])
     if ":" in name:
         return _imported_config(name)
     if name not in _REGISTRY:

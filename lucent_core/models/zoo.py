@@ -8,8 +8,9 @@ import typing
 from pathlib import Path
 
 
-from lucent_core.models.config import Preprocessing
-from lucent_core.models.registry import ModelConfig, register_model
+from lucent_core.preprocessing import Preprocessing
+from lucent_core.models.registry import TORCHVISION_PREFIX, ModelConfig, register_family, \
+    register_model
 from lucent_core.models.weights import WeightsSource
 
 __all__ = ["INCEPTIONV1_LAYERS", "VGG16_HED_LAYERS", "torchvision_config"]
@@ -163,3 +164,6 @@ def _torchvision_weight_settings(name: str, enum_weights) -> dict:
     if "input_size" in accepts:       # MaxViT: window partitions fix the size
         settings["input_size"] = tuple(size)
     return settings
+
+
+register_family(TORCHVISION_PREFIX, torchvision_config)

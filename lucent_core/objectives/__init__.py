@@ -7,17 +7,15 @@ Example:
     "channel('mixed4a', 476) - 100 * diversity('mixed4a')"
 """
 
-from lucent_core.objectives.catalogue import (batch_channels, channel, class_logit, deepdream,
-                                              direction, direction_neuron, diversity, neuron)
+from lucent_core.objectives.catalogue import (as_objective, batch_channels, channel, class_logit,
+                                              deepdream, direction, direction_neuron, diversity,
+                                              neuron)
 from lucent_core.objectives.batch import alignment, channel_interpolate
-from lucent_core.objectives.core import Objective, as_objective, wrap_objective
+from lucent_core.objectives.core import Objective, wrap_objective
 from lucent_core.objectives.image import L1, L2, blur_input_each_step, total_variation
-from lucent_core.objectives.matching import (activation_distance, activation_match, caricature,
-                                             feature_inversion, image_activations,
-                                             layer_activations, load_image)
+from lucent_core.objectives.matching import activation_distance, activation_match
 
 __all__ = ["L1", "L2", "Objective", "activation_distance", "activation_match", "alignment",
-           "as_objective", "batch_channels", "blur_input_each_step", "caricature", "channel",
+           "as_objective", "batch_channels", "blur_input_each_step", "channel",
            "channel_interpolate", "class_logit", "deepdream", "direction", "direction_neuron",
-           "diversity", "feature_inversion", "image_activations", "layer_activations",
-           "load_image", "neuron", "total_variation", "wrap_objective"]
+           "diversity", "neuron", "total_variation", "wrap_objective"]

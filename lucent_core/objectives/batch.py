@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from lucent_core._validate import finite_real, positive_int
-from lucent_core.objectives.catalogue import _check_unit, check_arguments, check_several_images
+from lucent_core.objectives.catalogue import check_unit, check_arguments, check_several_images
 from lucent_core.objectives.core import Activations, Objective, wrap_objective
 
 __all__ = ["alignment", "channel_interpolate"]
@@ -44,8 +44,8 @@ def channel_interpolate(layer1: str, unit1: int, layer2: str, unit2: int) -> Obj
 
     def inner(acts: Activations) -> torch.Tensor:
         a, b = acts[layer1], acts[layer2]
-        _check_unit(a, layer1, unit1)
-        _check_unit(b, layer2, unit2)
+        check_unit(a, layer1, unit1)
+        check_unit(b, layer2, unit2)
         batch = a.shape[0]
         if b.shape[0] != batch:
             raise ValueError(f"layers {layer1!r} and {layer2!r} have batches of {batch} and "

@@ -18,20 +18,10 @@ import torch
 from lucent_core._device import DeviceCopies
 from lucent_core._validate import finite_real, is_index
 from lucent_core.hooks import OUTPUT_LAYER
-from lucent_core.objectives.core import Activations, Objective, wrap_objective
+from lucent_core.objectives.core import Activations, Objective, layer_output, wrap_objective
 
-__all__ = ["batch_channels", "channel", "class_logit", "deepdream", "direction",
+__all__ = ["as_objective", "batch_channels", "channel", "class_logit", "deepdream", "direction",
            "direction_neuron", "diversity", "neuron"]
-
-
-def _layer(acts: Activations, layer: str, batch: int | None) -> torch.Tensor:
-    t = acts[layer]
-    if batch is None:
-        return t
-    if not -t.shape[0] <= batch < t.shape[0]:
-        raise IndexError(f"batch index {batch} is out of range: the render has a batch of "
-                         f"{t.shape[0]} image(s) (valid: 0..{t.shape[0] - 1})")
-    return t[batch:batch + 1] if batch >= 0 else t[batch:][:1]
 
 
 def check_arguments(layer: object, **indices: object) -> tuple:
@@ -60,7 +50,7 @@ def check_several_images(t: torch.Tensor, what: str) -> None:
                          "param_f=lambda: param.image(128, batch=4)")
 
 
-def _check_unit(t: torch.Tensor, layer: str, unit: int) -> None:
+def check_unit(t: torch.Tensor, layer: str, unit: int) -> None:
     if t.dim() < 2:
         raise ValueError(f"layer {layer!r} has activations of shape {tuple(t.shape)}; "
                          "expected (B, C, ...)")
@@ -92,7 +82,7 @@ def _as_vector(vector: "torch.Tensor | np.ndarray | Sequence[float]") -> torch.T
     return v.float()
 
 
-def _dot_cossim(t: torch.Tensor, vector: DeviceCopies, layer: str, cossim_pow: float
+def dot_cossim(t: torch.Tensor, vector: DeviceCopies, layer: str, cossim_pow: float
                 ) -> torch.Tensor:
     """Per-position dot product with ``vector`` along channels, optionally times cos-sim^pow.
 
@@ -130,8 +120,8 @@ def neuron(layer: str, unit: int, x: int | None = None, y: int | None = None,
     unit, x, y, batch = check_arguments(layer, unit=unit, x=x, y=y, batch=batch)
 
     def inner(acts: Activations) -> torch.Tensor:
-        t = _layer(acts, layer, batch)
-        _check_unit(t, layer, unit)
+        t = layer_output(acts, layer, batch)
+        check_unit(t, layer, unit)
         col, row = _position(t, layer, x, y)
         return t[:, unit, row, col].mean()
     return Objective(inner, [layer])
@@ -148,8 +138,8 @@ def channel(layer: str, unit: int, batch: int | None = None) -> Objective:
     unit, batch = check_arguments(layer, unit=unit, batch=batch)
 
     def inner(acts: Activations) -> torch.Tensor:
-        t = _layer(acts, layer, batch)
-        _check_unit(t, layer, unit)
+        t = layer_output(acts, layer, batch)
+        check_unit(t, layer, unit)
         return t[:, unit].mean()
     return Objective(inner, [layer])
 
@@ -180,7 +170,7 @@ def batch_channels(layer: str, units: Sequence[int]) -> Objective:
             raise ValueError(f"batch_channels got {len(units)} units but the batch has "
                              f"{t.shape[0]} images; make them equal")
         for unit in (min(units), max(units)):
-            _check_unit(t, layer, unit)
+            check_unit(t, layer, unit)
         picked = t[torch.arange(len(units), device=t.device), index.on(t.device)]
         return picked.reshape(len(units), -1).mean(1).sum()
     return Objective(inner, [layer])
@@ -209,7 +199,7 @@ def direction(layer: str, vector: "torch.Tensor | np.ndarray | Sequence[float]",
     v = DeviceCopies(_as_vector(vector))
 
     def inner(acts: Activations) -> torch.Tensor:
-        return _dot_cossim(_layer(acts, layer, batch), v, layer, cossim_pow).mean()
+        return dot_cossim(layer_output(acts, layer, batch), v, layer, cossim_pow).mean()
     return Objective(inner, [layer])
 
 
@@ -230,9 +220,9 @@ def direction_neuron(layer: str, vector: "torch.Tensor | np.ndarray | Sequence[f
     v = DeviceCopies(_as_vector(vector))
 
     def inner(acts: Activations) -> torch.Tensor:
-        t = _layer(acts, layer, batch)
+        t = layer_output(acts, layer, batch)
         col, row = _position(t, layer, x, y)
-        return _dot_cossim(t[:, :, row:row + 1, col:col + 1], v, layer, cossim_pow).mean()
+        return dot_cossim(t[:, :, row:row + 1, col:col + 1], v, layer, cossim_pow).mean()
     return Objective(inner, [layer])
 
 
@@ -291,7 +281,7 @@ def deepdream(layer: str, batch: int | None = None) -> Objective:
     (batch,) = check_arguments(layer, batch=batch)
 
     def inner(acts: Activations) -> torch.Tensor:
-        return _layer(acts, layer, batch).pow(2).mean()
+        return layer_output(acts, layer, batch).pow(2).mean()
     return Objective(inner, [layer])
 
 
@@ -308,3 +298,24 @@ def class_logit(unit: int, layer: str = OUTPUT_LAYER, batch: int | None = None) 
         2.0
     """
     return channel(layer, unit, batch)
+
+
+def as_objective(objective: "Objective | str") -> Objective:
+    """Accept an :class:`Objective` or the Lucid shorthand ``"layer:unit"`` (a channel).
+
+    ``"labels:N"`` is class ``N`` of the model output.
+
+    Example:
+        >>> as_objective("mixed4a:476").name
+        "channel('mixed4a', 476)"
+    """
+    if isinstance(objective, Objective):
+        return objective
+    if isinstance(objective, str):
+        layer, sep, unit = objective.rpartition(":")
+        if sep and layer and unit.strip().lstrip("-").isdigit():
+            return channel(layer, int(unit))
+        raise ValueError(f"cannot read objective {objective!r}: the shorthand is 'layer:unit', "
+                         "e.g. 'mixed4a:476' (channel 476 of mixed4a) or 'labels:208'")
+    raise TypeError("expected an Objective or a 'layer:unit' string, "
+                    f"got {type(objective).__name__}")

@@ -15,10 +15,12 @@ from typing import Callable, Iterable, Mapping, Union
 
 import torch
 
+from lucent_core.hooks import registry_name
+
 Activations = Mapping[str, torch.Tensor]
 Number = Union[int, float]
 
-__all__ = ["Objective", "as_objective", "wrap_objective"]
+__all__ = ["Objective", "layer_output", "wrap_objective"]
 
 
 class Objective:
@@ -124,7 +126,10 @@ class Objective:
         terms: list[tuple[float, Objective]] = []
         constant = 0.0
         for obj in objectives:
-            lin = as_objective(obj)._linear()
+            if not isinstance(obj, Objective):
+                raise TypeError(f"Objective.sum adds objectives, got {type(obj).__name__} "
+                                "(make a 'layer:unit' string one with as_objective)")
+            lin = obj._linear()
             terms.extend(lin.terms)
             constant += lin.constant
         if not terms:
@@ -233,7 +238,6 @@ def _format_argument(value: object) -> str:
     if isinstance(value, Objective):  # an objective built from another: by its name
         return value.name
     if isinstance(value, torch.nn.Module):  # a model: its registry name, not its printout
-        from lucent_core.models.config import registry_name  # here: models import objectives
         return registry_name(value)
     if isinstance(value, torch.Tensor):
         return f"tensor{tuple(value.shape)}" if value.numel() > 8 else repr(value.tolist())
@@ -242,23 +246,18 @@ def _format_argument(value: object) -> str:
     return repr(value)
 
 
-def as_objective(objective: "Objective | str") -> Objective:
-    """Accept an :class:`Objective` or the Lucid shorthand ``"layer:unit"`` (a channel).
-
-    ``"labels:N"`` is class ``N`` of the model output.
+def layer_output(acts: Activations, layer: str, batch: int | None) -> torch.Tensor:
+    """The captured activations of ``layer``; with ``batch=i``, only image ``i`` (kept as a
+    batch of one), so one render can optimise a different target in every image.
 
     Example:
-        >>> as_objective("mixed4a:476").name
-        "channel('mixed4a', 476)"
+        >>> layer_output({"conv": torch.zeros(4, 2)}, "conv", batch=-1).shape
+        torch.Size([1, 2])
     """
-    if isinstance(objective, Objective):
-        return objective
-    if isinstance(objective, str):
-        layer, sep, unit = objective.rpartition(":")
-        if sep and layer and unit.strip().lstrip("-").isdigit():
-            from lucent_core.objectives.catalogue import channel
-            return channel(layer, int(unit))
-        raise ValueError(f"cannot read objective {objective!r}: the shorthand is 'layer:unit', "
-                         "e.g. 'mixed4a:476' (channel 476 of mixed4a) or 'labels:208'")
-    raise TypeError("expected an Objective or a 'layer:unit' string, "
-                    f"got {type(objective).__name__}")
+    t = acts[layer]
+    if batch is None:
+        return t
+    if not -t.shape[0] <= batch < t.shape[0]:
+        raise IndexError(f"batch index {batch} is out of range: the render has a batch of "
+                         f"{t.shape[0]} image(s) (valid: 0..{t.shape[0] - 1})")
+    return t[batch:batch + 1] if batch >= 0 else t[batch:][:1]

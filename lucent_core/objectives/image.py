@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from lucent_core.hooks import INPUT_LAYER
-from lucent_core.objectives.catalogue import _layer
-from lucent_core.objectives.core import Activations, Objective, wrap_objective
+from lucent_core.objectives.core import Activations, Objective, layer_output, wrap_objective
 
 __all__ = ["L1", "L2", "blur", "blur_input_each_step", "total_variation"]
 
@@ -49,7 +48,7 @@ def L1(layer: str = INPUT_LAYER, constant: float = 0.0, batch: int | None = None
         1.25
     """
     def inner(acts: Activations) -> torch.Tensor:
-        return (_layer(acts, layer, batch) - constant).abs().sum()
+        return (layer_output(acts, layer, batch) - constant).abs().sum()
     return Objective(inner, [layer])
 
 
@@ -72,7 +71,7 @@ def L2(layer: str = INPUT_LAYER, constant: float = 0.0, epsilon: float = 1e-6,
         5.0
     """
     def inner(acts: Activations) -> torch.Tensor:
-        return torch.sqrt(epsilon + (_layer(acts, layer, batch) - constant).pow(2).sum())
+        return torch.sqrt(epsilon + (layer_output(acts, layer, batch) - constant).pow(2).sum())
     return Objective(inner, [layer])
 
 
@@ -95,7 +94,7 @@ def total_variation(layer: str = INPUT_LAYER, batch: int | None = None) -> Objec
         6.0
     """
     def inner(acts: Activations) -> torch.Tensor:
-        t = _spatial(_layer(acts, layer, batch), layer, "total_variation")
+        t = _spatial(layer_output(acts, layer, batch), layer, "total_variation")
         vertical = (t[..., 1:, :] - t[..., :-1, :]).abs().sum()
         horizontal = (t[..., :, 1:] - t[..., :, :-1]).abs().sum()
         return vertical + horizontal

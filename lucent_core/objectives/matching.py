@@ -1,258 +1,35 @@
-"""Matching a photo's activations: feature inversion and caricatures.
+"""Objectives that match a target activation: caricatures and feature inversion.
 
-Run a photo through the model once, keep its activation at a layer as a fixed *target*, then
-render an image whose activation at that layer resembles the target:
+A *target* is a fixed activation at one layer (usually a photo's, from
+:func:`lucent_core.activations.image_activations`); the objectives compare a rendered image's
+activation at that layer with it:
 
-* :func:`feature_inversion` reproduces the photo as the layer sees it: by default it minimises
-  the relative L2 distance (:func:`activation_distance`, Mahendran & Vedaldi, 2015).
-* :func:`caricature` exaggerates what the layer sees: it maximises the dot product with the
-  target (:func:`activation_match`, Lucid's ``dot_compare`` with a cosine-similarity power).
+* :func:`activation_distance`: minus the relative L2 distance (Mahendran & Vedaldi, 2015),
+  for feature inversion.
+* :func:`activation_match`: the dot product with the target (Lucid's ``dot_compare`` with a
+  cosine-similarity power), for caricatures.
 
-Images are RGB in [0, 1] (:func:`load_image` reads PIL images, paths, arrays and tensors). The
-photo goes through the model's own preprocessing
-(:func:`lucent_core.models.preprocessing_of`), exactly as rendered images do, so render at the
-photo's size (``param.image(width, height)``) to get activations of the target's shape.
+The recipes :func:`lucent_core.recipes.inversion.feature_inversion` and
+:func:`~lucent_core.recipes.inversion.caricature` build them from a photo.
 
 Example:
-    >>> from torch import nn
-    >>> from lucent_core import param, render_vis
-    >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
-    >>> photo = torch.rand(1, 3, 16, 16)
-    >>> result = render_vis(net, feature_inversion(net, "1", photo),
-    ...                     param_f=lambda: param.image(16), transforms=[], thresholds=(5,),
-    ...                     progress=False, seed=0)
-    >>> result.image.shape
-    (1, 16, 16, 3)
+    >>> import torch
+    >>> target = torch.ones(1, 4, 6, 6)
+    >>> objective = activation_distance("conv", target)
+    >>> objective({"conv": target}).item(), objective({"conv": 2 * target}).item()
+    (0.0, 1.0)
 """
 
 from __future__ import annotations
 
-import os
-from typing import Sequence, Union
-
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
-from torch import nn
 
 from lucent_core._device import DeviceCopies
 from lucent_core._validate import finite_real
-from lucent_core.hooks import capture, frozen, model_device, run_to_layers
-from lucent_core.io import centre_crop_box, open_photo
-from lucent_core.models.config import Preprocessing, preprocessing_of
-from lucent_core.objectives.catalogue import _layer
-from lucent_core.objectives.core import Activations, Objective, wrap_objective
+from lucent_core.objectives.core import Activations, Objective, layer_output, wrap_objective
 
-__all__ = ["ImageSource", "activation_distance", "activation_match", "caricature",
-           "feature_inversion", "image_activations", "layer_activations", "load_image"]
-
-ImageSource = Union[Image.Image, str, "os.PathLike[str]", np.ndarray, torch.Tensor]
-Size = Union[int, Sequence[int], None]
-
-_RANGE_TOLERANCE = 1e-3
-
-
-# --- images ------------------------------------------------------------------------------
-
-def _from_array(array: np.ndarray) -> torch.Tensor:
-    if array.ndim != 3 or array.shape[-1] != 3:
-        hint = ""
-        if array.ndim == 3 and array.shape[0] == 3:
-            hint = " (this looks channels-first: use array.transpose(1, 2, 0))"
-        raise ValueError(f"an image array must be (H, W, 3) RGB, channels last; got shape "
-                         f"{array.shape}{hint}")
-    return torch.from_numpy(np.array(array)).permute(2, 0, 1)[None]  # a copy: writable
-
-
-def _from_tensor(tensor: torch.Tensor) -> torch.Tensor:
-    t = tensor.detach()
-    if t.dim() == 3:
-        t = t[None]
-    if t.dim() != 4 or t.shape[:2] != (1, 3):
-        raise ValueError(f"an image tensor must be (3, H, W) or (1, 3, H, W) RGB, channels "
-                         f"first; got shape {tuple(tensor.shape)}")
-    return t
-
-
-def _to_unit_float(t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    if t.dtype == torch.uint8:
-        return t.float() / 255.0
-    if t.dtype == torch.bool or not (t.is_floating_point() or t.dtype in
-                                     (torch.int16, torch.int32, torch.int64)):
-        raise TypeError(f"unsupported image dtype {t.dtype}; use uint8 (0..255) or float in [0, 1]")
-    t = t.float()
-    low, high = t.min().item(), t.max().item()
-    if not np.isfinite([low, high]).all() or low < -_RANGE_TOLERANCE or \
-            high > 1 + _RANGE_TOLERANCE:
-        raise ValueError(f"image values must lie in [0, 1] (got {low:g}..{high:g} for shape "
-                         f"{shape}); for 0..255 values pass uint8 or divide by 255")
-    return t.clamp(0, 1)
-
-
-def _resize(image: torch.Tensor, size: Size) -> torch.Tensor:
-    if size is None:
-        return image
-    height, width = image.shape[-2:]
-    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-        side = int(size)
-        if side < 1:
-            raise ValueError(f"size must be positive, got {size}")
-        scaled, (top, left) = centre_crop_box(height, width, side)
-        image = _resize(image, scaled)
-        return image[..., top:top + side, left:left + side]
-    if isinstance(size, (tuple, list)) and len(size) == 2 and \
-            all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1
-                for s in size):
-        target = (int(size[0]), int(size[1]))
-        if target == (height, width):
-            return image
-        resized = F.interpolate(image, size=target, mode="bilinear", align_corners=False,
-                                antialias=True)
-        return resized.clamp(0, 1)
-    raise ValueError(f"size must be None, a positive int (shorter side, then a centre crop "
-                     f"to a square) or a (height, width) pair; got {size!r}")
-
-
-def load_image(source: ImageSource, size: Size = None) -> torch.Tensor:
-    """Read an image into a ``(1, 3, H, W)`` float32 tensor in [0, 1].
-
-    Args:
-        source: a PIL image (any mode; converted to RGB), a file path (turned upright by its
-            EXIF orientation, as image viewers show it), an ``(H, W, 3)`` array
-            (uint8 0..255 or float in [0, 1]), or a ``(3, H, W)`` / ``(1, 3, H, W)`` tensor
-            (uint8 or float in [0, 1]).
-        size: None to keep the size; an int to scale the shorter side to ``size`` and crop the
-            centre square (as Lucid's recipes do); or ``(height, width)`` to resize to exactly
-            that (antialiased bilinear).
-
-    Returns:
-        A float32 tensor of shape ``(1, 3, H, W)`` with values in [0, 1], on the CPU (or on
-        the input tensor's device).
-
-    Raises:
-        TypeError: for an unsupported source type or dtype.
-        ValueError: for a wrong or empty shape, values outside [0, 1], a bad ``size``, or a
-            file that is not an image.
-        FileNotFoundError: for a path that does not exist.
-
-    Example:
-        >>> array = np.zeros((20, 40, 3), dtype=np.uint8)
-        >>> array[..., 0] = 255
-        >>> image = load_image(array, size=10)  # shorter side 10, centre-cropped to 10 x 10
-        >>> tuple(image.shape), image[0, :, 5, 5].tolist()
-        ((1, 3, 10, 10), [1.0, 0.0, 0.0])
-    """
-    if isinstance(source, (str, os.PathLike)):
-        if not os.path.isfile(source):
-            raise FileNotFoundError(f"no image file at {os.fspath(source)!r}")
-        try:
-            source = open_photo(source)  # upright: EXIF orientation applied
-        except (Image.UnidentifiedImageError, Image.DecompressionBombError) as error:
-            raise ValueError(f"{os.fspath(source)!r} is not an image file PIL can read "
-                             f"({error})") from error
-    if isinstance(source, Image.Image):
-        source = np.asarray(source.convert("RGB"))
-    if isinstance(source, np.ndarray):
-        shape = source.shape
-        tensor = _from_array(source)
-    elif isinstance(source, torch.Tensor):
-        shape = tuple(source.shape)
-        tensor = _from_tensor(source)
-    else:
-        raise TypeError(f"cannot read an image from {type(source).__name__}; pass a PIL image, "
-                        "a file path, an (H, W, 3) numpy array or a (3, H, W) / (1, 3, H, W) "
-                        "tensor in [0, 1]")
-    if 0 in tensor.shape:
-        raise ValueError(f"the image is empty (shape {shape})")
-    return _resize(_to_unit_float(tensor, shape), size)
-
-
-def _image_batch(images: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """A ``(B, 3, H, W)`` float tensor in [0, 1] from a batch given as a tensor (channels
-    first) or an array (``(B, H, W, 3)``, channels last, as renders return), uint8 or float."""
-    if isinstance(images, np.ndarray):
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"an image batch array must be (B, H, W, 3), channels last; got "
-                             f"shape {images.shape}")
-        tensor = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2)
-    elif isinstance(images, torch.Tensor):
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"an image batch tensor must be (B, 3, H, W), channels first; got "
-                             f"shape {tuple(images.shape)}")
-        tensor = images.detach()
-    else:
-        raise TypeError(f"images must be a (B, 3, H, W) tensor or a (B, H, W, 3) array; got "
-                        f"{type(images).__name__} (one picture: use load_image)")
-    return _to_unit_float(tensor, tuple(images.shape))
-
-
-def layer_activations(model: nn.Module, images: torch.Tensor | np.ndarray,
-                      layers: str | Sequence[str], preprocess: Preprocessing | None = None
-                      ) -> dict[str, torch.Tensor]:
-    """What ``layers`` give for a batch of images, computed once without gradient.
-
-    The images are moved to the model's device and dtype, passed through ``preprocess``
-    (default: the model's own) and the model runs, in eval mode, up to the deepest layer
-    (the model is left as it was).
-
-    Args:
-        model: the network.
-        images: ``(B, 3, H, W)`` RGB tensor, or ``(B, H, W, 3)`` array (``result.images``
-            of a render), float in [0, 1] or uint8.
-        layers: layer names (or one name).
-        preprocess: how images become model input (default: the model's own).
-
-    Returns:
-        ``{layer: what it produced}`` (normally ``(B, C, ...)`` tensors).
-
-    Example:
-        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
-        >>> layer_activations(net, torch.rand(2, 3, 10, 12), ["1"])["1"].shape
-        torch.Size([2, 4, 8, 10])
-    """
-    return _checked_activations(model, _image_batch(images), layers, preprocess)
-
-
-def _checked_activations(model: nn.Module, images: torch.Tensor, layers: str | Sequence[str],
-                         preprocess: Preprocessing | None = None) -> dict[str, torch.Tensor]:
-    """:func:`layer_activations` for a batch already known to be ``(B, 3, H, W)`` in [0, 1]
-    (no range check: on a GPU that check waits for the device)."""
-    device, dtype = model_device(model)
-    preprocess = preprocessing_of(model, preprocess)
-    layers = [layers] if isinstance(layers, str) else list(layers)
-    with frozen(model), capture(model, layers) as acts, torch.no_grad():
-        run_to_layers(model, preprocess(images.to(device=device, dtype=dtype)), acts)
-        return dict(acts)
-
-
-def image_activations(model: nn.Module, layer: str, image: ImageSource, size: Size = None,
-                      preprocess: Preprocessing | None = None) -> torch.Tensor:
-    """The activation of ``image`` at ``layer``, computed once without gradient.
-
-    The image is read with :func:`load_image`, moved to the model's device and dtype, passed
-    through ``preprocess`` (default: the model's own, :func:`~lucent_core.models.preprocessing_of`)
-    and the model is run up to ``layer`` in eval mode (the model is left as it was).
-
-    Args:
-        model: the network.
-        layer: layer name (see :func:`lucent_core.hooks.resolve_layer`).
-        image: anything :func:`load_image` accepts.
-        size: passed to :func:`load_image`.
-        preprocess: how images become model input (default: the model's own).
-
-    Returns:
-        The detached activation, with a batch dimension of 1 (e.g. ``(1, C, H', W')``).
-
-    Example:
-        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
-        >>> image_activations(net, "0", torch.rand(3, 10, 12)).shape
-        torch.Size([1, 4, 8, 10])
-    """
-    found = layer_activations(model, load_image(image, size), [layer], preprocess)[layer]
-    if not isinstance(found, torch.Tensor):
-        raise TypeError(f"layer {layer!r} did not produce a tensor (got {type(found).__name__})")
-    return found.detach().clone()
+__all__ = ["activation_distance", "activation_match"]
 
 
 # --- the objective -----------------------------------------------------------------------
@@ -291,7 +68,7 @@ def _paired(acts: Activations, layer: str, goal: _Target, batch: int | None
     centre-cropped to the target's size. With ``batch``, a per-image target gives its row
     for that image.
     """
-    t = _layer(acts, layer, batch)
+    t = layer_output(acts, layer, batch)
     shape = tuple(t.shape)
     g = goal.like(t)
     if g.dim() == t.dim() - 1:
@@ -399,98 +176,3 @@ def activation_distance(layer: str, target: torch.Tensor | np.ndarray,
         a, g = _paired(acts, layer, goal, batch)
         return ((a - g).pow(2).sum(1) / g.pow(2).sum(1)).mean()
     return Objective(inner, [layer])
-
-
-def _matching(kind: str, model: nn.Module, layer: str, image: ImageSource,
-              cossim_pow: float | None, size: Size, preprocess: Preprocessing | None
-              ) -> Objective:
-    if cossim_pow is not None:  # checked before the model runs
-        cossim_pow = finite_real("cossim_pow", cossim_pow, minimum=0)
-    target = image_activations(model, layer, image, size=size, preprocess=preprocess)
-    if cossim_pow is None:
-        objective = -activation_distance(layer, target)
-        objective.name = f"{kind}({layer!r})"
-    else:
-        objective = activation_match(layer, target, cossim_pow=cossim_pow)
-        objective.name = f"{kind}({layer!r}, cossim_pow={cossim_pow:g})"
-    return objective
-
-
-def feature_inversion(model: nn.Module, layer: str, image: ImageSource,
-                      cossim_pow: float | None = None, size: Size = None,
-                      preprocess: Preprocessing | None = None) -> Objective:
-    """Objective for *feature inversion*: render an image the model sees as it sees ``image``.
-
-    Runs ``image`` through the model once to get its activation ``t`` at ``layer``, then:
-
-    * ``cossim_pow=None`` (default): ``-activation_distance(layer, t)``, Mahendran & Vedaldi's
-      relative L2 loss. Its maximum, 0, is ``a == t``, so the render's activation converges on
-      the photo's.
-    * a number: Lucid's objective, ``activation_match(layer, t, cossim_pow)`` (dot product
-      times cosine similarity to that power; 1 at ``a == t``). Lucid's recipe uses this one
-      objective, with ``cossim_pow=0``, for feature inversion and caricatures alike; it keeps
-      rewarding activations larger than the photo's, so it drifts into a caricature
-      (:func:`caricature`).
-
-    Render it at the image's size (with the standard transforms, which pad the image, the
-    centre of the render's activation map is compared), usually with a smoothness penalty::
-
-        objective = feature_inversion(model, "block3_conv1", "photo.jpg", size=128) \\
-            - 1e-4 * total_variation()
-        render_vis(model, objective, param_f=lambda: param.image(128))
-
-    Args:
-        model: the network (its ``preprocessing`` is applied to the image).
-        layer: the layer whose activation is matched.
-        image: anything :func:`load_image` accepts (PIL image, path, ``(H, W, 3)`` array,
-            ``(3, H, W)`` / ``(1, 3, H, W)`` tensor in [0, 1]).
-        cossim_pow: None for the L2 loss, or the exponent of :func:`activation_match`.
-        size: passed to :func:`load_image` (None: the image's own size).
-        preprocess: how images become model input (default: the model's own).
-
-    Returns:
-        An :class:`~lucent_core.objectives.Objective` reading ``layer``.
-
-    Example:
-        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
-        >>> photo = torch.rand(3, 8, 8)
-        >>> objective = feature_inversion(net, "0", photo)
-        >>> objective.name, objective({"0": image_activations(net, "0", photo)}).item() == 0
-        ("feature_inversion('0')", True)
-    """
-    return _matching("feature_inversion", model, layer, image, cossim_pow, size, preprocess)
-
-
-def caricature(model: nn.Module, layer: str, image: ImageSource, cossim_pow: float = 0.0,
-               size: Size = None, preprocess: Preprocessing | None = None) -> Objective:
-    """Objective for a *caricature*: exaggerate what ``layer`` sees in ``image``.
-
-    Lucid's caricature recipe (``lucid/recipes/caricature.py``, and the "Feature Inversion
-    Caricatures" notebook behind *The Building Blocks of Interpretability*): maximise the dot
-    product between the render's activation and the photo's (``dot_compare``, default
-    ``cossim_pow=0``), starting from random noise (Lucid does *not* start from the photo) with
-    the standard robustness transforms. Since the dot product keeps growing as the activation
-    grows along the photo's, the render amplifies the features the layer finds in the photo.
-    Raise ``cossim_pow`` to stay closer to the photo; see :func:`feature_inversion`.
-
-    Args:
-        model: the network (its ``preprocessing`` is applied to the image).
-        layer: the layer whose activation is exaggerated.
-        image: anything :func:`load_image` accepts.
-        cossim_pow: the cosine-similarity exponent of :func:`activation_match`.
-        size: passed to :func:`load_image` (None: the image's own size).
-        preprocess: how images become model input (default: the model's own).
-
-    Returns:
-        An :class:`~lucent_core.objectives.Objective` reading ``layer`` (the photo itself
-        scores 1).
-
-    Example:
-        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
-        >>> caricature(net, "0", torch.rand(3, 8, 8)).name
-        "caricature('0', cossim_pow=0)"
-    """
-    if cossim_pow is None:
-        raise ValueError("caricature needs a number for cossim_pow (0 is Lucid's); None is "
-                         "feature_inversion's L2 loss")
-    return _matching("caricature", model, layer, image, cossim_pow, size, preprocess)

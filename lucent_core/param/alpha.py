@@ -41,6 +41,7 @@ from lucent_core._device import to_device
 from lucent_core._validate import finite_real, positive_ints
 from lucent_core.hooks import INPUT_LAYER
 from lucent_core.objectives import Objective, as_objective, wrap_objective
+from lucent_core.param.base import Parameterisation
 from lucent_core.param.color import ToRGB
 from lucent_core.param.spatial import FourierImage, PixelImage, fourier_scale, spectrum_to_image
 from lucent_core.transforms import Compose, RandomTransform, standard_transforms
@@ -56,7 +57,7 @@ BACKGROUND_SD = 0.2
 BACKGROUND_DECAY_POWER = 1.5
 
 
-class RGBAImage(nn.Module):
+class RGBAImage(Parameterisation):
     """Colour from a spatial parameterisation and :class:`ToRGB`, opacity from its own one.
 
     Shape: ``forward()`` returns ``(B, 4, H, W)`` in [0, 1]: RGB, then alpha (1 = opaque).
@@ -70,6 +71,25 @@ class RGBAImage(nn.Module):
 
     def forward(self) -> torch.Tensor:
         return torch.cat([self.to_rgb(self.spatial()), torch.sigmoid(self.alpha())], dim=1)
+
+    @property
+    def kind(self) -> str | None:  # type: ignore[override]
+        return self.spatial.kind
+
+    @property
+    def size(self) -> tuple[int, int]:  # type: ignore[override]
+        return self.spatial.size
+
+    def render_at(self, size: tuple[int, int], interpolation: str | None = None
+                  ) -> torch.Tensor:
+        """Colour and alpha each at ``size``; the result keeps 4 channels."""
+        rgb = self.to_rgb(self.spatial.render_at(size, interpolation))
+        return torch.cat([rgb, torch.sigmoid(self.alpha.render_at(size, interpolation))], dim=1)
+
+    def describe(self) -> dict[str, object]:
+        return {**self.spatial.describe(), "class": type(self).__name__,
+                "spatial": type(self.spatial).__name__, "channels": 4,
+                "decorrelate": self.to_rgb.decorrelate, "color_mode": self.to_rgb.mode}
 
 
 def _one_channel(spatial: nn.Module, name: str) -> nn.Module:

@@ -32,6 +32,8 @@ import torch
 from torch import nn
 
 from lucent_core._validate import finite_real, flag, positive_ints
+from lucent_core.param.base import Parameterisation
+from lucent_core.param.resample import only_pixels_interpolate
 
 __all__ = ["ACTIVATIONS", "CPPNImage", "composite_activation", "cppn", "cppn_coordinates"]
 
@@ -144,7 +146,7 @@ class _BatchedPointwise(nn.Module):
         return f"batch={b}, in_channels={i}, out_channels={o}"
 
 
-class CPPNImage(nn.Module):
+class CPPNImage(Parameterisation):
     """A batch of images, each drawn by its own CPPN; ``forward()`` gives ``(B, 3, H, W)``.
 
     Every image of the batch has an independent network (weights carry a batch dimension), so
@@ -254,6 +256,17 @@ class CPPNImage(nn.Module):
         chunks = [self._network(coordinates[:, :, top:top + rows])
                   for top in range(0, height, rows)]
         return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=2)
+
+    kind = "cppn"
+
+    def render_at(self, size: tuple[int, int], interpolation: str | None = None
+                  ) -> torch.Tensor:
+        """The network evaluated at denser coordinates (:meth:`render`)."""
+        only_pixels_interpolate(interpolation, self, "evaluated at the new size")
+        return self.render(size[1], size[0])
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "channels": 3}
 
     def extra_repr(self) -> str:
         return (f"size={self.size}, activation={self.activation!r}, radius={self.radius}, "

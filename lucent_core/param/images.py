@@ -6,25 +6,44 @@ import torch
 from torch import nn
 
 from lucent_core._validate import flag
+from lucent_core.param.base import Parameterisation
 from lucent_core.param.color import ToRGB
 from lucent_core.param.spatial import FourierImage, PixelImage
 
 __all__ = ["ImageParam", "image"]
 
 
-class ImageParam(nn.Module):
+class ImageParam(Parameterisation):
     """A spatial parameterisation followed by a map to valid RGB; ``forward()`` gives images.
 
     Shape: ``forward()`` returns ``(B, 3, H, W)`` with values in [0, 1].
     """
 
-    def __init__(self, spatial: nn.Module, to_rgb: nn.Module):
+    def __init__(self, spatial: Parameterisation, to_rgb: nn.Module):
         super().__init__()
         self.spatial = spatial
         self.to_rgb = to_rgb
 
     def forward(self) -> torch.Tensor:
         return self.to_rgb(self.spatial())
+
+    @property
+    def kind(self) -> str | None:  # type: ignore[override]
+        return self.spatial.kind
+
+    @property
+    def size(self) -> tuple[int, int]:  # type: ignore[override]
+        return self.spatial.size
+
+    def render_at(self, size: tuple[int, int], interpolation: str | None = None
+                  ) -> torch.Tensor:
+        """The spatial part at ``size``, through the same colour mapping."""
+        return self.to_rgb(self.spatial.render_at(size, interpolation))
+
+    def describe(self) -> dict[str, object]:
+        return {**self.spatial.describe(), "class": type(self).__name__,
+                "spatial": type(self.spatial).__name__, "channels": 3,
+                "decorrelate": self.to_rgb.decorrelate, "color_mode": self.to_rgb.mode}
 
 
 def image(w: int, h: int | None = None, batch: int = 1, sd: float = 0.01, fft: bool = True,

@@ -34,7 +34,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -42,19 +42,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from lucent_core._device import to_device
-from lucent_core._validate import (positive_int, positive_ints, real_scalar, size_pair,
-                                   steps_or_thresholds)
+from lucent_core._validate import (positive_int, positive_ints, real_scalar, size_pair)
+from lucent_core.param.base import Parameterisation
 from lucent_core.param.color import ToRGB
+from lucent_core.param.resample import fourier_resample, only_pixels_interpolate
 from lucent_core.param.spatial import fourier_frequencies
 from lucent_core.transforms.random import Compose, RandomTransform
 
-if TYPE_CHECKING:  # render.py imports lucent_core.param: import it lazily at run time
-    from lucent_core.models.config import Preprocessing
-    from lucent_core.objectives import Objective
-    from lucent_core.render import RenderResult
-
 __all__ = ["DEFAULT_ALPHA", "MacoImage", "RandomCrops", "crop_resize", "maco",
-           "maco_transforms", "magnitude_from_images", "natural_magnitude", "render_maco"]
+           "maco_transforms", "magnitude_from_images", "natural_magnitude"]
 
 # Natural images have an amplitude spectrum falling off as 1/f^alpha with alpha close to 1
 # (power ~ 1/f^2: Field 1987; van der Schaaf & van Hateren 1996 measure 1.88-2.1 for power).
@@ -201,7 +197,7 @@ def magnitude_from_images(images: "torch.Tensor | Sequence[torch.Tensor]",
     return (total / len(items)).float()
 
 
-class MacoImage(nn.Module):
+class MacoImage(Parameterisation):
     """Images with a fixed natural amplitude spectrum and a learnable Fourier phase.
 
     ``spatial()`` is ``irfft2(magnitude * exp(i * phase))`` (orthonormal FFT), an
@@ -320,6 +316,18 @@ class MacoImage(nn.Module):
         """The unconstrained image ``(B, 3, H, W)`` before colour mixing and sigmoid."""
         image = torch.fft.irfft2(self.spectrum(), s=self.size, norm="ortho")
         return image.to(self.phase.dtype)
+
+    kind = "maco"
+
+    def render_at(self, size: tuple[int, int], interpolation: str | None = None
+                  ) -> torch.Tensor:
+        """The spectrum ``magnitude * exp(i phase)`` resampled (zero-padded or cut)."""
+        only_pixels_interpolate(interpolation, self, "resampled through its spectrum")
+        return self.to_rgb(fourier_resample(self.spatial(), size))
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "channels": 3, "decorrelate": self.to_rgb.decorrelate,
+                "color_mode": self.to_rgb.mode}
 
     def forward(self) -> torch.Tensor:
         image = self.to_rgb(self.spatial())
@@ -509,87 +517,3 @@ def maco_transforms(n_crops: int = MACO_CROPS, scale: tuple[float, float] = MACO
         torch.Size([4, 3, 32, 32])
     """
     return Compose([RandomCrops(n_crops, scale=scale, noise=noise, size=size)])
-
-
-def render_maco(model: nn.Module, objective: "Objective | str", w: int = MACO_SIZE,
-                h: int | None = None, batch: int = 1, steps: int | None = None,
-                lr: float = MACO_LR, n_crops: int | None = None,
-                crop_scale: tuple[float, float] | None = None, noise: float | None = None,
-                crop_size: "int | tuple[int, int] | None" = None,
-                magnitude: torch.Tensor | None = None, thresholds: Sequence[int] | None = None,
-                transforms: "Callable[[torch.Tensor], torch.Tensor] | None" = None,
-                seed: int | None = None, progress: bool = True,
-                preprocess: "Preprocessing | None" = None, redirected_relu: bool = True
-                ) -> "RenderResult":
-    """Render with the MACO recipe; the result also holds the transparency map.
-
-    :func:`~lucent_core.render_vis` with a :class:`MacoImage`, NAdam on its phase at
-    learning rate ``lr``, and :func:`maco_transforms`. The cost is ``n_crops`` forward
-    passes per step: the paper's defaults (512 px, 32 crops of the model's input size,
-    256 steps) are meant for a GPU; on a CPU try fewer, smaller crops.
-
-    Args:
-        model: any ``nn.Module``.
-        objective: what to maximise (see :func:`~lucent_core.render_vis`); with ``batch > 1``,
-            crops of image ``b`` are at batch indices ``b * n_crops ..`` (see
-            :class:`RandomCrops`).
-        w, h: image size (default 512 x 512, the paper's).
-        batch: number of images.
-        steps: optimisation steps (default ``MACO_STEPS``); or give ``thresholds``.
-        lr: NAdam learning rate on the phase.
-        n_crops, crop_scale, noise: see :func:`maco_transforms` (defaults
-            ``MACO_CROPS``, ``MACO_CROP_SCALE``, ``MACO_NOISE``).
-        crop_size: size the crops are resized to; default the model's input size
-            (``preprocess.input_size``) if it has one, else the image size.
-        magnitude: the amplitude spectrum (default :func:`natural_magnitude`).
-        thresholds: steps at which to take images (instead of ``steps``).
-        transforms: replace :func:`maco_transforms` by these (then ``n_crops``,
-            ``crop_scale``, ``noise`` and ``crop_size``, which only shape those, are errors).
-        seed, progress, preprocess, redirected_relu: as in :func:`~lucent_core.render_vis`.
-
-    Returns:
-        The :class:`~lucent_core.render.RenderResult`, with ``extra["importance"]``: the
-        accumulated ``|d objective / d image|``, ``(B, H, W)`` float32, and
-        ``extra["transparency"]``: the same divided by each image's maximum, in [0, 1].
-
-    Example:
-        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
-        >>> result = render_maco(net, "0:1", w=32, steps=4, n_crops=2, crop_scale=(0.5, 1.0),
-        ...                      progress=False, seed=0)
-        >>> result.image.shape, result.extra["transparency"].shape
-        ((1, 32, 32, 3), (1, 32, 32))
-    """
-    from lucent_core.models.config import preprocessing_of
-    from lucent_core.render import render_vis
-
-    h = w if h is None else h
-    thresholds = steps_or_thresholds(steps, thresholds, MACO_STEPS)
-    crop_options = {"n_crops": n_crops, "crop_scale": crop_scale, "noise": noise,
-                    "crop_size": crop_size}
-    if transforms is not None:
-        given = [name for name, value in crop_options.items() if value is not None]
-        if given:
-            raise ValueError(f"{', '.join(given)} shape(s) maco_transforms, which transforms= "
-                             "replaces; drop them, or pass transforms=maco_transforms(...)")
-    else:
-        n_crops = MACO_CROPS if n_crops is None else n_crops
-        crop_scale = MACO_CROP_SCALE if crop_scale is None else crop_scale
-        noise = MACO_NOISE if noise is None else noise
-        if crop_size is None:
-            own = preprocessing_of(model, preprocess)
-            crop_size = getattr(own, "input_size", None) or (h, w)
-        transforms = maco_transforms(n_crops, scale=crop_scale, noise=noise, size=crop_size)
-
-    def make_param() -> MacoImage:
-        return maco(w, h, batch=batch, magnitude=magnitude)
-
-    result = render_vis(model, objective, param_f=make_param,
-                        optimizer=lambda params: torch.optim.NAdam(params, lr=lr),
-                        transforms=transforms,
-                        thresholds=thresholds, seed=seed,
-                        progress=progress, preprocess=preprocess,
-                        redirected_relu=redirected_relu)
-    image: MacoImage = result.param  # type: ignore[assignment]
-    result.extra["importance"] = image.importance_map().float().cpu().numpy()
-    result.extra["transparency"] = image.importance_map(normalize=True).float().cpu().numpy()
-    return result

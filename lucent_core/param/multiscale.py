@@ -22,8 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from lucent_core._validate import positive_ints, real_scalar
+from lucent_core.param.base import Parameterisation
 from lucent_core.param.color import ToRGB
 from lucent_core.param.images import ImageParam
+from lucent_core.param.resample import only_pixels_interpolate, resize
 from lucent_core.param.spatial import FourierImage, PixelImage
 
 __all__ = ["LaplacianPyramid", "LowResImage", "laplacian_pyramid_image", "lowres_image",
@@ -36,7 +38,7 @@ def _upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-class LowResImage(nn.Module):
+class LowResImage(Parameterisation):
     """A small learnable image (pixel or Fourier basis) bilinearly upsampled to full size.
 
     The small image is ``ceil(height / scale) x ceil(width / scale)`` pixels, so any size and
@@ -67,8 +69,16 @@ class LowResImage(nn.Module):
         self.inner: nn.Module = (FourierImage(*small, batch=batch, sd=sd) if fft
                                  else PixelImage(*small, batch=batch, sd=sd))
 
+    kind = "lowres"
+
     def forward(self) -> torch.Tensor:
         return _upsample(self.inner(), self.size)
+
+    def render_at(self, size: tuple[int, int], interpolation: str | None = None
+                  ) -> torch.Tensor:
+        """Its own bilinear upsampling, to the new size."""
+        only_pixels_interpolate(interpolation, self, "upsampled its own way (bilinear)")
+        return resize(self.inner(), size, "bilinear")
 
     def extra_repr(self) -> str:
         return f"size={self.size}, scale={self.scale}"
@@ -85,7 +95,7 @@ def max_pyramid_levels(height: int, width: int) -> int:
     return 1 + math.ceil(math.log2(max(height, width)))
 
 
-class LaplacianPyramid(nn.Module):
+class LaplacianPyramid(Parameterisation):
     """An image that is the sum of ``levels`` learnable tensors at halving resolutions.
 
     Level ``k`` (``k = 0`` finest) is a ``(B, 3, ceil(H / 2^k), ceil(W / 2^k))`` tensor; each
@@ -147,6 +157,16 @@ class LaplacianPyramid(nn.Module):
         for level, weight in zip(self.pyramid[1:], weights[1:]):
             total = total + _upsample(level, self.size) * weight
         return total
+
+    kind = "laplacian_pyramid"
+
+    def render_at(self, size: tuple[int, int], interpolation: str | None = None
+                  ) -> torch.Tensor:
+        """Every level upsampled (bilinear) to the new size and summed with its weight."""
+        only_pixels_interpolate(interpolation, self, "upsampled its own way (bilinear)")
+        weights = self.level_weights.to(self.pyramid[0].dtype)
+        return sum(resize(level, size, "bilinear") * weight
+                   for level, weight in zip(self.pyramid, weights))
 
     def extra_repr(self) -> str:
         return f"size={self.size}, levels={len(self.pyramid)}"

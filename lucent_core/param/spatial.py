@@ -6,6 +6,8 @@ import torch
 from torch import nn
 
 from lucent_core._validate import finite_real, positive_ints
+from lucent_core.param.base import Parameterisation
+from lucent_core.param.resample import fourier_resample, only_pixels_interpolate, resize
 
 __all__ = ["FourierImage", "PixelImage", "fourier_frequencies", "fourier_scale",
            "spectrum_to_image"]
@@ -15,7 +17,7 @@ def _check_size(batch: int, height: int, width: int) -> None:
     positive_ints(batch=batch, height=height, width=width)
 
 
-class PixelImage(nn.Module):
+class PixelImage(Parameterisation):
     """One learnable value per pixel and channel, initialised with small Gaussian noise.
 
     Args:
@@ -34,8 +36,19 @@ class PixelImage(nn.Module):
         sd = finite_real("sd", sd, minimum=0)
         self.pixels = nn.Parameter(torch.randn(batch, 3, height, width) * sd)
 
+    kind = "pixel"
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(self.pixels.shape[-2:])  # type: ignore[return-value]
+
     def forward(self) -> torch.Tensor:
         return self.pixels
+
+    def render_at(self, size: tuple[int, int], interpolation: str | None = None
+                  ) -> torch.Tensor:
+        """The pixels interpolated (default bicubic; antialiased when shrinking)."""
+        return resize(self.pixels, size, interpolation or "bicubic")
 
 
 def fourier_frequencies(height: int, width: int) -> torch.Tensor:
@@ -72,7 +85,7 @@ def spectrum_to_image(spectrum: torch.Tensor, scale: torch.Tensor, size: tuple[i
     return (image / 4.0).to(spectrum.dtype)
 
 
-class FourierImage(nn.Module):
+class FourierImage(Parameterisation):
     """An image parameterised by its 2-D real Fourier spectrum, scaled like natural images (1/f).
 
     Each coefficient is multiplied by ``1 / max(f, 1 / max(H, W)) ** decay_power``, so an
@@ -103,5 +116,17 @@ class FourierImage(nn.Module):
         self.register_buffer("scale", scale, persistent=False)
         self.spectrum = nn.Parameter(torch.randn(batch, 3, *scale.shape, 2) * sd)
 
+    kind = "fourier"
+
     def forward(self) -> torch.Tensor:
         return spectrum_to_image(self.spectrum, self.scale, self.size)
+
+    def render_at(self, size: tuple[int, int], interpolation: str | None = None
+                  ) -> torch.Tensor:
+        """The scaled spectrum zero-padded (or cut) in frequency space (see
+        :func:`~lucent_core.param.resample.fourier_resample`)."""
+        only_pixels_interpolate(interpolation, self, "resampled through its spectrum")
+        return fourier_resample(self(), size)
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "decay_power": self.decay_power}

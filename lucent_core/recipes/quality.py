@@ -33,11 +33,10 @@ from torch import nn
 
 from lucent_core._device import to_device
 from lucent_core._validate import index_value, positive_int, random_seed
-from lucent_core.atlas.plan import Series
-from lucent_core.atlas.runner import unit_values
-from lucent_core.models.config import Preprocessing, preprocessing_of
+from lucent_core.preprocessing import Preprocessing, preprocessing_of
 from lucent_core.objectives.catalogue import gram_similarity
-from lucent_core.objectives.matching import _checked_activations, _image_batch
+from lucent_core.activations import image_batch, run_layers
+from lucent_core.units import Series, unit_values
 
 __all__ = ["HELD_OUT_SEED", "diversity_score", "held_out_transforms", "robustness",
            "superstimulus_ratio", "apply_held_out"]
@@ -124,12 +123,13 @@ def _series(layer: "str | Series") -> Series:
 
 def _values(model: nn.Module, images: torch.Tensor, series: Series, units: torch.Tensor,
             directions: torch.Tensor | None, preprocess: Preprocessing) -> torch.Tensor:
-    acts = _checked_activations(model, images, [series.layer], preprocess)[series.layer]
-    width = acts.shape[1] if series.kind != "direction" else directions.shape[1]
-    if series.kind != "direction" and int(units.max()) >= width:
+    acts = run_layers(model, images, [series.layer], preprocess)[series.layer]
+    along = series.unit_kind.needs_directions
+    width = directions.shape[1] if along else acts.shape[1]
+    if not along and int(units.max()) >= width:
         raise IndexError(f"unit {int(units.max())} is out of range for {series.layer!r}, which "
                          f"has {width} channels (valid: 0..{width - 1})")
-    if series.kind == "direction" and width != acts.shape[1]:
+    if along and width != acts.shape[1]:
         raise ValueError(f"the directions have {width} values but {series.layer!r} has "
                          f"{acts.shape[1]} channels")
     return unit_values(acts, series, units.to(acts.device), directions).float()
@@ -166,7 +166,7 @@ def robustness(model: nn.Module, images: torch.Tensor, layer: "str | Series",
         torch.Size([2])
     """
     series = _series(layer)
-    images = _image_batch(images)  # tensors or render_vis's (B, H, W, 3) arrays alike
+    images = image_batch(images)  # tensors or render_vis's (B, H, W, 3) arrays alike
     preprocess = preprocessing_of(model, preprocess)
     rows = held_out_transforms() if transforms is None else _checked_rows(transforms)
     batch_size = positive_int("batch_size", batch_size)
@@ -176,10 +176,10 @@ def robustness(model: nn.Module, images: torch.Tensor, layer: "str | Series",
     if units_t.shape != (images.shape[0],):
         raise ValueError(f"got {units_t.numel()} units for {images.shape[0]} images; give one "
                          "unit per image")
-    if series.kind != "direction" and directions is not None:
+    if not series.unit_kind.needs_directions and directions is not None:
         raise ValueError(f"directions= applies to a direction series; {series.kind} units of "
                          f"{series.layer!r} have none")
-    if series.kind == "direction" and directions is None:
+    if series.unit_kind.needs_directions and directions is None:
         directions = series.directions[units_t]  # each image's unit: its row of the series
     plain = _values(model, images, series, units_t, directions, preprocess)
     count = rows.shape[0]
@@ -214,10 +214,10 @@ def diversity_score(model: nn.Module, images: torch.Tensor, layer: str,
         >>> diversity_score(net, torch.rand(1, 3, 8, 8).repeat(3, 1, 1, 1), "1")  # all alike
         1.0
     """
-    images = _image_batch(images)
+    images = image_batch(images)
     if images.shape[0] < 2:
         raise ValueError("diversity needs a batch of at least 2 images")
-    acts = _checked_activations(model, images, [layer], preprocess)[layer]
+    acts = run_layers(model, images, [layer], preprocess)[layer]
     acts = acts.double()
     if (acts.flatten(1).abs().amax(1) == 0).any():
         return float("nan")  # an image the layer does not respond to has no Gram matrix

@@ -30,7 +30,8 @@ from PIL import Image
 from torch import nn
 
 from lucent_core._validate import flag, not_both, random_seed, steps_or_thresholds
-from lucent_core.objectives import Objective, direction, image_activations, load_image
+from lucent_core.activations import image_activations, load_image
+from lucent_core.objectives import Objective, direction
 from lucent_core.param import image as image_param
 from lucent_core.render import RenderResult, render_vis
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from lucent_core._validate import flag
-from lucent_core.hooks import _compiling
+from lucent_core.hooks import is_compiling
 
 __all__ = ["RedirectedReLU", "redirected_relu", "redirecting", "set_redirected_relu",
            "use_redirected_relus"]
@@ -47,7 +47,7 @@ class _RedirectedReLUFunction(torch.autograd.Function):
         # On the CPU, reading the flags costs nothing and usually every image has an ordinary
         # gradient; on a GPU that read would stall the stream, so the general rule runs there,
         # and under torch.compile too (a value-dependent branch cannot be traced).
-        if grad.device.type == "cpu" and not _compiling() and bool(has_relu_grad.all()):
+        if grad.device.type == "cpu" and not is_compiling() and bool(has_relu_grad.all()):
             return relu_grad
         # ``grad`` is the gradient of the quantity being minimised: grad > 0 at a negative
         # input would push it lower still, so that part stays blocked. Images that have an

@@ -1,4 +1,8 @@
-"""How a model wants its input: value range, mean/std, channel order, input size."""
+"""How a model wants its input: value range, mean/std, channel order, input size.
+
+Models from the zoo carry a :class:`Preprocessing` as ``model.preprocessing``;
+:func:`preprocessing_of` finds it (or the identity) for any model.
+"""
 
 from __future__ import annotations
 
@@ -99,27 +103,6 @@ def _per_channel(values: tuple[float, ...], device: torch.device, dtype: torch.d
     if values not in _PER_CHANNEL:
         _PER_CHANNEL[values] = DeviceCopies(torch.tensor(values).view(1, -1, 1, 1))
     return _PER_CHANNEL[values].on(device, dtype)
-
-
-def registry_name(model: nn.Module) -> str:
-    """What records call a model: its registry name (zoo models), else its class name.
-
-    Example:
-        >>> registry_name(nn.Conv2d(3, 4, 1))
-        'Conv2d'
-    """
-    return getattr(getattr(model, "config", None), "name", None) or type(model).__name__
-
-
-def model_revision(model: nn.Module) -> int:
-    """The revision of the model's definition (:class:`ModelConfig` ``.revision``), 1 without
-    a config: what atlases and dataset examples record to refuse mixing two definitions.
-
-    Example:
-        >>> model_revision(nn.Conv2d(3, 4, 1))
-        1
-    """
-    return getattr(getattr(model, "config", None), "revision", 1)
 
 
 def preprocessing_of(model: nn.Module, preprocess: "Preprocessing | Callable | None" = None

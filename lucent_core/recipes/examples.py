@@ -39,14 +39,14 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from lucent_core._validate import positive_int
-from lucent_core.atlas.plan import Series, select_units
-from lucent_core.atlas.runner import _layer_shapes, layer_unit_maps
-from lucent_core.atlas.store import AtlasError, AtlasStore, AtlasWriteError, _differences, \
+from lucent_core.results import AtlasError, AtlasWriteError, check_layer_spelling, differences, \
     read_json, write_json
-from lucent_core.hooks import capture, frozen, model_device, run_to_layers, same_layer
+from lucent_core.hooks import (capture, frozen, model_device, model_revision, registry_name,
+                               run_to_layers, same_layer)
 from lucent_core.io import centre_crop_box, open_photo, save_png, write_atomically
-from lucent_core.models.config import model_revision, preprocessing_of, registry_name
+from lucent_core.preprocessing import preprocessing_of
 from lucent_core.models.weights import state_dict_sha256
+from lucent_core.units import Series, layer_shapes, layer_unit_maps, select_units
 
 __all__ = ["EXAMPLES_FORMAT", "IMAGE_SUFFIXES", "ExamplesSummary", "ReceptiveField",
            "find_examples", "load_examples", "receptive_field"]
@@ -188,7 +188,7 @@ def receptive_field(model: nn.Module, layer: str, size: int,
     size = positive_int("size", size)
     preprocess = preprocessing_of(model, preprocess)
     return _measure_field(model, layer, size, preprocess,
-                          _layer_shapes(model, [layer], size, preprocess)[layer])
+                          layer_shapes(model, [layer], size, preprocess)[layer])
 
 
 def _measure_field(model: nn.Module, layer: str, size: int, preprocess: Preprocess,
@@ -375,9 +375,9 @@ def _peaks(acts: torch.Tensor, series: Series, index: torch.Tensor,
     width = maps.shape[-1]
     peaks, where = maps.reshape(batch, units, -1).float().max(dim=2)  # first max on ties
     positions = torch.stack([where // width, where % width], dim=2)
-    if series.kind == "neuron":  # the one map position is the layer's centre
-        centre = torch.tensor([acts.shape[2] // 2, acts.shape[3] // 2], device=acts.device)
-        positions = centre.expand(batch, units, 2)
+    fixed = series.unit_kind.fixed_position(acts)
+    if fixed is not None:  # every unit reads one position (a neuron: the layer's centre)
+        positions = torch.tensor(fixed, device=acts.device).expand(batch, units, 2)
     return peaks.cpu(), positions.cpu()
 
 
@@ -452,12 +452,12 @@ def _write_error(error: OSError, what: str, where: Path) -> AtlasWriteError:
 
 
 def _refuse(path: Path, found: dict, wanted: dict, directory: Path) -> None:
-    differences = _differences(found, wanted)
-    if differences:
+    changed = differences(found, wanted)
+    if changed:
         raise AtlasError(
             f"{path} was made with other settings; refusing to mix two sets of dataset "
             f"examples. Differences: "
-            + "; ".join(differences).replace(" in the atlas,", f" in {path.name},")
+            + "; ".join(changed).replace(" in the atlas,", f" in {path.name},")
             + f". Use another output directory (--out), or delete {directory} to start over.")
 
 
@@ -610,19 +610,14 @@ def find_examples(model: nn.Module, images: str | os.PathLike, out: str | os.Pat
     if model_revision(model) != 1:  # left out at 1, so that earlier results still resume
         identity["model_revision"] = model_revision(model)
     _check_atlas_weights(out, weights_sha256)
-    AtlasStore(out).check_layer_spelling([series], lambda a, b: same_layer(model, a, b))
+    check_layer_spelling(out, [series.layer], lambda a, b: same_layer(model, a, b))
 
-    shape = _layer_shapes(model, [series.layer], size, preprocess)[series.layer]
+    shape = layer_shapes(model, [series.layer], size, preprocess)[series.layer]
     if len(shape) not in (1, 3):
         raise ValueError(f"layer {series.layer!r} gives activations of shape (B, "
                          f"{', '.join(map(str, shape))}); dataset examples need (B, C) or "
                          "(B, C, H, W) layers")
-    if series.kind == "neuron" and len(shape) != 3:
-        raise ValueError(f"neurons need a spatial layer; {series.layer!r} gives {shape}: use "
-                         "its channels instead")
-    if series.directions is not None and series.directions.shape[1] != shape[0]:
-        raise ValueError(f"the directions have {series.directions.shape[1]} values per row but "
-                         f"layer {series.layer!r} has {shape[0]} channels")
+    series.check_layer(shape)
     wanted = select_units(units, series.count(shape[0]))
     broken = [u for u in wanted if not series.row_is_finite(u)]
     if broken:  # every example's activation would be NaN
@@ -788,5 +783,5 @@ def load_examples(out: str | os.PathLike, series: Union[str, Series]) -> dict:
         raise FileNotFoundError(
             f"no dataset examples for series {series.dir!r} in {out} (looked for {path}): find "
             f"them first with `lucent-core examples --model MODEL --layer {series.layer} "
-            f"--images FOLDER --out {out}` or lucent_core.examples.find_examples")
+            f"--images FOLDER --out {out}` or lucent_core.recipes.examples.find_examples")
     return read_json(path)

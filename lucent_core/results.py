@@ -1,0 +1,77 @@
+"""Results directories on disk: what unit atlases, dataset examples and activation atlases share.
+
+One directory holds the settings it was made with (``atlas.json``), series of units
+(``<series>/series.json``), and dataset examples (``examples/<series>/examples.json``). Every
+JSON file is written atomically (a temporary name, then a rename), so a crash never leaves a
+half-written file under a real name; a directory made with other settings is refused with the
+differences named.
+
+Example:
+    >>> import tempfile
+    >>> path = write_json(Path(tempfile.mkdtemp()) / "a.json", {"steps": 8})
+    >>> read_json(path), differences({"steps": 8}, {"steps": 9})
+    ({'steps': 8}, ['steps: 8 in the atlas, 9 now'])
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Sequence
+
+from lucent_core.io import write_atomically
+
+__all__ = ["AtlasError", "AtlasWriteError", "check_layer_spelling", "differences", "read_json",
+           "write_json"]
+
+
+class AtlasError(ValueError):
+    """The atlas directory does not match the request (other settings, another series)."""
+
+
+class AtlasWriteError(OSError):
+    """A file of the atlas could not be written (full disk, no permission, ...)."""
+
+
+def write_json(path: Path, data: dict) -> Path:
+    """Write ``data`` as indented JSON, atomically."""
+    text = json.dumps(data, indent=1, sort_keys=False, allow_nan=True) + "\n"
+    return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def read_json(path: Path) -> dict:
+    """Read a JSON file of the atlas, with an error that names the file if it is damaged."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise AtlasError(f"{path} is not valid JSON ({error}); it was not written by "
+                         "lucent-core (whose writes are atomic): move it away") from error
+
+
+def differences(found: dict, wanted: dict) -> list[str]:
+    """One line per key whose value differs: what a refusal to resume names."""
+    keys = sorted(set(found) | set(wanted))
+    return [f"{k}: {found.get(k)!r} in the atlas, {wanted.get(k)!r} now" for k in keys
+            if found.get(k) != wanted.get(k)]
+
+
+def check_layer_spelling(root: Path, layers: Sequence[str],
+                         same_module: Callable[[str, str], bool]) -> None:
+    """Refuse two spellings of one layer (``"2_1"`` and ``"2.1"`` name one module), among
+    ``layers`` or beside a layer the directory already has (a series or dataset examples): it
+    would be a second series, rendered again with other seeds, and its dataset examples would
+    not reach the first one's pages. ``same_module(a, b)`` says whether two names are one
+    module."""
+    for i, a in enumerate(layers):
+        for b in layers[i + 1:]:
+            if a != b and same_module(a, b):
+                raise AtlasError(f"layers {a!r} and {b!r} are the same module: spell it one "
+                                 "way, so that its series stay together")
+    known = [read_json(p).get("identity", {}).get("layer")
+             for p in [*root.glob("*/series.json"), *root.glob("examples/*/examples.json")]]
+    for layer in layers:
+        for other in sorted({k for k in known if isinstance(k, str) and k != layer}):
+            if same_module(other, layer):
+                raise AtlasError(f"layer {layer!r} is {other!r} in {root} (the same module): "
+                                 f"use {other!r}, so that its units and dataset examples stay "
+                                 "one series")
