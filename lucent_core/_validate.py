@@ -1,4 +1,13 @@
-"""Argument checks shared by the public functions: one message format for bad numbers."""
+"""Argument checks for the public entry points (the policy is in CONTRIBUTING.md).
+
+The helpers: :func:`integer` (whole numbers: counts, sizes), :func:`index` (indices, strictly
+integers), :func:`real` / :func:`reals` (finite numbers), :func:`flag` (booleans),
+:func:`choice` (one of a few names), :func:`size_pair` (a ``(height, width)``), :func:`seed`;
+plus :func:`not_both` and :func:`steps_or_thresholds` for options that replace each other.
+Each returns the checked value converted (use it, not the raw argument), and raises
+``TypeError`` for the wrong kind of value, ``ValueError`` for a value out of range, with one
+line that names the argument.
+"""
 
 from __future__ import annotations
 
@@ -109,23 +118,6 @@ def whole_count(name: str, value: object, minimum: int = 0) -> int:
     """
     number = whole_number(value)
     return positive_int(name, value if number is None else number, minimum)
-
-
-def integer(name: str, value: object) -> int:
-    """``value`` as an ``int`` if it is a whole number (see :func:`whole_number`).
-
-    Example:
-        >>> integer("seed", -3)
-        -3
-        >>> integer("seed", 1.5)
-        Traceback (most recent call last):
-        ...
-        TypeError: seed must be an integer, got 1.5
-    """
-    number = whole_number(value)
-    if number is None:
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    return number
 
 
 def random_seed(name: str, value: object) -> int:
@@ -269,3 +261,118 @@ def finite_reals(name: str, values: object, positive: bool = False) -> list[floa
     if any(v is None or not np.isfinite(v) or (positive and not v > 0) for v in numbers):
         raise ValueError(f"{name} must be a non-empty list of {kind}, got {list(values)!r}")
     return numbers
+
+
+# --- the helpers of the policy ----------------------------------------------------------------
+
+def _at_least(minimum: float | None) -> str:
+    return "" if minimum is None else " > 0" if minimum == 1 else f" >= {minimum:g}"
+
+
+def integer(name: str, value: object, minimum: int | None = None) -> int:
+    """``value`` as an ``int`` if it is a whole number (a Python or NumPy integer, a 0-d
+    integer tensor, or a float without a fraction such as ``4.0``; not a bool) of at least
+    ``minimum``.
+
+    Example:
+        >>> integer("steps", 8.0, minimum=1), integer("seed", np.int64(-3))
+        (8, -3)
+        >>> integer("steps", 0, minimum=1)
+        Traceback (most recent call last):
+        ...
+        ValueError: steps must be an integer > 0, got 0
+    """
+    number = whole_number(value)
+    if number is None:
+        raise TypeError(f"{name} must be an integer{_at_least(minimum)}, got {value!r}")
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{name} must be an integer{_at_least(minimum)}, got {value!r}")
+    return number
+
+
+def integers(minimum: int | None = None, **values: object) -> list[int]:
+    """:func:`integer` for each named value, in the order given.
+
+    Example:
+        >>> integers(1, height=8, width=6.0)
+        [8, 6]
+    """
+    return [integer(name, value, minimum) for name, value in values.items()]
+
+
+def index(name: str, value: object, minimum: int | None = None) -> int:
+    """``value`` as an ``int`` if it is an index (see :func:`is_index`: no floats, no bools)
+    of at least ``minimum``.
+
+    Example:
+        >>> index("unit", np.int64(3))
+        3
+        >>> index("unit", 3.0)
+        Traceback (most recent call last):
+        ...
+        TypeError: unit must be an integer index, got 3.0
+    """
+    if not is_index(value):
+        raise TypeError(f"{name} must be an integer index, got {value!r}")
+    number = operator.index(value)  # type: ignore[arg-type]
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{name} must be an integer{_at_least(minimum)}, got {value!r}")
+    return number
+
+
+def real(name: str, value: object, minimum: float | None = None, positive: bool = False
+         ) -> float:
+    """``value`` as a float if it is one finite real number (``> 0`` with ``positive``,
+    ``>= minimum`` with ``minimum``).
+
+    Example:
+        >>> real("lr", 0.05, positive=True)
+        0.05
+        >>> real("sd", float("nan"))
+        Traceback (most recent call last):
+        ...
+        ValueError: sd must be a finite number, got nan
+    """
+    return finite_real(name, value, minimum, positive)
+
+
+def reals(name: str, values: object, positive: bool = False) -> list[float]:
+    """A non-empty sequence of finite numbers (each ``> 0`` with ``positive``) as floats.
+
+    Example:
+        >>> reals("scales", (0.9, 1, 1.1), positive=True)
+        [0.9, 1.0, 1.1]
+    """
+    return finite_reals(name, values, positive)
+
+
+def choice(name: str, value: object, choices: "tuple | list | dict") -> object:
+    """``value`` if it is one of ``choices`` (a sequence, or a dict's keys).
+
+    Example:
+        >>> choice("mode", "clamp", ("sigmoid", "clamp"))
+        'clamp'
+        >>> choice("mode", "tanh", ("sigmoid", "clamp"))
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown mode 'tanh'; choose one of ('sigmoid', 'clamp')
+    """
+    known = tuple(choices)
+    try:
+        found = value in known
+    except TypeError:  # an unhashable value against a dict
+        found = False
+    if not found:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {known}")
+    return value
+
+
+def seed(name: str, value: object) -> int:
+    """``value`` as an ``int`` if it is a whole number ``torch.manual_seed`` takes
+    (``-2**63`` to ``2**64 - 1``).
+
+    Example:
+        >>> seed("seed", 7)
+        7
+    """
+    return random_seed(name, value)
