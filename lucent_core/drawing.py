@@ -43,7 +43,7 @@ DEFAULT_FONT_SIZE = 12
 LAYOUT_INFO_KEY = "lucent_core.figure_layout"
 
 PathLike = Union[str, os.PathLike]
-Colour = Sequence[int]
+Color = Sequence[int]
 
 
 # --- figure grids ---------------------------------------------------------------------------
@@ -105,7 +105,7 @@ class FigureLayout:
         return left, top, left + self.cell_w, top + self.cell_h
 
 
-def _colour(name: str, value: object) -> tuple[int, ...]:
+def _color(name: str, value: object) -> tuple[int, ...]:
     if not isinstance(value, (tuple, list)) or len(value) not in (3, 4) or not all(
             isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= 255
             for v in value):
@@ -189,8 +189,8 @@ def figure_grid(images: "Sequence[ImageLike | None] | np.ndarray | torch.Tensor"
                 cols: int, *, cell: "int | tuple[int, int] | None" = None, padding: int = 8,
                 row_labels: Sequence[str | None] | None = None,
                 col_labels: Sequence[str | None] | None = None, title: str | None = None,
-                background: Colour | None = (255, 255, 255), font_size: int = DEFAULT_FONT_SIZE,
-                row_label_width: int | None = None, text_color: Colour = (0, 0, 0)
+                background: Color | None = (255, 255, 255), font_size: int = DEFAULT_FONT_SIZE,
+                row_label_width: int | None = None, text_color: Color = (0, 0, 0)
                 ) -> Image.Image:
     """A labelled grid of images for a paper, with exactly computable spacing.
 
@@ -244,8 +244,8 @@ def figure_grid(images: "Sequence[ImageLike | None] | np.ndarray | torch.Tensor"
         raise ValueError("row_label_width is given but there are no row_labels")
     if title is not None and not isinstance(title, str):
         raise TypeError(f"title must be a string or None, got {type(title).__name__}")
-    fill_colour = None if background is None else _colour("background", background)
-    ink = _colour("text_color", text_color)
+    fill_color = None if background is None else _color("background", background)
+    ink = _color("text_color", text_color)
     cells = _as_cells(images, rows * cols)
     if cell is None:
         first = next((c for c in cells if c is not None), None)
@@ -266,19 +266,19 @@ def figure_grid(images: "Sequence[ImageLike | None] | np.ndarray | torch.Tensor"
         top_band=2 * font_size if col_texts is not None else 0,
         left_band=left_band)
 
-    rgba = (fill_colour is None or len(fill_colour) == 4
+    rgba = (fill_color is None or len(fill_color) == 4
             or any(c is not None and c.mode == "RGBA" for c in cells))
     mode = "RGBA" if rgba else "RGB"
-    if fill_colour is None:
-        fill_colour = (0, 0, 0, 0)
-    elif rgba and len(fill_colour) == 3:
-        fill_colour = fill_colour + (255,)
+    if fill_color is None:
+        fill_color = (0, 0, 0, 0)
+    elif rgba and len(fill_color) == 3:
+        fill_color = fill_color + (255,)
     if rgba and len(ink) == 3:
         ink = ink + (255,)
     elif not rgba and len(ink) == 4:
         raise ValueError("text_color has an alpha value but the figure is RGB; give (R, G, B) "
                          "or an RGBA background")
-    figure = Image.new(mode, layout.size, fill_colour)
+    figure = Image.new(mode, layout.size, fill_color)
     for index, picture in enumerate(cells):
         if picture is None:
             continue
@@ -311,7 +311,7 @@ def figure_grid(images: "Sequence[ImageLike | None] | np.ndarray | torch.Tensor"
     figure.info[LAYOUT_INFO_KEY] = {
         **asdict(layout), "cell": [cell_h, cell_w], "font_size": font_size,
         "row_labels": row_texts, "col_labels": col_texts, "title": title,
-        "background": None if background is None else list(fill_colour)}
+        "background": None if background is None else list(fill_color)}
     return figure
 
 

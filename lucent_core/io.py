@@ -179,7 +179,7 @@ def image_grid(images: ImageLike | Sequence[ImageLike], ncols: int | None = None
     text_h = 0 if labels is None else (
         14 if label_height is None else positive_int("label_height", label_height, minimum=0))
     mode = "RGBA" if channels == 4 else "RGB"
-    fill = _fill_colour(background, mode)
+    fill = _fill_color(background, mode)
     grid = Image.new(mode, (ncols * width + (ncols + 1) * padding,
                             nrows * (height + text_h) + (nrows + 1) * padding), fill)
     draw = ImageDraw.Draw(grid)
@@ -194,7 +194,7 @@ def image_grid(images: ImageLike | Sequence[ImageLike], ncols: int | None = None
     return grid
 
 
-def _fill_colour(background: object, mode: str) -> tuple[int, ...]:
+def _fill_color(background: object, mode: str) -> tuple[int, ...]:
     colour = tuple(np.asarray(background).tolist()) \
         if isinstance(background, (tuple, list, np.ndarray)) else ()
     if len(colour) not in (3, 4) or not all(

@@ -21,8 +21,9 @@ from torch._subclasses.fake_tensor import FakeTensor
 from lucent_core.recipes import examples as examples_module
 from lucent_core.atlas import Series
 from lucent_core.results import AtlasError, AtlasWriteError
-from lucent_core.recipes.examples import (ExamplesSummary, _load_image, _TopK, find_examples,
-                                  load_examples, receptive_field)
+from lucent_core.image_folder import load_square
+from lucent_core.receptive_field import receptive_field
+from lucent_core.recipes.examples import ExamplesSummary, _TopK, find_examples, load_examples
 
 SIDE = 7      # planted squares and the colour detectors' kernels are SIDE x SIDE
 SIZE = 32     # image size; the detectors' maps are (SIZE - SIDE + 1) = 26 wide
@@ -143,7 +144,7 @@ def test_planted_squares_are_the_exact_top_3_with_their_positions(folder, tmp_pa
             # 255 * (2/3) * t (grey noise around it would not lean at all)
             lean = crop[..., unit].astype(int) - crop.astype(int).sum(-1) / 3
             assert lean.min() > 170 * strength - 15
-            whole = _load_image(folder / entry["source"], SIZE)
+            whole = load_square(folder / entry["source"], SIZE)
             assert np.array_equal(crop, whole[top:top + SIDE, left:left + SIDE])
     # the tie between two identical files keeps both, the lower path first
     assert data["units"]["1"][0]["activation"] == data["units"]["1"][1]["activation"]
@@ -246,7 +247,7 @@ def test_crops_have_their_boxes_size_also_clipped_at_the_borders(folder, tmp_pat
         top, left, bottom, right = e["box"]
         assert tuple(e["box"]) == rf.box(*e["position"])
         assert crop_pixels(tmp_path, e).shape == (bottom - top, right - left, 3)
-        whole = _load_image(folder / e["source"], SIZE)
+        whole = load_square(folder / e["source"], SIZE)
         assert np.array_equal(crop_pixels(tmp_path, e), whole[top:bottom, left:right])
     assert any(e["box"][2] - e["box"][0] < 5 or e["box"][3] - e["box"][1] < 5 for e in entries)
 
@@ -566,15 +567,15 @@ def test_layers_without_space_use_the_whole_image(folder, tmp_path):
 
 
 def test_linked_folders_are_followed_once_and_links_to_nothing_are_skipped(folder, tmp_path):
-    from lucent_core.recipes.examples import _image_files
+    from lucent_core.image_folder import image_files
     linked = tmp_path / "linked"
     linked.mkdir()
     (linked / "elsewhere").symlink_to(folder, target_is_directory=True)
     (linked / "again").symlink_to(folder, target_is_directory=True)   # the same folder twice
     (linked / "loop").symlink_to(linked, target_is_directory=True)    # a cycle
     (linked / "gone.jpg").symlink_to(tmp_path / "no-such-file.jpg")
-    files = _image_files(linked)
-    originals = _image_files(folder)
+    files = image_files(linked)
+    originals = image_files(folder)
     assert files == sorted(["gone.jpg"] + [f"again/{f}" for f in originals])
     summary = run(colour_net(), linked, tmp_path / "out")
     assert summary.skipped == ["gone.jpg"] and summary.scanned == len(originals)

@@ -35,7 +35,7 @@ def scene(n: int = 64) -> np.ndarray:
 
 def exact_param(image: np.ndarray) -> ImageParam:
     """A parameterisation whose output is exactly ``image`` (pixels, no colour mixing)."""
-    pixels = PixelImage(*image.shape[:2])
+    pixels = PixelImage(image.shape[1], image.shape[0])
     with torch.no_grad():
         pixels.pixels.copy_(torch.from_numpy(image).permute(2, 0, 1)[None] - 0.5)
     return ImageParam(pixels, ToRGB(decorrelate=False, mode="clamp"))
@@ -279,7 +279,7 @@ def test_feature_inversion_of_a_real_photo(vgg):
 def test_load_image_turns_photos_upright_like_the_dataset_examples(tmp_path):
     # stored 40 wide x 20 high, left half red; EXIF orientation 6 = "rotate 90 degrees
     # clockwise to display", so the photo is 20 wide x 40 high with red on top
-    from lucent_core.recipes.examples import _load_image
+    from lucent_core.image_folder import load_square
     stored = np.zeros((20, 40, 3), dtype=np.uint8)
     stored[:, :20, 0] = 255
     stored[:, 20:, 2] = 255
@@ -293,7 +293,7 @@ def test_load_image_turns_photos_upright_like_the_dataset_examples(tmp_path):
     assert upright[0, :, 35, 10].tolist() == [0.0, 0.0, 1.0]  # bottom: blue
     # one resize-and-crop rule: the centre 20 x 20 square, the same in both readers
     square = load_image(path, size=20)
-    example = torch.tensor(_load_image(path, 20)).permute(2, 0, 1).float() / 255
+    example = torch.tensor(load_square(path, 20)).permute(2, 0, 1).float() / 255
     assert torch.equal(square[0], example)
     assert torch.equal(square[0], upright[0, :, 10:30, :])
 

@@ -29,8 +29,8 @@ def test_shapes(fft, height, width, batch):
 
 def test_default_height_is_width():
     assert param.image(29)().shape == (1, 3, 29, 29)
-    assert FourierImage(5, 7, batch=2)().shape == (2, 3, 5, 7)
-    assert PixelImage(4, 6, batch=2)().shape == (2, 3, 4, 6)
+    assert FourierImage(7, 5, batch=2)().shape == (2, 3, 5, 7)
+    assert PixelImage(6, 4, batch=2)().shape == (2, 3, 4, 6)
 
 
 @pytest.mark.parametrize("fft", [True, False])
@@ -117,7 +117,7 @@ def test_to_float64_moves_everything(fft):
     # buffer values survive the move
     torch.testing.assert_close(image.to_rgb.color_matrix.float(), ToRGB().color_matrix)
     if fft:
-        torch.testing.assert_close(image.spatial.scale.float(), FourierImage(10, 12).scale)
+        torch.testing.assert_close(image.spatial.scale.float(), FourierImage(12, 10).scale)
 
 
 def fourier_reference(module: FourierImage) -> torch.Tensor:
@@ -126,12 +126,12 @@ def fourier_reference(module: FourierImage) -> torch.Tensor:
 
 
 def test_fourier_float32_matches_reference():
-    module = FourierImage(6, 8, batch=2)
+    module = FourierImage(8, 6, batch=2)
     torch.testing.assert_close(module(), fourier_reference(module))
 
 
 def test_fourier_float64_keeps_double_precision():
-    module = FourierImage(6, 8, batch=2).to(torch.float64)
+    module = FourierImage(8, 6, batch=2).to(torch.float64)
     with torch.no_grad():
         module.spectrum.copy_(torch.randn(module.spectrum.shape, dtype=torch.float64))
     assert (module() - fourier_reference(module)).abs().max() < 1e-12
@@ -167,18 +167,18 @@ def test_fourier_frequencies_known_values():
 
 def test_fourier_scale_known_values():
     frequencies = fourier_frequencies(4, 6)
-    scale = FourierImage(4, 6, decay_power=1.0).scale
+    scale = FourierImage(6, 4, decay_power=1.0).scale
     assert scale[0, 0] == pytest.approx(6.0)          # DC clamped to 1 / max(H, W)
     assert scale[0, 1] == pytest.approx(6.0)          # f = 1/6 exactly at the clamp
     assert scale[0, 3] == pytest.approx(2.0)          # Nyquist column, f = 1/2
     torch.testing.assert_close(scale[1:, 1:], 1 / frequencies[1:, 1:])
-    assert torch.equal(FourierImage(4, 6, decay_power=0.0).scale, torch.ones(4, 4))
-    torch.testing.assert_close(FourierImage(4, 6, decay_power=2.0).scale, scale ** 2)
+    assert torch.equal(FourierImage(6, 4, decay_power=0.0).scale, torch.ones(4, 4))
+    torch.testing.assert_close(FourierImage(6, 4, decay_power=2.0).scale, scale ** 2)
 
 
 def test_fourier_single_coefficient_known_images():
     height, width = 4, 6
-    module = FourierImage(height, width)
+    module = FourierImage(width, height)
     with torch.no_grad():
         module.spectrum.zero_()
         module.spectrum[0, 0, 0, 0, 0] = 1.0   # red channel: DC, real part 1
@@ -194,7 +194,7 @@ def test_fourier_single_coefficient_known_images():
 
 def low_frequency_energy(decay_power: float, seed: int = 0) -> tuple[float, float]:
     torch.manual_seed(seed)
-    module = FourierImage(32, 48, batch=4, sd=1.0, decay_power=decay_power)
+    module = FourierImage(48, 32, batch=4, sd=1.0, decay_power=decay_power)
     power = torch.fft.rfft2(module().detach(), norm="ortho").abs() ** 2
     low = fourier_frequencies(32, 48) < 0.125
     expected = (module.scale ** 2)[low].sum() / (module.scale ** 2).sum()

@@ -130,13 +130,13 @@ def test_composite_errors():
 
 @pytest.mark.parametrize("kind", BACKGROUNDS)
 def test_backgrounds_are_random_each_call_and_replayable(kind):
-    first = random_background(3, 16, 20, kind)
+    first = random_background(3, 20, 16, kind)
     assert first.shape == (3, 3, 16, 20)
     assert first.min() >= 0 and first.max() <= 1
-    assert not torch.equal(first, random_background(3, 16, 20, kind))         # fresh draws
+    assert not torch.equal(first, random_background(3, 20, 16, kind))         # fresh draws
     assert not torch.allclose(first[0], first[1])                             # per image
-    one = random_background(3, 16, 20, kind, generator=torch.Generator().manual_seed(7))
-    two = random_background(3, 16, 20, kind, generator=torch.Generator().manual_seed(7))
+    one = random_background(3, 20, 16, kind, generator=torch.Generator().manual_seed(7))
+    two = random_background(3, 20, 16, kind, generator=torch.Generator().manual_seed(7))
     assert torch.equal(one, two)
     assert random_background(1, 4, 4, kind, dtype=torch.float64).dtype == torch.float64
 
@@ -317,7 +317,7 @@ def test_rgba_tensor_batch_saves_as_an_rgba_grid(tmp_path):
 
 @pytest.mark.parametrize("call, match", [
     (lambda: alpha.random_background(0, 4, 4), "batch must be a positive integer"),
-    (lambda: alpha.random_background(1, -4, 4), "height must be a positive integer"),
+    (lambda: alpha.random_background(1, 4, -4), "height must be a positive integer"),
     (lambda: alpha.random_background(1, 4, 4, sd=float("nan")), "sd must be a finite number"),
     (lambda: alpha.CompositeBackground(decay_power=float("inf")), "decay_power must be"),
     (lambda: alpha.composite(torch.rand(1, 4, 2, 2), 2.0), r"must lie in \[0, 1\]"),

@@ -67,7 +67,7 @@ def test_initial_image_is_near_grey():
 
 def test_lowres_is_a_bilinear_upsampling_of_its_small_image():
     torch.manual_seed(0)
-    spatial = LowResImage(12, 20, batch=2, scale=4)
+    spatial = LowResImage(20, 12, batch=2, scale=4)
     small = spatial.inner()
     torch.testing.assert_close(spatial(), F.interpolate(small, size=(12, 20), mode="bilinear",
                                                         align_corners=False))
@@ -79,13 +79,13 @@ def test_lowres_is_a_bilinear_upsampling_of_its_small_image():
 
 def test_pyramid_is_the_weighted_sum_of_upsampled_levels():
     torch.manual_seed(0)
-    pyramid = LaplacianPyramid(9, 14, batch=2, levels=3, level_weights=(1.0, 0.5, 3.0))
+    pyramid = LaplacianPyramid(14, 9, batch=2, levels=3, level_weights=(1.0, 0.5, 3.0))
     expected = pyramid.pyramid[0] * 1.0
     for level, weight in zip(pyramid.pyramid[1:], (0.5, 3.0)):
         expected = expected + weight * F.interpolate(level, size=(9, 14), mode="bilinear",
                                                      align_corners=False)
     torch.testing.assert_close(pyramid(), expected)
-    assert LaplacianPyramid(9, 14, levels=3, level_weights=2.0).level_weights.tolist() == \
+    assert LaplacianPyramid(14, 9, levels=3, level_weights=2.0).level_weights.tolist() == \
         [1.0, 2.0, 4.0]
     # a weight acts like a learning rate: under Adam, one step moves that level's contribution
     # in proportion to its weight

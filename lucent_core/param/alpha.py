@@ -126,14 +126,14 @@ def image_rgba(w: int, h: int | None = None, batch: int = 1, sd: float = 0.01, f
     """
     h = w if h is None else h
     if fft:
-        spatial: nn.Module = FourierImage(h, w, batch=batch, sd=sd, decay_power=decay_power)
-        alpha = _one_channel(FourierImage(h, w, batch=batch, sd=sd, decay_power=decay_power),
+        spatial: nn.Module = FourierImage(w, h, batch=batch, sd=sd, decay_power=decay_power)
+        alpha = _one_channel(FourierImage(w, h, batch=batch, sd=sd, decay_power=decay_power),
                              "spectrum")
     else:
         if decay_power != 1.0:
             raise ValueError("decay_power only applies to the Fourier parameterisation (fft=True)")
-        spatial = PixelImage(h, w, batch=batch, sd=sd)
-        alpha = _one_channel(PixelImage(h, w, batch=batch, sd=sd), "pixels")
+        spatial = PixelImage(w, h, batch=batch, sd=sd)
+        alpha = _one_channel(PixelImage(w, h, batch=batch, sd=sd), "pixels")
     return RGBAImage(spatial, ToRGB(decorrelate=decorrelate, mode=mode), alpha)
 
 
@@ -184,14 +184,14 @@ def composite(rgba: torch.Tensor, background: "torch.Tensor | float | tuple[floa
     return rgb * alpha + background * (1.0 - alpha)
 
 
-def random_background(batch: int, height: int, width: int, kind: str = "fourier",
+def random_background(batch: int, width: int, height: int, kind: str = "fourier",
                       generator: torch.Generator | None = None, sd: float = BACKGROUND_SD,
                       decay_power: float = BACKGROUND_DECAY_POWER, decorrelate: bool = True,
                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Draw random backgrounds ``(batch, 3, height, width)`` in [0, 1] (on the CPU).
 
     Args:
-        batch, height, width: how many and how large.
+        batch, width, height: how many and how large.
         kind: ``"fourier"`` (the recipe: a random Fourier image with spectrum
             ``sd / f**decay_power``, decorrelated colour through a sigmoid, like
             ``param.image`` at random), ``"color"`` (one uniform random colour per image)
@@ -202,7 +202,7 @@ def random_background(batch: int, height: int, width: int, kind: str = "fourier"
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
-        >>> random_background(2, 8, 12, generator=g).shape
+        >>> random_background(2, 12, 8, generator=g).shape
         torch.Size([2, 3, 8, 12])
     """
     if kind not in BACKGROUNDS:
@@ -258,7 +258,7 @@ class CompositeBackground(RandomTransform):
     def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict:
         _check_rgba(x, "CompositeBackground")
         batch, _, height, width = x.shape
-        background = random_background(batch, height, width, self.kind, generator, self.sd,
+        background = random_background(batch, width, height, self.kind, generator, self.sd,
                                        self.decay_power, self.decorrelate,
                                        dtype=torch.float64 if x.dtype == torch.float64
                                        else torch.float32)

@@ -68,9 +68,9 @@ def image(w: int, h: int | None = None, batch: int = 1, sd: float = 0.01, fft: b
     """
     h = w if h is None else h
     if flag("fft", fft):
-        spatial: nn.Module = FourierImage(h, w, batch=batch, sd=sd, decay_power=decay_power)
+        spatial: nn.Module = FourierImage(w, h, batch=batch, sd=sd, decay_power=decay_power)
     else:
         if decay_power != 1.0:
             raise ValueError("decay_power only applies to the Fourier parameterisation (fft=True)")
-        spatial = PixelImage(h, w, batch=batch, sd=sd)
+        spatial = PixelImage(w, h, batch=batch, sd=sd)
     return ImageParam(spatial, ToRGB(decorrelate=decorrelate, mode=mode))

@@ -225,7 +225,7 @@ class MacoImage(Parameterisation):
     :meth:`reset_importance` zeroes it.
 
     Args:
-        height, width: image size in pixels (any aspect ratio).
+        width, height: image size in pixels (any aspect ratio).
         batch: number of images.
         magnitude: ``(3, h, w // 2 + 1)`` or ``(h, w // 2 + 1)`` (shared by the channels)
             amplitudes in ``rfft2`` layout, e.g. from :func:`magnitude_from_images`; default
@@ -239,7 +239,7 @@ class MacoImage(Parameterisation):
     Shape: ``forward()`` returns ``(batch, 3, height, width)`` in [0, 1].
 
     Example:
-        >>> image = MacoImage(16, 24, batch=2)
+        >>> image = MacoImage(24, 16, batch=2)
         >>> spectrum = torch.fft.rfft2(image.spatial(), norm="ortho").abs()
         >>> torch.allclose(spectrum, image.magnitude.expand_as(spectrum), atol=1e-5)
         True
@@ -248,7 +248,7 @@ class MacoImage(Parameterisation):
         (torch.Size([2, 16, 24]), True)
     """
 
-    def __init__(self, height: int, width: int, batch: int = 1,
+    def __init__(self, width: int, height: int, batch: int = 1,
                  magnitude: torch.Tensor | None = None, alpha: float | None = None,
                  decorrelate: bool = True, standardize_phase: bool = True,
                  track_importance: bool = True):
@@ -380,7 +380,7 @@ def maco(w: int, h: int | None = None, batch: int = 1, magnitude: torch.Tensor |
         torch.Size([3, 3, 48, 64])
     """
     h = w if h is None else h
-    return MacoImage(h, w, batch=batch, magnitude=magnitude, alpha=alpha,
+    return MacoImage(w, h, batch=batch, magnitude=magnitude, alpha=alpha,
                      decorrelate=decorrelate, standardize_phase=standardize_phase,
                      track_importance=track_importance)
 

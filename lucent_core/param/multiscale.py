@@ -45,7 +45,7 @@ class LowResImage(Parameterisation):
     aspect ratio works; only detail coarser than about ``scale`` pixels can be expressed.
 
     Args:
-        height, width: output size in pixels.
+        width, height: output size in pixels.
         batch: number of images.
         scale: downsampling factor of the learnable image (1: full resolution).
         sd: standard deviation of the random initialisation.
@@ -54,20 +54,20 @@ class LowResImage(Parameterisation):
     Shape: ``forward()`` returns ``(batch, 3, height, width)``, unconstrained values.
 
     Example:
-        >>> module = LowResImage(10, 15, scale=4)
+        >>> module = LowResImage(15, 10, scale=4)
         >>> tuple(module.inner().shape), tuple(module().shape)
         ((1, 3, 3, 4), (1, 3, 10, 15))
     """
 
-    def __init__(self, height: int, width: int, batch: int = 1, scale: int = 4,
+    def __init__(self, width: int, height: int, batch: int = 1, scale: int = 4,
                  sd: float = 0.01, fft: bool = False):
         super().__init__()
         positive_ints(batch=batch, height=height, width=width, scale=scale)
         self.size = (height, width)
         self.scale = scale
         small = (math.ceil(height / scale), math.ceil(width / scale))
-        self.inner: nn.Module = (FourierImage(*small, batch=batch, sd=sd) if fft
-                                 else PixelImage(*small, batch=batch, sd=sd))
+        self.inner: nn.Module = (FourierImage(small[1], small[0], batch=batch, sd=sd) if fft
+                                 else PixelImage(small[1], small[0], batch=batch, sd=sd))
 
     kind = "lowres"
 
@@ -106,7 +106,7 @@ class LaplacianPyramid(Parameterisation):
     favouring coarse structure.
 
     Args:
-        height, width: output size in pixels.
+        width, height: output size in pixels.
         batch: number of images.
         levels: number of levels (1: a plain pixel image); at most
             :func:`max_pyramid_levels` ``(height, width)``.
@@ -117,14 +117,14 @@ class LaplacianPyramid(Parameterisation):
     Shape: ``forward()`` returns ``(batch, 3, height, width)``, unconstrained values.
 
     Example:
-        >>> pyramid = LaplacianPyramid(12, 20, levels=3)
+        >>> pyramid = LaplacianPyramid(20, 12, levels=3)
         >>> [tuple(level.shape[-2:]) for level in pyramid.pyramid]
         [(12, 20), (6, 10), (3, 5)]
         >>> pyramid().shape
         torch.Size([1, 3, 12, 20])
     """
 
-    def __init__(self, height: int, width: int, batch: int = 1, levels: int = 4,
+    def __init__(self, width: int, height: int, batch: int = 1, levels: int = 4,
                  sd: float = 0.01, level_weights: "float | Sequence[float]" = 1.0):
         super().__init__()
         positive_ints(batch=batch, height=height, width=width, levels=levels)
@@ -196,7 +196,7 @@ def lowres_image(w: int, h: int | None = None, batch: int = 1, scale: int = 4,
         (torch.Size([2, 3, 60, 100]), (2, 3, 8, 13))
     """
     h = w if h is None else h
-    return ImageParam(LowResImage(h, w, batch=batch, scale=scale, sd=sd, fft=fft),
+    return ImageParam(LowResImage(w, h, batch=batch, scale=scale, sd=sd, fft=fft),
                       ToRGB(decorrelate=decorrelate, mode=mode))
 
 
@@ -227,6 +227,6 @@ def laplacian_pyramid_image(w: int, h: int | None = None, batch: int = 1, levels
         (torch.Size([1, 3, 32, 64]), [1.0, 2.0, 4.0])
     """
     h = w if h is None else h
-    return ImageParam(LaplacianPyramid(h, w, batch=batch, levels=levels, sd=sd,
+    return ImageParam(LaplacianPyramid(w, h, batch=batch, levels=levels, sd=sd,
                                        level_weights=level_weights),
                       ToRGB(decorrelate=decorrelate, mode=mode))

@@ -21,16 +21,16 @@ class PixelImage(Parameterisation):
     """One learnable value per pixel and channel, initialised with small Gaussian noise.
 
     Args:
-        height, width: image size in pixels.
+        width, height: image size in pixels.
         batch: number of images.
         sd: standard deviation of the initial noise.
 
     Example:
-        >>> PixelImage(4, 6, batch=2)().shape
+        >>> PixelImage(6, 4, batch=2)().shape
         torch.Size([2, 3, 4, 6])
     """
 
-    def __init__(self, height: int, width: int, batch: int = 1, sd: float = 0.01):
+    def __init__(self, width: int, height: int, batch: int = 1, sd: float = 0.01):
         super().__init__()
         _check_size(batch, height, width)
         sd = finite_real("sd", sd, minimum=0)
@@ -95,17 +95,17 @@ class FourierImage(Parameterisation):
     inverse FFT (as Lucent does), where Lucid inverts one column wider and crops.
 
     Args:
-        height, width: image size in pixels (any size; not only squares).
+        width, height: image size in pixels (any size; not only squares).
         batch: number of images.
         sd: standard deviation of the initial spectrum.
         decay_power: exponent of the 1/f scaling (0: white spectrum, like pixels).
 
     Example:
-        >>> FourierImage(5, 7, batch=2)().shape
+        >>> FourierImage(7, 5, batch=2)().shape
         torch.Size([2, 3, 5, 7])
     """
 
-    def __init__(self, height: int, width: int, batch: int = 1, sd: float = 0.01,
+    def __init__(self, width: int, height: int, batch: int = 1, sd: float = 0.01,
                  decay_power: float = 1.0):
         super().__init__()
         _check_size(batch, height, width)

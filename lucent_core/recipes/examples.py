@@ -4,7 +4,7 @@
 unit of a series (the channels of a layer, its centre neurons, or the rows of a direction
 matrix), the ``top`` images with the highest *peak* activation: the maximum of the unit's
 activation map over spatial positions. Each winner is saved as a crop of the input region that
-the peak position sees (its receptive field, :func:`receptive_field`), and all of it is listed
+the peak position sees (its receptive field, :func:`~lucent_core.receptive_field.receptive_field`), and all of it is listed
 in one JSON file that the atlas index and gallery read.
 
 Layout (paths relative to the output directory, usually an atlas directory)::
@@ -21,21 +21,16 @@ number of images.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
-import signal
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence, Union
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from lucent_core._validate import positive_int
@@ -43,284 +38,21 @@ from lucent_core.results import AtlasError, AtlasWriteError, check_layer_spellin
     read_json, write_json
 from lucent_core.hooks import (capture, frozen, model_device, model_revision, registry_name,
                                run_to_layers, same_layer)
-from lucent_core.io import centre_crop_box, open_photo, save_png, write_atomically
+from lucent_core.io import save_png, write_atomically
 from lucent_core.preprocessing import preprocessing_of
+from lucent_core.image_folder import (ImageFiles, collate_images, files_sha256, image_files,
+                                      leave_stopping_to_the_main_process, load_square)
 from lucent_core.models.weights import state_dict_sha256
+from lucent_core.receptive_field import ReceptiveField, measure_receptive_field
 from lucent_core.units import Series, layer_shapes, layer_unit_maps, select_units
 
-__all__ = ["EXAMPLES_FORMAT", "IMAGE_SUFFIXES", "ExamplesSummary", "ReceptiveField",
-           "find_examples", "load_examples", "receptive_field"]
+__all__ = ["EXAMPLES_FORMAT", "ExamplesSummary", "find_examples", "load_examples"]
 
 EXAMPLES_FORMAT = 1
-#: File suffixes read as images (compared case-insensitively).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 DEFAULT_SIZE = 224
 _NO_FILE = torch.iinfo(torch.int64).max  # the file number of an empty top-k slot
-_RF_DRAWS = 4
 
 Preprocess = Callable[[torch.Tensor], torch.Tensor]
-
-
-# --- receptive fields ----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ReceptiveField:
-    """Which input pixels each position of a layer's activation map sees.
-
-    Position ``(y, x)`` (row, column) of the map sees the input box with rows
-    ``offset[0] + stride[0] * y`` up to ``offset[0] + stride[0] * y + extent[0]`` (exclusive),
-    and columns likewise with index 1, clipped to the image. A layer without spatial
-    dimensions (``map_size`` None) sees the whole image from its one position ``(0, 0)``.
-
-    Attributes:
-        image_size: ``(height, width)`` of the input image, in pixels.
-        map_size: ``(height, width)`` of the layer's activation map, or None.
-        stride: input pixels between neighbouring map positions, per axis.
-        offset: top and left of position ``(0, 0)``'s box before clipping (may be negative).
-        extent: height and width of a box before clipping.
-
-    Example:
-        >>> rf = ReceptiveField((8, 8), (4, 4), stride=(2, 2), offset=(-1, -1), extent=(4, 4))
-        >>> rf.box(0, 0), rf.box(1, 3)
-        ((0, 0, 3, 3), (1, 5, 5, 8))
-    """
-
-    image_size: tuple[int, int]
-    map_size: tuple[int, int] | None
-    stride: tuple[float, float] = (0.0, 0.0)
-    offset: tuple[float, float] = (0.0, 0.0)
-    extent: tuple[float, float] = (0.0, 0.0)
-
-    def box(self, y: int, x: int) -> tuple[int, int, int, int]:
-        """The input box ``(top, left, bottom, right)`` seen by map position ``(y, x)``.
-
-        Bottom and right are exclusive (``image[top:bottom, left:right]`` is the box); the
-        box is clipped to the image.
-
-        Args:
-            y: row of the activation map.
-            x: column of the activation map.
-
-        Returns:
-            ``(top, left, bottom, right)`` in input pixels.
-
-        Example:
-            >>> ReceptiveField((6, 6), None).box(0, 0)
-            (0, 0, 6, 6)
-        """
-        height, width = self.image_size
-        if self.map_size is None:
-            if (y, x) != (0, 0):
-                raise IndexError(f"position ({y}, {x}): a layer without spatial dimensions "
-                                 "has the one position (0, 0)")
-            return 0, 0, height, width
-        rows, cols = self.map_size
-        if not (0 <= y < rows and 0 <= x < cols):
-            raise IndexError(f"position ({y}, {x}) is outside the {rows} x {cols} activation "
-                             f"map (rows 0..{rows - 1}, columns 0..{cols - 1})")
-        spans = []
-        for axis, (at, length) in enumerate(((y, height), (x, width))):
-            start = self.offset[axis] + self.stride[axis] * at
-            low = math.floor(round(start, 6))
-            high = math.ceil(round(start + self.extent[axis], 6))
-            spans.append((min(max(low, 0), length), min(max(high, 0), length)))
-        (top, bottom), (left, right) = spans
-        return top, left, bottom, right
-
-
-def _probe_positions(length: int) -> list[int]:
-    """Map coordinates to measure along one axis: both ends, quarters and the middle."""
-    picks = {0, 1, length // 4, length // 2, length // 2 + 1, 3 * length // 4, length - 2,
-             length - 1}
-    return sorted(p for p in picks if 0 <= p < length)
-
-
-def _fit_axis(coords: list[int], lows: list[int], highs: list[int], length: int,
-              map_length: int) -> tuple[float, float, float]:
-    """Stride, offset and extent of one axis from measured (clipped) supports.
-
-    A low above 0 or a high below ``length`` is unclipped: exactly ``offset + stride * c``
-    (or that plus the extent) for a convolution / pooling stack. The stride is the median
-    slope between unclipped measurements; the offset is the smallest ``low - stride * c`` and
-    the far edge the largest ``high - stride * c``, so clipped measurements never shrink the
-    box, and the box of a region that touches both borders everywhere is the whole axis.
-    """
-    slopes = []
-    for values, free in ((lows, lambda v: v > 0), (highs, lambda v: v < length)):
-        points = sorted({c: v for c, v in zip(coords, values) if free(v)}.items())
-        slopes += [(v2 - v1) / (c2 - c1) for (c1, v1), (c2, v2) in zip(points, points[1:])]
-    stride = statistics.median(slopes) if slopes else length / map_length
-    stride = round(stride, 6)
-    offset = min(lo - stride * c for c, lo in zip(coords, lows))
-    end = max(hi - stride * c for c, hi in zip(coords, highs))
-    return stride, round(offset, 6), round(end - offset, 6)
-
-
-def receptive_field(model: nn.Module, layer: str, size: int,
-                    preprocess: Preprocess | None = None) -> ReceptiveField:
-    """Measure which input box each position of ``layer`` sees, for ``size`` x ``size`` input.
-
-    The field is found from input gradients, so it works for any network: for a few map
-    positions, the gradient of the sum over channels of ``|activation|`` at that position is
-    taken with respect to the input image (RGB in [0, 1], before ``preprocess``), for several
-    random images (so that ReLU gating and max-pooling choices, which cut paths for one image,
-    do not shrink the union); the bounding box of the non-zero gradient is that position's
-    box. Stride and offset come from how the boxes move between positions. For plain
-    convolution and pooling stacks the result is exact; padding shows as boxes clipped at the
-    borders. Input that a position does not depend on at all (a dead layer) counts as the
-    whole image. A layer without spatial dimensions sees the whole image.
-
-    Args:
-        model: the network (left unchanged).
-        layer: the layer's name (as :func:`~lucent_core.hooks.capture` takes it).
-        size: the input image's height and width in pixels.
-        preprocess: model input preprocessing (default: the model's own).
-
-    Returns:
-        A :class:`ReceptiveField`; ``rf.box(y, x)`` is ``(top, left, bottom, right)``.
-
-    Example:
-        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2))
-        >>> rf = receptive_field(net, "0", 9)
-        >>> rf.map_size, rf.stride, rf.box(1, 2)
-        ((4, 4), (2.0, 2.0), (2, 4, 5, 7))
-    """
-    size = positive_int("size", size)
-    preprocess = preprocessing_of(model, preprocess)
-    return _measure_field(model, layer, size, preprocess,
-                          layer_shapes(model, [layer], size, preprocess)[layer])
-
-
-def _measure_field(model: nn.Module, layer: str, size: int, preprocess: Preprocess,
-                   shape: tuple[int, ...]) -> ReceptiveField:
-    """:func:`receptive_field` for a layer whose activation shape is already known."""
-    if len(shape) != 3:
-        return ReceptiveField((size, size), None)
-    rows, cols = shape[1:]
-    ys, xs = _probe_positions(rows), _probe_positions(cols)
-    count = max(len(ys), len(xs))
-    positions = [(ys[min(i, len(ys) - 1)], xs[min(i, len(xs) - 1)]) for i in range(count)]
-    device, dtype = model_device(model)
-    generator = torch.Generator().manual_seed(0)
-    support = torch.zeros(count, size, size, dtype=torch.bool)
-    index = torch.arange(count, device=device)
-    at_y = torch.tensor([p[0] for p in positions], device=device)
-    at_x = torch.tensor([p[1] for p in positions], device=device)
-    with torch.enable_grad(), frozen(model), capture(model, [layer]) as acts:
-        for _ in range(_RF_DRAWS):
-            image = torch.rand(count, 3, size, size, generator=generator)
-            image = image.to(device=device, dtype=dtype).requires_grad_(True)
-            run_to_layers(model, preprocess(image), acts)
-            picked = acts[layer][index, :, at_y, at_x]  # (count, C): image i, position i
-            (grad,) = torch.autograd.grad(picked.float().abs().sum(), image)
-            support |= (grad.detach().abs().sum(1) > 0).cpu()
-            acts.clear()
-    found = [i for i in range(count) if support[i].any()]
-    if not found:
-        return ReceptiveField((size, size), (rows, cols), (0.0, 0.0), (0.0, 0.0),
-                              (float(size), float(size)))
-    fits = []
-    for axis, length, map_length in ((0, size, rows), (1, size, cols)):
-        coords, lows, highs = [], [], []
-        for i in found:
-            hit = support[i].any(dim=1 - axis).nonzero().flatten()
-            coords.append(positions[i][axis])
-            lows.append(int(hit[0]))
-            highs.append(int(hit[-1]) + 1)
-        fits.append(_fit_axis(coords, lows, highs, length, map_length))
-    (sy, oy, ey), (sx, ox, ex) = fits
-    return ReceptiveField((size, size), (rows, cols), (sy, sx), (oy, ox), (ey, ex))
-
-
-# --- images --------------------------------------------------------------------------------
-
-def _image_files(folder: Path, skip: Path | None = None) -> list[str]:
-    """The relative POSIX path of every image under ``folder``, sorted.
-
-    Symbolic links to folders are followed (each real folder once); a link to nothing is kept,
-    so that reading it fails and it is counted and listed as skipped. ``skip`` (the output
-    atlas, when it lies inside the folder) is left out, so earlier crops are never scanned.
-    Only the relative paths are kept (a short string per file): folders of millions of images
-    are fine.
-    """
-    if not folder.exists():
-        raise FileNotFoundError(f"the images folder {folder} does not exist")
-    if not folder.is_dir():
-        raise NotADirectoryError(f"images must be a folder of images, got the file {folder}")
-    found, seen = [], {os.path.realpath(folder)}
-    if skip is not None:
-        seen.add(os.path.realpath(skip))  # as if already walked
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        kept = []
-        for name in sorted(dirs):  # each real folder once: no loops, no twins
-            target = os.path.realpath(os.path.join(root, name))
-            if target not in seen:
-                seen.add(target)
-                kept.append(name)
-        dirs[:] = kept
-        for name in files:
-            path = Path(root) / name
-            if path.suffix.lower() in IMAGE_SUFFIXES and (path.is_file() or path.is_symlink()):
-                found.append(path.relative_to(folder).as_posix())
-    if not found:
-        raise ValueError(f"no images in {folder}: looked for files ending in "
-                         f"{', '.join(IMAGE_SUFFIXES)} (any case) in it and its subfolders")
-    found.sort()
-    return found
-
-
-def _files_sha256(folder: Path, files: Sequence[str]) -> str:
-    """Digest of the file list: every relative path and file size, in order."""
-    digest = hashlib.sha256()
-    for relative in files:
-        path = folder / relative
-        size = path.stat().st_size if path.exists() else -1  # -1: a link to nothing
-        digest.update(f"{relative}\0{size}\n".encode())
-    return digest.hexdigest()
-
-
-def _load_image(path: Path, size: int) -> np.ndarray:
-    """The file as ``(size, size, 3)`` uint8 RGB: shorter side resized to ``size``, centre crop.
-
-    EXIF orientation is applied, as image viewers do. Raises whatever PIL raises for a file
-    it cannot read.
-    """
-    picture = open_photo(path)
-    (height, width), (top, left) = centre_crop_box(picture.height, picture.width, size)
-    if (width, height) != picture.size:
-        picture = picture.resize((width, height), Image.Resampling.BILINEAR)  # antialiased
-    return np.asarray(picture.crop((left, top, left + size, top + size)))
-
-
-class _ImageFiles(Dataset):
-    """Files ``start..`` of the list as ``(file number, uint8 (3, S, S) or None, reason)``."""
-
-    def __init__(self, folder: Path, files: Sequence[str], size: int, start: int = 0):
-        self.folder, self.files, self.size, self.start = folder, files, size, start
-
-    def __len__(self) -> int:
-        return len(self.files) - self.start
-
-    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str | None]:
-        number = self.start + i
-        try:
-            pixels = _load_image(self.folder / self.files[number], self.size)
-        except Exception as error:  # any file PIL cannot read is skipped, never fatal
-            return number, None, f"{type(error).__name__}: {error}"[:200]
-        return number, np.ascontiguousarray(pixels.transpose(2, 0, 1)), None
-
-
-def _collate(items: list) -> tuple[np.ndarray, np.ndarray | None, list, int]:
-    """Drop unreadable files: (file numbers, images or None, [(number, reason)], file count).
-
-    NumPy arrays, not tensors: a worker process then sends them through its pipe, where
-    tensors would go through torch's file-descriptor sharing, whose server thread prints a
-    traceback when the job is stopped mid-scan."""
-    good = [(n, pixels) for n, pixels, _ in items if pixels is not None]
-    bad = [(n, reason) for n, pixels, reason in items if pixels is None]
-    numbers = np.array([n for n, _ in good], dtype=np.int64)
-    images = np.stack([p for _, p in good]) if good else None
-    return numbers, images, bad, len(items)
 
 
 # --- the running top-k ---------------------------------------------------------------------
@@ -509,15 +241,6 @@ def _check_atlas_weights(out: Path, weights_sha256: str) -> None:
                          "would mislead. Use the atlas's model, or another --out.")
 
 
-def _leave_stopping_to_the_main_process(worker_id: int) -> None:
-    """In a DataLoader worker: Ctrl-C and a scheduler's SIGTERM reach the whole process group;
-    the main process saves the scan's progress and stops. The worker ignores Ctrl-C and leaves
-    quietly on SIGTERM (the DataLoader also ends its workers with SIGTERM): killed by the
-    signal, it would make the DataLoader print its own error and traceback."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
-
-
 def find_examples(model: nn.Module, images: str | os.PathLike, out: str | os.PathLike,
                   series: Union[str, Series], *, top: int = 9,
                   units: "str | Sequence[int] | None" = None, batch_size: int = 32,
@@ -532,7 +255,7 @@ def find_examples(model: nn.Module, images: str | os.PathLike, out: str | os.Pat
     ``size``, then preprocessed and run up to the layer. Files that cannot be read are skipped
     and listed. For each unit the ``top`` files with the highest peak activation (maximum
     over the unit's activation map; ties: lower file first) are kept with the peak's map
-    position; each is saved as the crop of its receptive-field box (:func:`receptive_field`)
+    position; each is saved as the crop of its receptive-field box (:func:`~lucent_core.receptive_field.receptive_field`)
     in ``<out>/examples/<series dir>/crops/<unit:05d>-<rank>.png``, and everything is listed
     in ``<out>/examples/<series dir>/examples.json``::
 
@@ -575,6 +298,7 @@ def find_examples(model: nn.Module, images: str | os.PathLike, out: str | os.Pat
 
     Example:
         >>> import tempfile
+        >>> import numpy as np
         >>> folder = Path(tempfile.mkdtemp())
         >>> for i in range(3):
         ...     _ = save_png(np.full((8, 8, 3), i / 4), folder / f"grey{i}.png")
@@ -600,13 +324,13 @@ def find_examples(model: nn.Module, images: str | os.PathLike, out: str | os.Pat
     size = positive_int("size", size)
     preprocess = preprocessing_of(model, preprocess)
     folder, out = Path(images), Path(out)
-    files = _image_files(folder, skip=out)
+    files = image_files(folder, skip=out)
 
     weights_sha256 = state_dict_sha256(model)
     identity = {"model": model_name or registry_name(model),
                 "weights_sha256": weights_sha256, "layer": series.layer, "kind": series.kind,
                 "directions_sha256": series.directions_sha256, "top": top, "size": size,
-                "files_sha256": _files_sha256(folder, files)}
+                "files_sha256": files_sha256(folder, files)}
     if model_revision(model) != 1:  # left out at 1, so that earlier results still resume
         identity["model_revision"] = model_revision(model)
     _check_atlas_weights(out, weights_sha256)
@@ -652,17 +376,17 @@ def find_examples(model: nn.Module, images: str | os.PathLike, out: str | os.Pat
     device, dtype = model_device(model)
     index = torch.tensor(todo, device=device)
     rows = None if series.directions is None else series.directions[todo].to(device)
-    rf = _measure_field(model, series.layer, size, preprocess, shape)
+    rf = measure_receptive_field(model, series.layer, size, preprocess, shape)
     reasons: dict[str, str] = {}
     interrupted = False
     bar = tqdm(total=len(files), initial=state.processed, unit="img", disable=not progress,
                desc=f"examples {series.dir}")
     try:
         if state.processed < len(files):
-            loader = DataLoader(_ImageFiles(folder, files, size, state.processed),
+            loader = DataLoader(ImageFiles(folder, files, size, state.processed),
                                 batch_size=batch_size, num_workers=workers,
-                                collate_fn=_collate, shuffle=False,
-                                worker_init_fn=_leave_stopping_to_the_main_process)
+                                collate_fn=collate_images, shuffle=False,
+                                worker_init_fn=leave_stopping_to_the_main_process)
             with torch.no_grad(), frozen(model), capture(model, [series.layer]) as acts:
                 for batch_number, (numbers, pixels, bad, count) in enumerate(loader, 1):
                     numbers = torch.from_numpy(numbers)
@@ -747,7 +471,7 @@ def _write_crops(folder: Path, files: Sequence[str], size: int, state: _TopK,
     for number in sorted(crops):
         relative = files[number]
         try:
-            pixels = _load_image(folder / relative, size)
+            pixels = load_square(folder / relative, size)
         except Exception as error:
             raise AtlasError(f"{relative} was read during the scan but cannot be read now "
                              f"({error}): the folder changed; delete "
