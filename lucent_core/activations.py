@@ -24,6 +24,7 @@ from PIL import Image
 from torch import nn
 
 from lucent_core.hooks import capture, frozen, model_device, run_to_layers
+from lucent_core.validate import integer, size_pair
 from lucent_core.io import centre_crop_box, open_photo
 from lucent_core.preprocessing import Preprocessing, preprocessing_of
 
@@ -43,7 +44,7 @@ def _from_array(array: np.ndarray) -> torch.Tensor:
         hint = ""
         if array.ndim == 3 and array.shape[0] == 3:
             hint = " (this looks channels-first: use array.transpose(1, 2, 0))"
-        raise ValueError(f"an image array must be (H, W, 3) RGB, channels last; got shape "
+        raise ValueError(f"source must be an (H, W, 3) RGB array, channels last; got shape "
                          f"{array.shape}{hint}")
     return torch.from_numpy(np.array(array)).permute(2, 0, 1)[None]  # a copy: writable
 
@@ -53,48 +54,38 @@ def _from_tensor(tensor: torch.Tensor) -> torch.Tensor:
     if t.dim() == 3:
         t = t[None]
     if t.dim() != 4 or t.shape[:2] != (1, 3):
-        raise ValueError(f"an image tensor must be (3, H, W) or (1, 3, H, W) RGB, channels "
+        raise ValueError(f"source must be a (3, H, W) or (1, 3, H, W) RGB tensor, channels "
                          f"first; got shape {tuple(tensor.shape)}")
     return t
 
 
-def _to_unit_float(t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+def _to_unit_float(t: torch.Tensor, name: str) -> torch.Tensor:
+    """``t`` (the argument ``name``) as floats in [0, 1]: uint8 / 255, or checked floats."""
     if t.dtype == torch.uint8:
         return t.float() / 255.0
-    if t.dtype == torch.bool or not (t.is_floating_point() or t.dtype in
-                                     (torch.int16, torch.int32, torch.int64)):
-        raise TypeError(f"unsupported image dtype {t.dtype}; use uint8 (0..255) or float in [0, 1]")
+    if not (t.is_floating_point() or t.dtype in (torch.int16, torch.int32, torch.int64)):
+        raise TypeError(f"{name} must be uint8 (0..255) or float in [0, 1], got dtype {t.dtype}")
     t = t.float()
     low, high = t.min().item(), t.max().item()
-    if not np.isfinite([low, high]).all() or low < -_RANGE_TOLERANCE or \
-            high > 1 + _RANGE_TOLERANCE:
-        raise ValueError(f"image values must lie in [0, 1] (got {low:g}..{high:g} for shape "
-                         f"{shape}); for 0..255 values pass uint8 or divide by 255")
+    if not -_RANGE_TOLERANCE <= low <= high <= 1 + _RANGE_TOLERANCE:  # False for NaN too
+        raise ValueError(f"{name} values must lie in [0, 1], got {low:g}..{high:g}; for 0..255 "
+                         "values pass uint8 or divide by 255")
     return t.clamp(0, 1)
 
 
-def _resize(image: torch.Tensor, size: Size) -> torch.Tensor:
+def _resize(image: torch.Tensor, size: "int | tuple[int, int] | None") -> torch.Tensor:
+    """``image`` resized as :func:`load_image`'s (checked) ``size`` says."""
     if size is None:
         return image
     height, width = image.shape[-2:]
-    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-        side = int(size)
-        if side < 1:
-            raise ValueError(f"size must be positive, got {size}")
-        scaled, (top, left) = centre_crop_box(height, width, side)
-        image = _resize(image, scaled)
-        return image[..., top:top + side, left:left + side]
-    if isinstance(size, (tuple, list)) and len(size) == 2 and \
-            all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1
-                for s in size):
-        target = (int(size[0]), int(size[1]))
-        if target == (height, width):
-            return image
-        resized = F.interpolate(image, size=target, mode="bilinear", align_corners=False,
-                                antialias=True)
-        return resized.clamp(0, 1)
-    raise ValueError(f"size must be None, a positive int (shorter side, then a centre crop "
-                     f"to a square) or a (height, width) pair; got {size!r}")
+    if isinstance(size, int):  # the shorter side, then the centre square
+        scaled, (top, left) = centre_crop_box(height, width, size)
+        return _resize(image, scaled)[..., top:top + size, left:left + size]
+    if tuple(size) == (height, width):
+        return image
+    resized = F.interpolate(image, size=tuple(size), mode="bilinear", align_corners=False,
+                            antialias=True)
+    return resized.clamp(0, 1)
 
 
 def load_image(source: ImageSource, size: Size = None) -> torch.Tensor:
@@ -114,9 +105,10 @@ def load_image(source: ImageSource, size: Size = None) -> torch.Tensor:
         the input tensor's device).
 
     Raises:
-        TypeError: for an unsupported source type or dtype.
-        ValueError: for a wrong or empty shape, values outside [0, 1], a bad ``size``, or a
-            file that is not an image.
+        TypeError: for an unsupported source type or dtype, or a single ``size`` that is not
+            a whole number.
+        ValueError: for a wrong or empty shape, values outside [0, 1], another bad ``size``, or
+            a file that is not an image.
         FileNotFoundError: for a path that does not exist.
 
     Example:
@@ -126,6 +118,10 @@ def load_image(source: ImageSource, size: Size = None) -> torch.Tensor:
         >>> tuple(image.shape), image[0, :, 5, 5].tolist()
         ((1, 3, 10, 10), [1.0, 0.0, 0.0])
     """
+    if isinstance(size, (tuple, list)):
+        size = size_pair("size", size)
+    elif size is not None:  # the shorter side
+        size = integer("size", size, minimum=1)
     if isinstance(source, (str, os.PathLike)):
         if not os.path.isfile(source):
             raise FileNotFoundError(f"no image file at {os.fspath(source)!r}")
@@ -143,12 +139,11 @@ def load_image(source: ImageSource, size: Size = None) -> torch.Tensor:
         shape = tuple(source.shape)
         tensor = _from_tensor(source)
     else:
-        raise TypeError(f"cannot read an image from {type(source).__name__}; pass a PIL image, "
-                        "a file path, an (H, W, 3) numpy array or a (3, H, W) / (1, 3, H, W) "
-                        "tensor in [0, 1]")
+        raise TypeError(f"source must be a PIL image, a file path, an (H, W, 3) array or a "
+                        f"(3, H, W) tensor, got {type(source).__name__}")
     if 0 in tensor.shape:
-        raise ValueError(f"the image is empty (shape {shape})")
-    return _resize(_to_unit_float(tensor, shape), size)
+        raise ValueError(f"source must not be empty, got shape {shape}")
+    return _resize(_to_unit_float(tensor, "source"), size)
 
 
 def image_batch(images: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -156,18 +151,16 @@ def image_batch(images: torch.Tensor | np.ndarray) -> torch.Tensor:
     first) or an array (``(B, H, W, 3)``, channels last, as renders return), uint8 or float."""
     if isinstance(images, np.ndarray):
         if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"an image batch array must be (B, H, W, 3), channels last; got "
-                             f"shape {images.shape}")
+            raise ValueError(f"images must be a (B, H, W, 3) array, got {images.shape}")
         tensor = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2)
     elif isinstance(images, torch.Tensor):
         if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"an image batch tensor must be (B, 3, H, W), channels first; got "
-                             f"shape {tuple(images.shape)}")
+            raise ValueError(f"images must be a (B, 3, H, W) tensor, got {tuple(images.shape)}")
         tensor = images.detach()
     else:
         raise TypeError(f"images must be a (B, 3, H, W) tensor or a (B, H, W, 3) array; got "
                         f"{type(images).__name__} (one picture: use load_image)")
-    return _to_unit_float(tensor, tuple(images.shape))
+    return _to_unit_float(tensor, "images")
 
 
 def layer_activations(model: nn.Module, images: torch.Tensor | np.ndarray,

@@ -27,7 +27,7 @@ import torch
 from lucent_core import objectives, param
 from lucent_core.hooks import UnknownLayerError, list_layers
 from lucent_core.io import save_png
-from lucent_core._validate import finite_real
+from lucent_core.validate import real
 from lucent_core.models import create_model, get_config, list_models
 from lucent_core.atlas.plan import PRECISIONS
 from lucent_core.render import render_vis
@@ -37,10 +37,10 @@ __all__ = ["main"]
 
 
 def _finite_option(what: str, **bounds: object) -> Callable[[str], float]:
-    """An argparse ``type`` for a finite number within ``bounds`` (see ``finite_real``)."""
+    """An argparse ``type`` for a finite number within ``bounds`` (see ``real``)."""
     def parse(text: str) -> float:
         try:
-            return finite_real(what, float(text), **bounds)
+            return real(what, float(text), **bounds)
         except ValueError as error:
             raise argparse.ArgumentTypeError(str(error)) from None
     return parse
@@ -164,8 +164,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
         raise ValueError(f"-o {args.output} is a directory; give a file name such as "
                          f"{Path(args.output) / 'unit.png'}")
     if Path(args.output).suffix.lower() != ".png":
-        raise ValueError(f"-o {args.output}: the picture is saved as a PNG; give a name ending "
-                         f"in .png, such as {Path(args.output).with_suffix('.png')}")
+        raise ValueError(f"-o {args.output}: give a name ending in .png, such as "
+                         f"{Path(args.output).with_suffix('.png')}")
     model = _load(args)
     objective = _objective(args)
     started = time.perf_counter()

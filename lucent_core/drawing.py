@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import operator
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence, Union
 
@@ -28,8 +28,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from lucent_core._validate import is_index, positive_int, positive_ints, size_pair
-from lucent_core.io import ImageLike, save_png, to_numpy, to_pil
+from lucent_core.validate import choice, integer, integers, is_index, size_pair
+from lucent_core.io import ImageLike, parse_color, save_png, to_numpy, to_pil
 from lucent_core.param.base import Parameterisation
 from lucent_core.param.resample import INTERPOLATIONS, fourier_resample
 from lucent_core.render import RenderResult
@@ -83,9 +83,9 @@ class FigureLayout:
     left_band: int = 0
 
     def __post_init__(self) -> None:
-        positive_ints(rows=self.rows, cols=self.cols, cell_h=self.cell_h, cell_w=self.cell_w)
-        positive_ints(0, padding=self.padding, title_band=self.title_band,
-                      top_band=self.top_band, left_band=self.left_band)
+        for i, field in enumerate(fields(self)):  # rows, cols, cell_h, cell_w > 0; others >= 0
+            value = integer(field.name, getattr(self, field.name), minimum=1 if i < 4 else 0)
+            object.__setattr__(self, field.name, value)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -105,15 +105,6 @@ class FigureLayout:
         return left, top, left + self.cell_w, top + self.cell_h
 
 
-def _color(name: str, value: object) -> tuple[int, ...]:
-    if not isinstance(value, (tuple, list)) or len(value) not in (3, 4) or not all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= 255
-            for v in value):
-        raise ValueError(f"{name} must be an (R, G, B) or (R, G, B, A) tuple of integers "
-                         f"0..255, got {value!r}")
-    return tuple(int(v) for v in value)
-
-
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     """PIL's built-in font at ``size`` pixels (works offline); the fixed-size bitmap font on
     Pillow builds without FreeType or older than 10.1."""
@@ -127,13 +118,10 @@ def _labels(name: str, labels: Sequence[object] | None, count: int) -> list[str]
     if labels is None:
         return None
     if isinstance(labels, (str, bytes)):
-        raise ValueError(f"{name} must be a sequence of {count} labels, got the string "
-                         f"{labels!r}")
+        raise TypeError(f"{name} must be a sequence of {count} labels, got {labels!r}")
     labels = list(labels)
     if len(labels) != count:
-        raise ValueError(f"got {len(labels)} {name} for {count} "
-                         f"{'rows' if name == 'row_labels' else 'columns'}; use None or '' "
-                         "for no label")
+        raise ValueError(f"{name} must be {count} labels (None or '' for none), got {len(labels)}")
     return ["" if label is None else str(label) for label in labels]
 
 
@@ -147,11 +135,11 @@ def _as_cells(images: object, count: int) -> list[Image.Image | None]:
     elif isinstance(images, (list, tuple)):
         items = list(images)
     else:
-        raise TypeError(f"images must be a list of images (arrays, tensors, PIL images or None) "
-                        f"or a batch array/tensor, got {type(images).__name__}")
+        raise TypeError(f"images must be a list of images (or None) or a batch array/tensor, "
+                        f"got {type(images).__name__}")
     if len(items) != count:
-        raise ValueError(f"got {len(items)} images for a grid of {count} cells; give exactly "
-                         "rows * cols images in row-major order, None for an empty cell")
+        raise ValueError(f"images must be rows * cols = {count} images (None for an empty cell), "
+                         f"got {len(items)}")
     cells: list[Image.Image | None] = []
     for i, item in enumerate(items):
         if item is None:
@@ -159,8 +147,7 @@ def _as_cells(images: object, count: int) -> list[Image.Image | None]:
             continue
         array = to_numpy(item)
         if array.shape[0] != 1:
-            raise ValueError(f"images[{i}] is a batch of {array.shape[0]} images; each cell "
-                             "takes one image (split the batch into the list)")
+            raise ValueError(f"images[{i}] must be one image, got a batch of {array.shape[0]}")
         cells.append(to_pil(array))
     return cells
 
@@ -235,17 +222,15 @@ def figure_grid(images: "Sequence[ImageLike | None] | np.ndarray | torch.Tensor"
         >>> grid.size  # (3 * 16 + 4 * 2, 2 * 10 + 2 * 16 + 3 * 2)
         (56, 58)
     """
-    rows, cols = positive_int("rows", rows), positive_int("cols", cols)
-    padding = positive_int("padding", padding, minimum=0)
-    font_size = positive_int("font_size", font_size)
+    rows, cols, font_size = integers(1, rows=rows, cols=cols, font_size=font_size)
     row_texts = _labels("row_labels", row_labels, rows)
     col_texts = _labels("col_labels", col_labels, cols)
     if row_label_width is not None and row_texts is None:
         raise ValueError("row_label_width is given but there are no row_labels")
     if title is not None and not isinstance(title, str):
         raise TypeError(f"title must be a string or None, got {type(title).__name__}")
-    fill_color = None if background is None else _color("background", background)
-    ink = _color("text_color", text_color)
+    fill_color = None if background is None else parse_color("background", background)
+    ink = parse_color("text_color", text_color)
     cells = _as_cells(images, rows * cols)
     if cell is None:
         first = next((c for c in cells if c is not None), None)
@@ -259,12 +244,13 @@ def figure_grid(images: "Sequence[ImageLike | None] | np.ndarray | torch.Tensor"
     elif row_label_width is None:
         left_band = 6 * font_size
     else:
-        left_band = positive_int("row_label_width", row_label_width)
-    layout = FigureLayout(
+        left_band = integer("row_label_width", row_label_width, minimum=1)
+    layout = FigureLayout(  # checks padding
         rows=rows, cols=cols, cell_h=cell_h, cell_w=cell_w, padding=padding,
         title_band=3 * font_size if title else 0,
         top_band=2 * font_size if col_texts is not None else 0,
         left_band=left_band)
+    padding = layout.padding
 
     rgba = (fill_color is None or len(fill_color) == 4
             or any(c is not None and c.mode == "RGBA" for c in cells))
@@ -276,17 +262,16 @@ def figure_grid(images: "Sequence[ImageLike | None] | np.ndarray | torch.Tensor"
     if rgba and len(ink) == 3:
         ink = ink + (255,)
     elif not rgba and len(ink) == 4:
-        raise ValueError("text_color has an alpha value but the figure is RGB; give (R, G, B) "
-                         "or an RGBA background")
+        raise ValueError(f"text_color {text_color!r} has an alpha value but the figure is RGB")
     figure = Image.new(mode, layout.size, fill_color)
-    for index, picture in enumerate(cells):
+    for number, picture in enumerate(cells):
         if picture is None:
             continue
         if picture.size != (cell_w, cell_h):
             picture = picture.resize((cell_w, cell_h), Image.Resampling.LANCZOS)
         if picture.mode != mode:
             picture = picture.convert(mode)
-        left, top, _, _ = layout.cell_box(*divmod(index, cols))
+        left, top, _, _ = layout.cell_box(*divmod(number, cols))
         figure.paste(picture, (left, top))  # no mask: RGBA pixels are copied, not composited
 
     draw = ImageDraw.Draw(figure)
@@ -319,7 +304,7 @@ def figure_grid(images: "Sequence[ImageLike | None] | np.ndarray | torch.Tensor"
 
 def _target_size(native: tuple[int, int], size: "int | tuple[int, int]") -> tuple[int, int]:
     if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-        width = positive_int("size", size)
+        width = integer("size", size, minimum=1)
         return max(1, round(width * native[0] / native[1])), width
     return size_pair("size", size)
 
@@ -370,15 +355,16 @@ def render_at(param: "nn.Module | RenderResult", size: "int | tuple[int, int]", 
     """
     if isinstance(param, RenderResult):
         param = param.param
-    parts = [param, *(getattr(param, part, None) for part in ("spatial", "alpha"))]
-    odd = next((p for p in parts[:1] + [p for p in parts[1:] if isinstance(p, nn.Module)]
-                if not isinstance(p, Parameterisation)), None)
+    parts = {"param": param}  # and the parts of a wrapper (ImageParam, RGBAImage)
+    parts.update((f"param.{name}", getattr(param, name)) for name in ("spatial", "alpha")
+                 if isinstance(getattr(param, name, None), nn.Module))
+    odd = next((name for name, part in parts.items() if not isinstance(part, Parameterisation)),
+               None)
     if odd is not None:
-        raise TypeError(f"render_at cannot re-render a {type(odd).__name__}: it is not a "
-                        "Parameterisation (param.image, param.cppn, param.maco, ... are)")
-    if interpolation is not None and interpolation not in INTERPOLATIONS:
-        raise ValueError(f"unknown interpolation {interpolation!r}; choose one of "
-                         f"{INTERPOLATIONS}")
+        raise TypeError(f"{odd} must be a Parameterisation (param.image, param.cppn, ...), got a "
+                        f"{type(parts[odd]).__name__}")
+    if interpolation is not None:
+        interpolation = choice("interpolation", interpolation, INTERPOLATIONS)
     with torch.no_grad():
         return param.render_at(_target_size(param.size, size), interpolation)
 
@@ -411,11 +397,8 @@ def save_high_res(param: "nn.Module | RenderResult", path: PathLike,
     count = images.shape[0]
     if index is None:
         if count != 1:
-            raise ValueError(f"the parameterisation holds a batch of {count} images; pass "
-                             f"index=0..{count - 1} (or build a grid with render_at and "
-                             "figure_grid)")
+            raise ValueError(f"index is needed for a batch of {count} images: 0..{count - 1}")
         index = 0
     if not is_index(index) or not -count <= operator.index(index) < count:
-        raise IndexError(f"index {index!r} is out of range for a batch of {count} image(s) "
-                         f"(valid: 0..{count - 1})")
+        raise IndexError(f"index must be an integer in 0..{count - 1}, got {index!r}")
     return save_png(images[operator.index(index)], path)

@@ -87,7 +87,7 @@ def resolve_layer(model: nn.Module, name: str) -> str:
         ('0', 'output')
     """
     if not isinstance(name, str):
-        raise TypeError(f"a layer name is a string (e.g. 'mixed4a'), got {name!r}")
+        raise TypeError(f"name must be a layer name, a string such as 'mixed4a', got {name!r}")
     modules = _module_names(model)
     if name in modules:
         return name
@@ -97,8 +97,7 @@ def resolve_layer(model: nn.Module, name: str) -> str:
     if name in underscored:
         matches = underscored[name]
         if len(matches) > 1:
-            raise ValueError(f"layer name {name!r} is ambiguous: it could be any of {matches}; "
-                             "use the dotted name")
+            raise ValueError(f"layer {name!r} is ambiguous: any of {matches}; use the dotted name")
         return matches[0]
     if name in OUTPUT_ALIASES:
         return OUTPUT_LAYER
@@ -231,7 +230,7 @@ def run_to_layers(model: nn.Module, x: torch.Tensor, acts: dict[str, torch.Tenso
         RuntimeError: if a requested layer was not reached by the forward pass.
     """
     if not isinstance(acts, _Activations):
-        raise TypeError("run_to_layers needs the dict yielded by lucent_core.hooks.capture")
+        raise TypeError(f"acts must be the dict that capture() yields, got {type(acts).__name__}")
     # the first forward of a capture looks for in-place writes on a copy of the input, so that
     # a model that writes to its input cannot spoil the rerun (the copy passes gradients on)
     first = not acts.seen_a_forward and isinstance(x, torch.Tensor)
@@ -323,7 +322,7 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
         (True, True)
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"frozen needs an nn.Module, got {type(model).__name__}")
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     modes = {m: m.training for m in model.modules()}
     flags = [(p, p.requires_grad) for p in model.parameters()]
     try:

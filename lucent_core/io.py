@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from lucent_core._validate import positive_int, positive_ints
+from lucent_core.validate import integer, integers
 
 ImageLike = Union[np.ndarray, torch.Tensor, Image.Image]
 
@@ -62,7 +62,7 @@ def centre_crop_box(height: int, width: int, side: int) -> tuple[tuple[int, int]
         >>> centre_crop_box(20, 40, 10)
         ((10, 20), (0, 5))
     """
-    positive_ints(height=height, width=width, side=side)
+    height, width, side = integers(1, height=height, width=width, side=side)
     scale = side / min(height, width)
     scaled = (max(side, round(height * scale)), max(side, round(width * scale)))
     return scaled, ((scaled[0] - side) // 2, (scaled[1] - side) // 2)
@@ -87,8 +87,8 @@ def to_numpy(images: ImageLike) -> np.ndarray:
         if t.dim() == 3:
             t = t.unsqueeze(0)
         if t.dim() != 4 or t.shape[1] not in (1, 3, 4):
-            raise ValueError(f"expected a (B, C, H, W) or (C, H, W) tensor with C in 1/3/4, "
-                             f"got shape {tuple(images.shape)}")
+            raise ValueError(f"images must be a (B, C, H, W) or (C, H, W) tensor, C 1/3/4, got "
+                             f"shape {tuple(images.shape)}")
         array = t.permute(0, 2, 3, 1).numpy()
     elif isinstance(images, np.ndarray):
         array = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images
@@ -100,26 +100,25 @@ def to_numpy(images: ImageLike) -> np.ndarray:
             hint = ""
             if images.ndim in (3, 4) and images.shape[-3] in (1, 3, 4):
                 hint = "; channels-first arrays: pass np.moveaxis(array, -3, -1)"
-            raise ValueError(f"expected an (H, W, C) or (B, H, W, C) array with C in 1/3/4, "
-                             f"got shape {images.shape}{hint}")
+            raise ValueError(f"images must be an (H, W, C) or (B, H, W, C) array, C 1/3/4, got "
+                             f"shape {images.shape}{hint}")
     elif isinstance(images, (list, tuple)) and images:  # a list of images: one batch
         parts = [to_numpy(image) for image in images]
-        if len({part.shape[1:] for part in parts}) != 1:
-            raise ValueError(f"the images of a list must have the same size and channels, "
-                             f"got (H, W, C) {sorted({part.shape[1:] for part in parts})}")
+        shapes = sorted({part.shape[1:] for part in parts})
+        if len(shapes) != 1:
+            raise ValueError(f"images of a list must have one size, got (H, W, C) {shapes}")
         return np.concatenate(parts)
     else:
-        raise TypeError(f"expected an image as a numpy array, torch tensor or PIL image (or a "
-                        f"list of them), got {type(images).__name__}")
+        raise TypeError(f"images must be a numpy array, torch tensor or PIL image (or a list of "
+                        f"them), got {type(images).__name__}")
     if array.dtype.kind not in "f":
-        raise TypeError(f"unsupported image dtype {array.dtype}; use uint8 (0..255) or float "
-                        "in [0, 1]")
+        raise TypeError(f"images must be uint8 (0..255) or float in [0, 1], got {array.dtype}")
     if array.size and (not np.isfinite(array).all() or array.min() < -_RANGE_TOLERANCE
                        or array.max() > 1 + _RANGE_TOLERANCE):
         finite = array[np.isfinite(array)]
         got = f"{finite.min():g}..{finite.max():g}" if finite.size else "no finite value"
-        raise ValueError(f"image values must lie in [0, 1] (got {got}, or NaN or infinite "
-                         "ones); for 0..255 values pass uint8 or divide by 255")
+        raise ValueError(f"images must be finite and lie in [0, 1], got {got}; for 0..255 "
+                         "values pass uint8 or divide by 255")
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
     return np.clip(array.astype(np.float32), 0.0, 1.0)
@@ -134,8 +133,7 @@ def to_pil(image: ImageLike) -> Image.Image:
     """
     array = to_numpy(image)
     if array.shape[0] != 1:
-        raise ValueError(f"to_pil takes one image, got a batch of {array.shape[0]}; "
-                         "use image_grid for several")
+        raise ValueError(f"image must be one image (image_grid takes more), got {array.shape[0]}")
     pixels = np.round(array[0] * 255.0).astype(np.uint8)
     return Image.fromarray(pixels, mode="RGBA" if pixels.shape[-1] == 4 else "RGB")
 
@@ -162,24 +160,25 @@ def image_grid(images: ImageLike | Sequence[ImageLike], ncols: int | None = None
         >>> image_grid(np.zeros((5, 8, 8, 3)), ncols=3, padding=1).size
         (28, 19)
     """
-    if isinstance(images, (list, tuple)) and not images:
-        raise ValueError("image_grid needs at least one image, got an empty list")
-    batch = to_numpy(images)  # a list of images too: stacked there
+    empty_list = isinstance(images, (list, tuple)) and not images
+    batch = np.zeros((0, 1, 1, 3)) if empty_list else to_numpy(images)  # lists are stacked
     count, height, width, channels = batch.shape
     if count == 0:
-        raise ValueError("image_grid needs at least one image, got an empty batch")
+        raise ValueError("images is empty; image_grid needs at least one image")
     if isinstance(labels, (str, bytes)):
-        raise TypeError(f"labels must be a list of texts, one per image, got the string "
-                        f"{labels!r}")
+        raise TypeError(f"labels must be a list of texts, one per image, got {labels!r}")
     if labels is not None and len(labels) != count:
-        raise ValueError(f"got {len(labels)} labels for {count} images")
-    ncols = math.ceil(math.sqrt(count)) if ncols is None else positive_int("ncols", ncols)
-    padding = positive_int("padding", padding, minimum=0)
+        raise ValueError(f"labels must be {count} texts, one per image, got {len(labels)}")
+    ncols = math.ceil(math.sqrt(count)) if ncols is None else integer("ncols", ncols, minimum=1)
+    padding = integer("padding", padding, minimum=0)
     nrows = math.ceil(count / ncols)
     text_h = 0 if labels is None else (
-        14 if label_height is None else positive_int("label_height", label_height, minimum=0))
+        14 if label_height is None else integer("label_height", label_height, minimum=0))
     mode = "RGBA" if channels == 4 else "RGB"
-    fill = _fill_color(background, mode)
+    fill = parse_color("background", background)
+    if mode == "RGB" and len(fill) == 4:
+        raise ValueError(f"background {background!r} has an alpha value but the images are RGB")
+    fill += (255,) if mode == "RGBA" and len(fill) == 3 else ()
     grid = Image.new(mode, (ncols * width + (ncols + 1) * padding,
                             nrows * (height + text_h) + (nrows + 1) * padding), fill)
     draw = ImageDraw.Draw(grid)
@@ -194,18 +193,15 @@ def image_grid(images: ImageLike | Sequence[ImageLike], ncols: int | None = None
     return grid
 
 
-def _fill_color(background: object, mode: str) -> tuple[int, ...]:
-    colour = tuple(np.asarray(background).tolist()) \
-        if isinstance(background, (tuple, list, np.ndarray)) else ()
-    if len(colour) not in (3, 4) or not all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= 255
-            for v in colour):
-        raise ValueError(f"background must be an (R, G, B) or (R, G, B, A) tuple of integers "
-                         f"0..255, got {background!r}")
-    if mode == "RGB" and len(colour) == 4:
-        raise ValueError(f"background {background!r} has an alpha value, but the images are RGB "
-                         "(no alpha): give (R, G, B)")
-    return colour + ((255,) if mode == "RGBA" and len(colour) == 3 else ())
+def parse_color(name: str, value: object) -> tuple[int, ...]:
+    """An ``(R, G, B)`` or ``(R, G, B, A)`` colour of integers 0..255 (a tuple, list or array)
+    as a tuple of ints; what :func:`image_grid` and ``figure_grid`` take as colours."""
+    color = list(value) if isinstance(value, (tuple, list, np.ndarray)) else []
+    if len(color) not in (3, 4) or not all(isinstance(v, (int, np.integer)) and not isinstance(
+            v, bool) and 0 <= v <= 255 for v in color):
+        raise ValueError(f"{name} must be an (R, G, B) or (R, G, B, A) tuple of integers 0..255, "
+                         f"got {value!r}")
+    return tuple(int(v) for v in color)
 
 
 def save_png(images: ImageLike, path: Union[str, os.PathLike], labels: Sequence[str] | None = None
@@ -222,7 +218,7 @@ def save_png(images: ImageLike, path: Union[str, os.PathLike], labels: Sequence[
     """
     path = Path(path)
     if path.suffix.lower() in _OTHER_IMAGE_SUFFIXES:  # a .jpg name would get PNG bytes
-        raise ValueError(f"save_png writes PNG files; give a path ending in .png, got {path}")
+        raise ValueError(f"path must end in .png (save_png writes PNG files), got {path}")
     array = to_numpy(images)
     picture = to_pil(array) if array.shape[0] == 1 and labels is None else \
         image_grid(array, labels=labels)

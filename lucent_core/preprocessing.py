@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lucent_core._device import DeviceCopies
-from lucent_core._validate import finite_reals, real_scalar, size_pair
+from lucent_core.validate import choice, real_scalar, reals, size_pair
 
 __all__ = ["Preprocessing", "preprocessing_of"]
 
@@ -55,21 +55,19 @@ class Preprocessing:
             if values is not None:
                 single = real_scalar(values)
                 values = (single,) if single is not None else values
-                numbers = tuple(finite_reals(name, values, positive=name == "std"))
+                numbers = tuple(reals(name, values, positive=name == "std"))
                 if len(numbers) not in (1, 3):
                     raise ValueError(f"{name} must be one number or one per RGB channel (3), "
                                      f"got {len(numbers)}: {numbers}")
                 object.__setattr__(self, name, numbers)
-        value_range = tuple(finite_reals("value_range", self.value_range))
+        value_range = tuple(reals("value_range", self.value_range))
         if len(value_range) != 2 or value_range[0] == value_range[1]:
             raise ValueError(f"value_range must be two different numbers (what 0 and 1 become), "
                              f"got {self.value_range!r}")
         object.__setattr__(self, "value_range", value_range)
         if self.input_size is not None:
             object.__setattr__(self, "input_size", size_pair("input_size", self.input_size))
-        if self.channel_order not in CHANNEL_ORDERS:
-            raise ValueError(f"unknown channel order {self.channel_order!r}; "
-                             f"choose one of {CHANNEL_ORDERS}")
+        choice("channel_order", self.channel_order, CHANNEL_ORDERS)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = images
@@ -121,14 +119,12 @@ def preprocessing_of(model: nn.Module, preprocess: "Preprocessing | Callable | N
     """
     if preprocess is not None:
         if not callable(preprocess):
-            raise TypeError(f"preprocess must be a lucent_core Preprocessing (e.g. "
-                            f"Preprocessing(mean=..., std=...)) or a function of the images, "
-                            f"got {preprocess!r}")
+            raise TypeError(f"preprocess must be a lucent_core Preprocessing or a function of "
+                            f"the images, got {preprocess!r}")
         return preprocess
     found = getattr(model, "preprocessing", None)
     if found is None:
         return Preprocessing()
     if not isinstance(found, Preprocessing):
-        raise TypeError(f"model.preprocessing must be a lucent_core Preprocessing, "
-                        f"got {type(found).__name__}")
+        raise TypeError(f"model.preprocessing must be a Preprocessing, got {type(found).__name__}")
     return found

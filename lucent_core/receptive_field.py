@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from lucent_core._validate import positive_int
+from lucent_core.validate import integer
 from lucent_core.hooks import capture, frozen, model_device, run_to_layers
 from lucent_core.preprocessing import preprocessing_of
 from lucent_core.units import layer_shapes
@@ -84,8 +84,7 @@ class ReceptiveField:
             return 0, 0, height, width
         rows, cols = self.map_size
         if not (0 <= y < rows and 0 <= x < cols):
-            raise IndexError(f"position ({y}, {x}) is outside the {rows} x {cols} activation "
-                             f"map (rows 0..{rows - 1}, columns 0..{cols - 1})")
+            raise IndexError(f"position ({y}, {x}) is outside the {rows} x {cols} activation map")
         spans = []
         for axis, (at, length) in enumerate(((y, height), (x, width))):
             start = self.offset[axis] + self.stride[axis] * at
@@ -153,7 +152,7 @@ def receptive_field(model: nn.Module, layer: str, size: int,
         >>> rf.map_size, rf.stride, rf.box(1, 2)
         ((4, 4), (2.0, 2.0), (2, 4, 5, 7))
     """
-    size = positive_int("size", size)
+    size = integer("size", size, minimum=1)
     preprocess = preprocessing_of(model, preprocess)
     return measure_receptive_field(model, layer, size, preprocess,
                           layer_shapes(model, [layer], size, preprocess)[layer])

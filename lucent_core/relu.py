@@ -22,7 +22,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from lucent_core._validate import flag
+from lucent_core.validate import flag
 from lucent_core.hooks import is_compiling
 
 __all__ = ["RedirectedReLU", "redirected_relu", "redirecting", "set_redirected_relu",

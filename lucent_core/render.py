@@ -14,7 +14,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lucent_core._device import release_freed_host_memory
-from lucent_core._validate import flag, random_seed
+from lucent_core import validate
+from lucent_core.validate import choice, flag, integer
 from lucent_core.hooks import INPUT_LAYER, capture, frozen, model_device, run_to_layers
 from lucent_core.preprocessing import Preprocessing, preprocessing_of
 from lucent_core.relu import redirecting
@@ -70,24 +71,14 @@ class RenderResult:
         return self.images[-1]
 
 
-def _check_thresholds(thresholds: Sequence[int]) -> list[int]:
-    if isinstance(thresholds, (str, bytes)):
-        raise ValueError(f"thresholds must be positive integers (step counts), got the string "
-                         f"{thresholds!r}; e.g. thresholds=(512,)")
-    if isinstance(thresholds, (int, np.integer)):
+def _check_thresholds(thresholds: "Sequence[int] | int") -> list[int]:
+    """The sorted step counts of ``thresholds`` (one count, or a sequence of them)."""
+    if isinstance(thresholds, (str, bytes)) or not isinstance(thresholds, Iterable):
         thresholds = (thresholds,)
-    if not isinstance(thresholds, Iterable):
-        raise ValueError(f"thresholds must be positive integers (step counts), got "
-                         f"{thresholds!r}; e.g. thresholds=(512,)")
-    checked = []
-    for t in thresholds:
-        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 1:
-            raise ValueError(f"thresholds must be positive integers (step counts), got {t!r} "
-                             f"in {tuple(thresholds)}")
-        checked.append(int(t))
-    if not checked:
-        raise ValueError("thresholds is empty: give at least one step count, e.g. (512,)")
-    return sorted(set(checked))
+    steps = sorted({integer("thresholds", t, minimum=1) for t in thresholds})
+    if not steps:
+        raise ValueError("thresholds must hold at least one step count, e.g. (512,); got none")
+    return steps
 
 
 def _build_param(param_f: ParamSpec, device: torch.device) -> nn.Module:
@@ -97,18 +88,15 @@ def _build_param(param_f: ParamSpec, device: torch.device) -> nn.Module:
         devices = {p.device for p in param_f.parameters()}
         if devices and devices != {device}:
             found = ", ".join(sorted(str(d) for d in devices))
-            raise ValueError(f"the parameterisation is on {found} but the model is on {device}; "
-                             f"move it with param.to({str(device)!r}) or pass a factory "
-                             "(e.g. lambda: param.image(128)), which is built on the model's "
-                             "device")
+            raise ValueError(f"param_f is on {found} but the model on {device}: move it with "
+                             f".to({str(device)!r}) or pass a factory (lambda: param.image(128))")
         return param_f
     if callable(param_f):
         built = param_f()
         if not isinstance(built, nn.Module):
             raise TypeError(f"param_f() must return an nn.Module, got {type(built).__name__}")
         return built.to(device)
-    raise TypeError(f"param_f must be an nn.Module, a function returning one, or None; "
-                    f"got {type(param_f).__name__}")
+    raise TypeError(f"param_f must be an nn.Module, factory or None, got {type(param_f).__name__}")
 
 
 def _build_transforms(transforms: TransformSpec) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -118,8 +106,7 @@ def _build_transforms(transforms: TransformSpec) -> Callable[[torch.Tensor], tor
         return Compose(transforms)
     if callable(transforms):
         return transforms
-    raise TypeError(f"transforms must be a callable, a list of callables or None; "
-                    f"got {type(transforms).__name__}")
+    raise TypeError(f"transforms must be callable, a list or None, got {type(transforms).__name__}")
 
 
 def describe_transforms(transforms: TransformSpec) -> str:
@@ -166,12 +153,10 @@ def _make_optimizer(optimizer: "OptimizerFactory | None",
         return torch.optim.Adam(params, DEFAULT_LR)
     if isinstance(optimizer, torch.optim.Optimizer) or not callable(optimizer):
         raise TypeError(f"optimizer must be a function from parameters to an optimiser, e.g. "
-                        f"lambda params: torch.optim.Adam(params, lr=0.05); got "
-                        f"{type(optimizer).__name__}")
+                        f"lambda params: torch.optim.Adam(params), got {type(optimizer).__name__}")
     made = optimizer(params)
     if not isinstance(made, torch.optim.Optimizer):
-        raise TypeError(f"optimizer(params) must return a torch.optim.Optimizer, got "
-                        f"{type(made).__name__}")
+        raise TypeError(f"optimizer(params) must return an Optimizer, got {type(made).__name__}")
     return made
 
 
@@ -267,19 +252,16 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
     """
     objective = as_objective(objective)
     steps = _check_thresholds(thresholds)
-    seed = None if seed is None else random_seed("seed", seed)
-    progress, redirected_relu = flag("progress", progress), flag("redirected_relu",
-                                                                 redirected_relu)
+    seed = None if seed is None else validate.seed("seed", seed)
+    progress = flag("progress", progress)
+    redirected_relu = flag("redirected_relu", redirected_relu)
     compile, check_images = flag("compile", compile), flag("check_images", check_images)
     if channels_last is not None:
         channels_last = flag("channels_last", channels_last)
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch nn.Module (e.g. from create_model), got "
-                        f"{type(model).__name__}")
+        raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
     device, dtype = model_device(model)
-    if autocast not in (None, torch.bfloat16, torch.float16):
-        raise ValueError(f"autocast must be torch.bfloat16, torch.float16 or None, got "
-                         f"{autocast!r}")
+    choice("autocast", autocast, (None, torch.bfloat16, torch.float16))
     preprocess = preprocessing_of(model, preprocess)
     if channels_last is None:
         channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
@@ -298,7 +280,7 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
         param = _build_param(param_f, device)
         params = [p for p in param.parameters() if p.requires_grad]
         if not params:
-            raise ValueError("the parameterisation has no trainable parameters")
+            raise ValueError("param_f has no trainable parameters (all have requires_grad=False)")
         opt = _make_optimizer(optimizer, params)
         with frozen(model), redirecting(model, redirected_relu) as redirectable, \
                 capture(model, model_layers) as acts, ExitStack() as opened:
@@ -311,11 +293,8 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
                     if model_layers:
                         x = transform(rendered)
                         if x.shape[1] == 4:
-                            raise ValueError(
-                                "the parameterisation gives RGBA images and the transforms kept "
-                                "4 channels; composite them first: transforms="
-                                "param.alpha_transforms() (or param.CompositeBackground() first "
-                                "in the list)")
+                            raise ValueError("param_f gives RGBA images: composite them first, "
+                                             "e.g. transforms=param.alpha_transforms()")
                         x = preprocess(x.to(dtype))
                         if channels_last and x.dim() == 4:
                             x = x.contiguous(memory_format=torch.channels_last)

@@ -65,13 +65,11 @@ def check_layer_spelling(root: Path, layers: Sequence[str],
     for i, a in enumerate(layers):
         for b in layers[i + 1:]:
             if a != b and same_module(a, b):
-                raise AtlasError(f"layers {a!r} and {b!r} are the same module: spell it one "
-                                 "way, so that its series stay together")
+                raise AtlasError(f"layers {a!r} and {b!r} are the same module: spell it one way")
     known = [read_json(p).get("identity", {}).get("layer")
              for p in [*root.glob("*/series.json"), *root.glob("examples/*/examples.json")]]
     for layer in layers:
         for other in sorted({k for k in known if isinstance(k, str) and k != layer}):
             if same_module(other, layer):
                 raise AtlasError(f"layer {layer!r} is {other!r} in {root} (the same module): "
-                                 f"use {other!r}, so that its units and dataset examples stay "
-                                 "one series")
+                                 f"use {other!r}, to keep one series")

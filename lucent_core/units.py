@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lucent_core.validate import choice, index
 from lucent_core.activations import run_layers
 from lucent_core.preprocessing import Preprocessing
 
@@ -106,16 +107,13 @@ class NeuronUnits(UnitKind):
     cli_help = "the centre neuron of each channel"
 
     def layer_maps(self, acts, series, directions):
-        if acts.dim() != 4:
-            raise ValueError(f"neurons need a (B, C, H, W) layer; {series.layer!r} has shape "
-                             f"{tuple(acts.shape)}: use its channels instead")
+        self.check_layer(series, tuple(acts.shape[1:]))
         centre = acts[:, :, acts.shape[2] // 2, acts.shape[3] // 2]
         return centre[:, :, None, None]
 
     def check_layer(self, series, shape):
         if len(shape) != 3:
-            raise ValueError(f"neurons need a spatial layer; {series.layer!r} gives {shape}: "
-                             "use its channels instead")
+            raise ValueError(f"neurons need a spatial layer; {series.layer!r} gives {shape}")
 
     def fixed_position(self, acts):
         return acts.shape[2] // 2, acts.shape[3] // 2
@@ -215,20 +213,16 @@ class Series:
     source: str | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in UNIT_KINDS:
-            raise ValueError(f"unknown series kind {self.kind!r}; choose one of "
-                             f"{tuple(UNIT_KINDS)}")
+        choice("series kind", self.kind, UNIT_KINDS)
         if self.unit_kind.needs_directions != (self.directions is not None):
-            raise ValueError(f"a {self.kind!r} series "
-                             + ("needs directions (an N x C matrix)"
-                                if self.unit_kind.needs_directions else "takes no directions"))
+            raise ValueError(f"a {self.kind!r} series " + ("needs directions (an N x C matrix)"
+                             if self.unit_kind.needs_directions else "takes no directions"))
         if isinstance(self.directions, np.ndarray):
             object.__setattr__(self, "directions", torch.from_numpy(self.directions))
         if self.directions is not None and (not isinstance(self.directions, torch.Tensor)
                                             or self.directions.dim() != 2):
             shown = tuple(getattr(self.directions, "shape", ())) or type(self.directions).__name__
-            raise ValueError(f"directions must be an N x C matrix (one direction per row), got "
-                             f"{shown}")
+            raise ValueError(f"directions must be an N x C matrix (one row each), got {shown}")
 
     @property
     def unit_kind(self) -> UnitKind:
@@ -301,18 +295,16 @@ def parse_units(text: str | None, count: int, clip_ranges: bool = False) -> list
                     raise ValueError
                 for bound in bits[:2]:  # a start or stop past the end is a mistake, not "all"
                     if not clip_ranges and bound is not None and not -count <= bound <= count:
-                        raise IndexError(f"units {part!r} reach past the series' {count} units "
-                                         f"(0..{count - 1}); use 0:{count}, or ':' for all")
+                        raise IndexError(f"units {part!r} reach past the {count} units; use "
+                                         f"0:{count}, or ':' for all")
                 chosen = range(count)[slice(*bits)]
             else:
                 unit = int(part)
                 if not -count <= unit < count:
-                    raise IndexError(f"unit {unit} is out of range: the series has {count} "
-                                     f"units (0..{count - 1})")
+                    raise IndexError(f"unit {unit} is out of range: valid 0..{count - 1}")
                 chosen = [unit % count]
         except ValueError:
-            raise ValueError(f"cannot read units {text!r}: use start:stop[:step], numbers, or "
-                             "a comma-separated mix, e.g. 0:64 or 3,7,9") from None
+            raise ValueError(f"cannot read units {text!r}; e.g. 0:64, 0:64:2 or 3,7,9") from None
         units.update(dict.fromkeys(chosen))
     if not units:
         raise ValueError(f"units {text!r} selects nothing from {count} units (0..{count - 1})")
@@ -329,18 +321,14 @@ def select_units(units: "str | Sequence[int] | None", count: int, clip_ranges: b
         >>> select_units([], 8)
         Traceback (most recent call last):
         ...
-        ValueError: units is an empty list; give unit numbers, a range like '0:64', or None for all
+        ValueError: units is an empty list; give unit numbers, a range like '0:64', or None
     """
     if units is None or isinstance(units, str):
         return parse_units(units, count, clip_ranges)
-    units = list(units)
+    units = [index("units", unit) for unit in units]
     if not units:
-        raise ValueError("units is an empty list; give unit numbers, a range like '0:64', or "
-                         "None for all")
-    for unit in units:
-        if isinstance(unit, bool) or not isinstance(unit, (int, np.integer)):
-            raise ValueError(f"units must be integers (or a string like '0:64'), got {unit!r}")
-    return parse_units(",".join(str(int(u)) for u in units), count)
+        raise ValueError("units is an empty list; give unit numbers, a range like '0:64', or None")
+    return parse_units(",".join(map(str, units)), count)
 
 
 def unit_maps(acts: torch.Tensor, series: Series, units: torch.Tensor,

@@ -180,35 +180,37 @@ def test_render_neuron_at_position(capsys, tmp_path, recorded):
 
 # --- bad input: exit code 2, one clear line, no traceback -----------------------------------
 
-ERROR_CASES = {
-    "unknown model": (["render", "--model", "inceptionv2", "--layer", "mixed4a",
-                       "--channel", "0", *SMALL],
-                      [r"unknown model 'inceptionv2'", r"Did you mean inceptionv1",
-                       *(re.escape(name) for name in list_models())]),
-    "unknown layer": (["render", "--model", "vgg16_hed", "--random-weights", "--layer",
-                       "block4_conv", "--channel", "0", *SMALL],
-                      [r"unknown layer 'block4_conv'",
-                       r"Close matches: block4_conv1, block4_conv2, block4_conv3",
-                       r"lucent-core layers --model vgg16_hed --all"]),
-    "channel out of range": ([*RANDOM_RENDER[:-len(SMALL) - 2], "--channel", "512", *SMALL],
-                             [r"channel 512 is out of range", r"has 512 channels",
-                              r"0\.\.511"]),
-    "zero steps": ([*RANDOM_RENDER, "--steps", "0"], [r"--steps"]),
-    "diversity with batch 1": ([*RANDOM_RENDER, "--diversity", "1"],
-                               [r"--diversity needs --batch 2"]),
-    "x without neuron": ([*RANDOM_RENDER, "--x", "1"], [r"--x/--y need --neuron"]),
-    "y without neuron": ([*RANDOM_RENDER, "--y", "1"], [r"--x/--y need --neuron"]),
-    "neuron outside the map": ([*RANDOM_RENDER, "--neuron", "--x", "9"],
-                               [r"position \(x=9, y=\d+\) is outside layer 'block4_conv3'"]),
-    "missing weights file": (["render", "--model", "vgg16_hed", "--weights", "/nonexistent",
-                              "--layer", "block4_conv3", "--channel", "0", *SMALL],
-                             [r"weights file /nonexistent does not exist"]),
-    "weights seed without random weights": (
-        ["render", "--model", "vgg16_hed", "--weights-seed", "3", "--layer", "block4_conv3",
-         "--channel", "0", *SMALL], [r"--weights-seed chooses random weights"]),
-    "unknown device": ([*RANDOM_RENDER, "--device", "gpu"],
-                       [r"--device gpu: choose auto, cpu, cuda, cuda:N or another torch device"]),
-}
+NEVER = ["-o", "never.png"]   # in the test's own folder: it must not appear
+
+ERROR_CASES = [
+    pytest.param(["render", "--model", "inceptionv2", "--layer", "mixed4a", "--channel", "0",
+                  *SMALL, *NEVER], "model", id="unknown model"),
+    pytest.param(["render", "--model", "vgg16_hed", "--random-weights", "--layer", "block4_conv",
+                  "--channel", "0", *SMALL, *NEVER], "layer", id="unknown layer"),
+    pytest.param([*RANDOM_RENDER[:-len(SMALL) - 2], "--channel", "512", *SMALL, *NEVER],
+                 "channel", id="channel out of range"),
+    pytest.param([*RANDOM_RENDER, "--steps", "0", *NEVER], "--steps", id="zero steps"),
+    pytest.param([*RANDOM_RENDER, "--batch", "0", *NEVER], "--batch", id="zero batch"),
+    pytest.param([*RANDOM_RENDER, "--diversity", "1", *NEVER], "--diversity",
+                 id="diversity with batch 1"),
+    pytest.param([*RANDOM_RENDER, "--x", "1", *NEVER], "--x", id="x without neuron"),
+    pytest.param([*RANDOM_RENDER, "--y", "1", *NEVER], "--y", id="y without neuron"),
+    pytest.param([*RANDOM_RENDER, "--neuron", "--x", "9", *NEVER], r"\bx=9\b",
+                 id="neuron outside the map"),
+    pytest.param(["render", "--model", "vgg16_hed", "--weights", "/nonexistent", "--layer",
+                  "block4_conv3", "--channel", "0", *SMALL, *NEVER], "weights",
+                 id="missing weights file"),
+    pytest.param(["render", "--model", "vgg16_hed", "--weights-seed", "3", "--layer",
+                  "block4_conv3", "--channel", "0", *SMALL, *NEVER], "--weights-seed",
+                 id="weights seed without random weights"),
+    pytest.param([*RANDOM_RENDER, "--weights", "w.pth", *NEVER], "--weights",
+                 id="random weights and a weights file"),
+    pytest.param([*RANDOM_RENDER, "--device", "gpu", *NEVER], "--device", id="unknown device"),
+    pytest.param([*RANDOM_RENDER, "-o", "unit.jpg"], "-o", id="not a png name"),
+    pytest.param([*RANDOM_RENDER, "-o", "."], "-o", id="a directory as output"),
+    pytest.param(["layers", "--model", "torch.nn:Conv2d"], "model",
+                 id="your own model that needs arguments"),
+]
 
 # files that are not the model's weights (made by the test: {tmp} is its folder)
 BAD_WEIGHTS = {
@@ -239,32 +241,16 @@ def test_a_file_that_is_not_the_models_weights_is_one_clear_line(capsys, tmp_pat
     assert len(err.strip().splitlines()) == 1 and "weights_only" not in err
 
 
-@pytest.mark.parametrize("option, value, message", [
-    ("--lr", "0", "the learning rate must be a finite number > 0, got 0.0"),
-    ("--lr", "inf", "the learning rate must be a finite number > 0"),
-    ("--diversity", "-5", "the diversity weight must be a finite number >= 0, got -5.0"),
-    ("--diversity", "nan", "the diversity weight must be a finite number >= 0"),
+@pytest.mark.parametrize("option, value", [
+    ("--lr", "0"), ("--lr", "inf"), ("--diversity", "-5"), ("--diversity", "nan"),
 ])
 def test_numbers_that_would_do_nothing_or_the_opposite_are_refused(capsys, tmp_path, option,
-                                                                   value, message):
+                                                                   value):
     with pytest.raises(SystemExit) as exited:
         main([*RANDOM_RENDER, option, value, "-o", str(tmp_path / "never.png")])
     assert exited.value.code == 2
-    assert f"argument {option}: {message}" in capsys.readouterr().err
+    assert f"argument {option}: " in capsys.readouterr().err
     assert not (tmp_path / "never.png").exists()
-
-
-def test_your_own_model_that_needs_arguments_is_one_clear_line(capsys):
-    rc, out, err = run_cli(capsys, "layers", "--model", "torch.nn:Conv2d")
-    assert_clean_error(rc, out, err, r"torch.nn:Conv2d cannot be called without arguments "
-                                     r"\(missing a required argument: 'in_channels'\)",
-                       "a function of no arguments")
-
-
-def test_render_wants_a_png_name(capsys, tmp_path):
-    rc, out, err = run_cli(capsys, *RANDOM_RENDER, "-o", str(tmp_path / "unit.jpg"))
-    assert_clean_error(rc, out, err, r"-o .*unit.jpg: the picture is saved as a PNG; give a "
-                                     r"name ending in .png, such as .*unit.png")
 
 
 def test_layers_lists_shapes_offline_without_the_trained_weights(capsys, no_network):
@@ -272,14 +258,19 @@ def test_layers_lists_shapes_offline_without_the_trained_weights(capsys, no_netw
     assert rc == 0 and err == "" and "mixed4a" in out and "508x14x14" in out
 
 
-@pytest.mark.parametrize("case", list(ERROR_CASES))
-def test_bad_input_exit_code_2(capsys, tmp_path, case):
-    argv, patterns = ERROR_CASES[case]
-    path = tmp_path / "never.png"
-    rc, out, err = run_cli(capsys, *argv, "-o", str(path))
-    assert_clean_error(rc, out, err, *patterns)
+@pytest.mark.parametrize("argv, name", ERROR_CASES)
+def test_bad_input_exit_code_2(capsys, tmp_path, monkeypatch, argv, name):
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run_cli(capsys, *argv)
+    assert_clean_error(rc, out, err, name)
     assert len(err.strip().splitlines()) == 1
-    assert not path.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unknown_layer_points_to_the_layers_command(capsys):
+    rc, out, err = run_cli(capsys, "render", "--model", "vgg16_hed", "--random-weights",
+                           "--layer", "block4_conv", "--channel", "0", *SMALL, *NEVER)
+    assert_clean_error(rc, out, err, r"lucent-core layers --model vgg16_hed --all")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -22,7 +22,7 @@ from lucent_core.recipes import examples as examples_module
 from lucent_core.atlas import Series
 from lucent_core.results import AtlasError, AtlasWriteError
 from lucent_core.image_folder import load_square
-from lucent_core.receptive_field import receptive_field
+from lucent_core.receptive_field import ReceptiveField, receptive_field
 from lucent_core.recipes.examples import ExamplesSummary, _TopK, find_examples, load_examples
 
 SIDE = 7      # planted squares and the colour detectors' kernels are SIDE x SIDE
@@ -229,10 +229,18 @@ def test_pooling_stacks_and_layers_without_space():
                                 min(2 * x + 5, 16)) for y in range(8) for x in range(8))
     whole = receptive_field(net, "5", 16)
     assert whole.map_size is None and whole.box(0, 0) == (0, 0, 16, 16)
-    with pytest.raises(IndexError, match="one position"):
-        whole.box(1, 0)
-    with pytest.raises(IndexError, match=r"outside the 8 x 8 activation map"):
-        rf.box(8, 0)
+
+
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: ReceptiveField((16, 16), None).box(1, 0), IndexError, "position"),  # no space
+    (lambda: ReceptiveField((16, 16), (8, 8), (2.0, 2.0), (-3.0, -3.0), (8.0, 8.0)).box(8, 0),
+     IndexError, "position"),
+    (lambda: receptive_field(nn.Sequential(nn.Conv2d(3, 4, 3)), "0", 0), ValueError, "size"),
+    (lambda: receptive_field(nn.Sequential(nn.Conv2d(3, 4, 3)), "0", 9.5), TypeError, "size"),
+])
+def test_receptive_fields_reject_bad_positions_and_sizes(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
 
 
 def test_crops_have_their_boxes_size_also_clipped_at_the_borders(folder, tmp_path):
@@ -517,34 +525,52 @@ def test_an_unusable_output_directory_is_a_clear_error(folder, tmp_path):
 
 # --- bad requests --------------------------------------------------------------------------
 
-def test_bad_requests_are_clear_errors(folder, tmp_path):
-    net = colour_net()
-    (tmp_path / "empty" / "sub").mkdir(parents=True)
-    (tmp_path / "empty" / "sub" / "photo.gif").write_bytes(b"GIF89a")
-    with pytest.raises(ValueError, match=r"no images in .*\.jpg, \.jpeg, \.png, \.webp"):
-        run(net, tmp_path / "empty", tmp_path / "out")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        run(net, tmp_path / "missing", tmp_path / "out")
-    with pytest.raises(IndexError, match=r"3 units \(0\.\.2\)"):
-        run(net, folder, tmp_path / "out", units=[3])
-    with pytest.raises(ValueError, match="empty list"):
-        run(net, folder, tmp_path / "out", units=[])
-    with pytest.raises(ValueError, match="top must be a positive integer"):
-        run(net, folder, tmp_path / "out", top=0)
-    with pytest.raises(ValueError, match="directions have 2 values per row.*3 channels"):
-        run(net, folder, tmp_path / "out", Series("0", "direction", torch.ones(4, 2)))
+def _nan_rows() -> torch.Tensor:
     rows = torch.ones(4, 3)
     rows[2, 0] = math.nan
+    return rows
+
+
+FLAT = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.Linear(2 * 30 * 30, 4))
+
+
+@pytest.mark.parametrize("call, error, name", [
+    (lambda folder, out: run(colour_net(), out.parent / "empty", out), ValueError, "images"),
+    (lambda folder, out: run(colour_net(), out.parent / "missing", out), FileNotFoundError,
+     "images"),
+    (lambda folder, out: run(colour_net(), folder, out, units=[3]), IndexError, "unit"),
+    (lambda folder, out: run(colour_net(), folder, out, units=[]), ValueError, "units"),
+    (lambda folder, out: run(colour_net(), folder, out, top=0), ValueError, "top"),
+    (lambda folder, out: run(colour_net(), folder, out, batch_size=0), ValueError, "batch_size"),
+    (lambda folder, out: run(colour_net(), folder, out, workers=-1), ValueError, "workers"),
+    (lambda folder, out: run(colour_net(), folder, out, size=2.5), TypeError, "size"),
+    (lambda folder, out: run(colour_net(), folder, out, checkpoint_every=0), ValueError,
+     "checkpoint_every"),
+    (lambda folder, out: run(colour_net(), folder, out, Series("0", "direction", torch.ones(4, 2))),
+     ValueError, "directions"),
+    (lambda folder, out: run(colour_net(), folder, out, Series("0", "direction", _nan_rows())),
+     ValueError, "series"),
+    (lambda folder, out: run(colour_net(), folder, out, 0), TypeError, "series"),
+    (lambda folder, out: run(colour_net(), folder, out, "conv"), ValueError, "layer"),
+    (lambda folder, out: run(FLAT, folder, out, Series("2", "neuron")), ValueError, "neuron"),
+])
+def test_find_examples_rejects_bad_requests(folder, tmp_path, call, error, name):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "sub" / "photo.gif").write_bytes(b"GIF89a")  # not an image we read
+    with pytest.raises(error, match=name):
+        call(folder, tmp_path / "out")
+    assert not (tmp_path / "out" / "examples").exists()
+
+
+def test_bad_requests_are_clear_errors(folder, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"no images in .*\.jpg, \.jpeg, \.png, \.webp"):
+        run(colour_net(), tmp_path / "empty", tmp_path / "out")
     with pytest.raises(ValueError, match=r"direction row\(s\) 2 hold NaN .* --units"):
-        run(net, folder, tmp_path / "out", Series("0", "direction", rows))
-    run(net, folder, tmp_path / "out", Series("0", "direction", rows), units=[0, 1, 3])
-    with pytest.raises(TypeError, match="layer name .* or a lucent_core.atlas.Series"):
-        run(net, folder, tmp_path / "out", 0)
-    with pytest.raises(ValueError, match="unknown layer 'conv'"):
-        run(net, folder, tmp_path / "out", "conv")
-    flat = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.Linear(2 * 30 * 30, 4))
-    with pytest.raises(ValueError, match="neurons need a spatial layer"):
-        run(flat, folder, tmp_path / "out", Series("2", "neuron"))
+        run(colour_net(), folder, tmp_path / "out", Series("0", "direction", _nan_rows()))
+    # leaving the broken row out works
+    run(colour_net(), folder, tmp_path / "out", Series("0", "direction", _nan_rows()),
+        units=[0, 1, 3])
     broken = colour_net()
     with torch.no_grad():
         broken[0].bias[1] = math.nan

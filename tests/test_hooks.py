@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from lucent_core.hooks import (OUTPUT_LAYER, LayerInfo, capture, list_layers, model_device,
-                               resolve_layer, run_to_layers)
+from lucent_core.hooks import (OUTPUT_LAYER, LayerInfo, capture, frozen, list_layers,
+                               model_device, resolve_layer, run_to_layers)
 
 
 # --- tiny deterministic models -------------------------------------------------------------
@@ -174,9 +174,12 @@ def test_unknown_layer_of_a_large_model_without_close_matches_mentions_list_laye
     assert "list_layers" in str(info.value)
 
 
-def test_a_layer_name_must_be_a_string():
-    with pytest.raises(TypeError, match="a layer name is a string"):
-        resolve_layer(nested_model(), 0)
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: resolve_layer(nested_model(), 0), TypeError, "name"),
+])
+def test_resolve_layer_refuses_bad_arguments(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
 
 
 def test_capture_takes_one_name_as_one_layer_not_its_characters():
@@ -233,9 +236,12 @@ def test_activations_refresh_on_every_forward():
         assert acts["block.conv"].item() == 12.0
 
 
-def test_run_to_layers_needs_capture_dict():
-    with pytest.raises(TypeError, match="capture"):
-        run_to_layers(nested_model(), torch.ones(1), {})
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: run_to_layers(nested_model(), torch.ones(1), {}), TypeError, "acts"),
+])
+def test_run_to_layers_refuses_bad_arguments(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
 
 
 # --- early stop ------------------------------------------------------------------------------
@@ -515,8 +521,9 @@ def test_an_input_too_small_for_the_model_is_named_with_its_size(model, layer):
             run_to_layers(model, torch.rand(1, 3, 3, 3), acts)
 
 
-def test_frozen_needs_a_module():
-    from lucent_core.hooks import frozen
-    with pytest.raises(TypeError, match="frozen needs an nn.Module, got str"):
-        with frozen("x"):
-            pass  # pragma: no cover
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: frozen("x").__enter__(), TypeError, "model"),
+])
+def test_frozen_refuses_bad_arguments(call, error, name):
+    with pytest.raises(error, match=name):
+        call()

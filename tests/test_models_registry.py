@@ -265,9 +265,8 @@ def test_unknown_model_without_close_match():
     assert all(name in str(info.value) for name in REGISTERED)
 
 
-def test_unknown_torchvision_model():
-    with pytest.raises(ValueError, match="unknown torchvision classification model "
-                                         "'resnet19'.*resnet18"):
+def test_unknown_torchvision_model_suggests_close_matches():
+    with pytest.raises(ValueError, match="'resnet19'.*resnet18"):
         create_model("torchvision:resnet19", pretrained=False)
 
 
@@ -378,7 +377,7 @@ def test_googlenet_and_inception_v3_transform_their_input_as_their_weights_expec
     (dict(mean=(0.1, float("inf"), 0.2)), "mean must be"),
     (dict(value_range=(0, 1, 2)), "value_range must be two different numbers"),
     (dict(value_range=(1, 1)), "value_range must be two different numbers"),
-    (dict(input_size=(-1, 4)), "input_size height must be a positive integer"),
+    (dict(input_size=(-1, 4)), "input_size height"),
 ])
 def test_bad_preprocessing_is_refused_when_made(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -409,11 +408,21 @@ def test_a_larger_render_is_shrunk_to_the_input_size_without_aliasing():
                                                                mode="bilinear"), atol=0, rtol=0)
 
 
-def test_create_model_checks_its_arguments():
-    with pytest.raises(TypeError, match="pretrained must be True or False, got 'no'"):
-        create_model("vgg16_hed", pretrained="no")
-    with pytest.raises(TypeError, match="a model is given by name"):
-        create_model(16)
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: create_model("vgg16_hed", pretrained="no"), TypeError, "pretrained"),
+    (lambda: create_model(16), TypeError, "model"),
+    (lambda: create_model("inceptionv2", pretrained=False), ValueError, "model"),
+    (lambda: create_model("torchvision:resnet19", pretrained=False), ValueError, "model"),
+    (lambda: create_model("no_such_module_here:f", pretrained=False), ValueError, "model"),
+    (lambda: create_model("torch.nn:Conv2d", pretrained=False), ValueError, "model"),
+    (lambda: create_model("math:pi", pretrained=False), ValueError, "model"),
+    (lambda: create_model("vgg16_hed", seed=1), ValueError, "seed"),
+    (lambda: create_model("vgg16_hed", pretrained=False, seed=2**64), ValueError, "seed"),
+    (lambda: create_model("vgg16_hed", pretrained=False, seed=0.5), TypeError, "seed"),
+])
+def test_create_model_rejects_bad_input(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
 
 
 def test_random_weights_come_from_a_seed_and_leave_the_callers_rng_alone():
@@ -426,10 +435,6 @@ def test_random_weights_come_from_a_seed_and_leave_the_callers_rng_alone():
         state_dict_sha256(first)
     other = create_model("vgg16_hed", pretrained=False, seed=1)
     assert other.weights_seed == 1 and state_dict_sha256(other) != state_dict_sha256(first)
-    with pytest.raises(ValueError, match="seed= chooses random weights"):
-        create_model("vgg16_hed", seed=1)
-    with pytest.raises(ValueError, match=r"seed must be an integer from -2\*\*63 to 2\*\*64 - 1"):
-        create_model("vgg16_hed", pretrained=False, seed=2**64)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -140,6 +140,9 @@ def test_a_swapped_in_place_relu_keeps_its_side_effect_outside_redirected_render
         assert net.relu(image).data_ptr() != image.data_ptr()
 
 
-def test_set_redirected_relu_takes_a_flag():
-    with pytest.raises(TypeError, match="redirect must be True or False"):
-        set_redirected_relu(nn.Sequential(RedirectedReLU()), "no")
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: set_redirected_relu(nn.Sequential(RedirectedReLU()), "no"), TypeError, "redirect"),
+])
+def test_set_redirected_relu_refuses_bad_arguments(call, error, name):
+    with pytest.raises(error, match=name):
+        call()

@@ -105,15 +105,6 @@ def test_batch_channels_equals_sum_of_per_image_channels():
     assert value(batch_channels("fc", [1, 0]), vec) == 5.0
 
 
-def test_batch_channels_needs_one_unit_per_image():
-    with pytest.raises(ValueError, match="2 units but the batch has 3"):
-        value(batch_channels("conv", [0, 1]))
-    with pytest.raises(IndexError, match="2 channels"):
-        value(batch_channels("conv", [0, 1, 2]))
-    with pytest.raises(IndexError, match="2 channels"):
-        value(batch_channels("conv", [0, -1, 1]))
-
-
 # --- direction -------------------------------------------------------------------------------
 
 def test_direction_plain_dot_mean():
@@ -230,16 +221,15 @@ def test_shorthand_strings():
     assert as_objective(same) is same
 
 
-@pytest.mark.parametrize("bad", ["conv", "conv:", ":3", "conv:a", "conv:1.5", ""])
-def test_shorthand_bad_strings(bad):
-    with pytest.raises(ValueError, match="layer:unit"):
-        as_objective(bad)
-
-
-@pytest.mark.parametrize("bad", [3, None, 1.5, ["conv", 1], ("conv", 1)])
-def test_as_objective_bad_types(bad):
-    with pytest.raises(TypeError, match="Objective"):
-        as_objective(bad)
+@pytest.mark.parametrize("call, error, name", [
+    *[(lambda bad=bad: as_objective(bad), ValueError, "objective")
+      for bad in ["conv", "conv:", ":3", "conv:a", "conv:1.5", ""]],
+    *[(lambda bad=bad: as_objective(bad), TypeError, "objective")
+      for bad in [3, None, 1.5, ["conv", 1], ("conv", 1)]],
+])
+def test_as_objective_refuses_bad_arguments(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
 
 
 # --- arithmetic ------------------------------------------------------------------------------
@@ -378,51 +368,107 @@ def test_gradient_flows_through_algebra():
 
 # --- errors ---------------------------------------------------------------------------------
 
-def test_channel_out_of_range_names_channel_count():
-    with pytest.raises(IndexError, match="2 channels"):
-        value(channel("conv", 2))
-    with pytest.raises(IndexError, match="2 channels"):
-        value(neuron("conv", -1))
-    with pytest.raises(IndexError, match="3 channels"):
-        value(class_logit(3), {"output": torch.zeros(1, 3)})
+# Arguments are checked when the objective is made; what only the layer can tell (a channel
+# or position out of range, a vector of the wrong length) when it is first evaluated.
+
+# uint8 and bool tensors are not indices: torch reads them as masks (channel 2 of [[1, 2, 3, 4]]
+# would average them all)
+MASKS = [torch.tensor(2, dtype=torch.uint8), torch.tensor(True), np.array(2, np.uint8)]
+OUTSIDE = [(5, 0), (0, 3), (-1, 0), (0, -1), (4, 3)]  # positions outside the 5 x 3 map of ACTS
 
 
-def test_batch_out_of_range_names_batch_size():
-    with pytest.raises(IndexError, match="batch of 3"):
-        value(channel("conv", 0, batch=3))
-    with pytest.raises(IndexError, match="batch of 3"):
-        value(neuron("conv", 0, batch=-4))
-    with pytest.raises(IndexError, match="batch of 3"):
-        value(deepdream("conv", batch=5))
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: channel("c", 1.5), TypeError, "unit"),
+    (lambda: channel("c", "1"), TypeError, "unit"),
+    (lambda: channel("c", True), TypeError, "unit"),
+    *[(lambda bad=bad: channel("fc", bad), TypeError, "unit") for bad in MASKS],
+    (lambda: channel(0, 1), TypeError, "layer"),
+    (lambda: channel("c", 1, batch=0.5), TypeError, "batch"),
+    (lambda: value(channel("conv", 2)), IndexError, "unit"),
+    (lambda: value(channel("conv", 0, batch=3)), IndexError, "batch"),
+])
+def test_channel_refuses_bad_arguments(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
 
 
-def test_direction_wrong_rank():
-    with pytest.raises(ValueError, match="1-D"):
-        direction("conv", [[1.0, 2.0]])
-    with pytest.raises(ValueError, match="1-D"):
-        direction_neuron("conv", torch.ones(2, 2))
-    with pytest.raises(ValueError, match="1-D"):
-        direction("conv", 3.0)
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: neuron("c", 1, x=1.5), TypeError, r"\bx\b"),
+    (lambda: neuron("c", 1, y="2"), TypeError, r"\by\b"),
+    (lambda: value(neuron("conv", -1)), IndexError, "unit"),
+    (lambda: value(neuron("conv", 0, batch=-4)), IndexError, "batch"),
+    *[(lambda x=x, y=y: value(neuron("conv", 0, x=x, y=y)), IndexError, r"\bx\b")
+      for x, y in OUTSIDE],
+    (lambda: value(neuron("fc", 0), {"fc": torch.zeros(1, 3)}), ValueError, "layer"),
+])
+def test_neuron_refuses_bad_arguments(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
 
 
-def test_direction_length_mismatch_names_channel_count():
-    with pytest.raises(ValueError, match="3 values but layer 'conv' has 2 channels"):
-        value(direction("conv", [1.0, 2.0, 3.0]))
-    with pytest.raises(ValueError, match="2 channels"):
-        value(direction_neuron("conv", [1.0]))
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: deepdream(["c"]), TypeError, "layer"),
+    (lambda: value(deepdream("conv", batch=5)), IndexError, "batch"),
+])
+def test_deepdream_refuses_bad_arguments(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
 
 
-@pytest.mark.parametrize("x, y", [(5, 0), (0, 3), (-1, 0), (0, -1), (4, 3)])
-def test_position_outside_map(x, y):
-    with pytest.raises(IndexError, match="5 wide and 3 high"):
-        value(neuron("conv", 0, x=x, y=y))
-    with pytest.raises(IndexError, match="outside"):
-        value(direction_neuron("conv", [1.0, 1.0], x=x, y=y))
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: diversity(None), TypeError, "layer"),
+    (lambda: diversity("c")({"c": torch.rand(1, 2, 4, 4)}), ValueError, "diversity"),  # 1 image
+])
+def test_diversity_refuses_bad_arguments(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
 
 
-def test_position_needs_spatial_layer():
-    with pytest.raises(ValueError, match="spatial"):
-        value(neuron("fc", 0), {"fc": torch.zeros(1, 3)})
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: batch_channels("c", [1.7, 2.2]), TypeError, r"units\[0\]"),
+    (lambda: batch_channels("c", "12"), TypeError, "units"),
+    (lambda: batch_channels("c", []), ValueError, "units"),
+    (lambda: value(batch_channels("conv", [0, 1])), ValueError, "units"),
+    (lambda: value(batch_channels("conv", [0, 1, 2])), IndexError, "unit"),
+    (lambda: value(batch_channels("conv", [0, -1, 1])), IndexError, "unit"),
+])
+def test_batch_channels_refuses_bad_arguments(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
+
+
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: direction("c", [1.0, 2.0], cossim_pow=float("nan")), ValueError, "cossim_pow"),
+    (lambda: direction("c", [1.0, 2.0], cossim_pow=-1), ValueError, "cossim_pow"),
+    (lambda: direction("conv", [[1.0, 2.0]]), ValueError, "vector"),
+    (lambda: direction("conv", 3.0), ValueError, "vector"),
+    (lambda: direction("c", [1.0, float("nan")]), ValueError, "vector"),
+    (lambda: value(direction("conv", [1.0, 2.0, 3.0])), ValueError, "vector"),
+])
+def test_direction_refuses_bad_arguments(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
+
+
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: direction_neuron("c", [1.0, 2.0], x=0.5), TypeError, r"\bx\b"),
+    (lambda: direction_neuron("conv", torch.ones(2, 2)), ValueError, "vector"),
+    (lambda: value(direction_neuron("conv", [1.0])), ValueError, "vector"),
+    *[(lambda x=x, y=y: value(direction_neuron("conv", [1.0, 1.0], x=x, y=y)), IndexError,
+       r"\bx\b") for x, y in OUTSIDE],
+])
+def test_direction_neuron_refuses_bad_arguments(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
+
+
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: class_logit(2.0), TypeError, "unit"),
+    (lambda: value(class_logit(3), {"output": torch.zeros(1, 3)}), IndexError, "unit"),
+])
+def test_class_logit_refuses_bad_arguments(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
 
 
 # --- rendering improves each objective --------------------------------------------------------
@@ -551,44 +597,6 @@ def test_a_named_combination_keeps_its_name_in_further_arithmetic():
     acts = {"1": torch.rand(1, 4, 6, 6), "input": torch.rand(1, 3, 8, 8)}
     torch.testing.assert_close(combined(acts), inversion(acts)
                                - 1e-3 * objectives.total_variation()(acts))
-
-
-# --- arguments are checked when the objective is made, not deep inside the first render -----
-
-@pytest.mark.parametrize("make, error, match", [
-    (lambda: channel("c", 1.5), TypeError, "unit must be an integer index, got 1.5"),
-    (lambda: channel("c", "1"), TypeError, "unit must be an integer index"),
-    (lambda: channel("c", True), TypeError, "unit must be an integer index"),
-    (lambda: channel(0, 1), TypeError, "a layer is given by name"),
-    (lambda: channel("c", 1, batch=0.5), TypeError, "batch must be an integer index"),
-    (lambda: neuron("c", 1, x=1.5), TypeError, "x must be an integer index"),
-    (lambda: neuron("c", 1, y="2"), TypeError, "y must be an integer index"),
-    (lambda: deepdream(["c"]), TypeError, "a layer is given by name"),
-    (lambda: diversity(None), TypeError, "a layer is given by name"),
-    (lambda: batch_channels("c", [1.7, 2.2]), TypeError, r"units\[0\] must be an integer"),
-    (lambda: batch_channels("c", "12"), TypeError, "sequence of channel indices"),
-    (lambda: batch_channels("c", []), ValueError, "at least one unit"),
-    (lambda: direction("c", [1.0, 2.0], cossim_pow=float("nan")), ValueError,
-     "cossim_pow must be a finite number >= 0"),
-    (lambda: direction("c", [1.0, 2.0], cossim_pow=-1), ValueError, "cossim_pow"),
-    (lambda: direction_neuron("c", [1.0, 2.0], x=0.5), TypeError, "x must be an integer"),
-    (lambda: class_logit(2.0), TypeError, "unit must be an integer index"),
-])
-def test_bad_objective_arguments_fail_when_the_objective_is_made(make, error, match):
-    with pytest.raises(error, match=match):
-        make()
-
-
-def test_uint8_and_bool_tensors_are_not_indices():
-    # torch indexing reads them as masks: channel 2 of [[1, 2, 3, 4]] would average them all
-    for bad in (torch.tensor(2, dtype=torch.uint8), torch.tensor(True), np.array(2, np.uint8)):
-        with pytest.raises(TypeError, match="unit must be an integer index"):
-            channel("fc", bad)
-
-
-def test_a_direction_with_nan_is_refused_when_made():
-    with pytest.raises(ValueError, match="the direction has NaN or infinite values"):
-        direction("c", [1.0, float("nan")])
 
 
 def test_numpy_integers_and_integer_tensors_are_indices():

@@ -106,15 +106,35 @@ def test_names_and_layers():
     assert objective.name == "channel('mixed4a', 3) - 0.001 * total_variation()"
 
 
-def test_spatial_regularisers_name_the_shape_they_need():
-    vector = {"fc": torch.ones(2, 5)}
-    with pytest.raises(ValueError, match=r"total_variation needs a \(B, C, H, W\) layer; 'fc'"):
-        total_variation("fc")(vector)
-    with pytest.raises(ValueError, match=r"blur_input_each_step needs a \(B, C, H, W\)"):
-        blur_input_each_step("fc")(vector)
-    assert L1("fc")(vector).item() == 10.0  # L1 / L2 work on any shape
-    with pytest.raises(IndexError, match="valid: 0..1"):
-        L1("fc", batch=2)(vector)
+VECTOR = {"fc": torch.ones(2, 5)}  # a (B, C) layer: no spatial structure
+
+
+def test_l1_and_l2_work_on_any_shape():
+    assert L1("fc")(VECTOR).item() == 10.0
+
+
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: total_variation("fc")(VECTOR), ValueError, "layer"),
+])
+def test_total_variation_refuses_bad_arguments(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
+
+
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: blur_input_each_step("fc")(VECTOR), ValueError, "layer"),
+])
+def test_blur_input_each_step_refuses_bad_arguments(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
+
+
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: L1("fc", batch=2)(VECTOR), IndexError, "batch"),
+])
+def test_l1_refuses_bad_arguments(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
 
 
 # --- renders -----------------------------------------------------------------------------

@@ -298,30 +298,40 @@ def test_options_change_the_network(activation):
 
 # --- errors ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"w": 0}, "width"), ({"w": 8, "h": -1}, "height"), ({"w": 2.5}, "width"),
-    ({"w": True}, "width"), ({"w": 8, "batch": 0}, "batch"), ({"w": 8, "num_layers": 0},
-                                                              "num_layers"),
-    ({"w": 8, "hidden_channels": 0}, "hidden_channels"),
-    ({"w": 8, "activation": "relu"}, r"composite.*composite_unbiased"),
-    ({"w": 8, "coordinate_range": 0}, "coordinate_range"),
-    ({"w": 8, "lr_scale": -1}, "lr_scale"),
-    ({"w": 8, "lr_scale": float("inf")}, "lr_scale must be a finite number > 0"),
-    ({"w": 8, "coordinate_range": float("inf")}, "coordinate_range must be a finite number"),
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: cppn(0), ValueError, "width"), (lambda: cppn(8, -1), ValueError, "height"),
+    (lambda: cppn(2.5), TypeError, "width"), (lambda: cppn(True), TypeError, "width"),
+    (lambda: cppn(8, batch=0), ValueError, "batch"),
+    (lambda: cppn(8, num_layers=0), ValueError, "num_layers"),
+    (lambda: cppn(8, hidden_channels=0), ValueError, "hidden_channels"),
+    (lambda: cppn(8, activation="relu"), ValueError, "activation"),
+    (lambda: cppn(8, coordinate_range=0), ValueError, "coordinate_range"),
+    (lambda: cppn(8, coordinate_range=float("inf")), ValueError, "coordinate_range"),
+    (lambda: cppn(8, lr_scale=-1), ValueError, "lr_scale"),
+    (lambda: cppn(8, lr_scale=float("inf")), ValueError, "lr_scale"),
+    (lambda: cppn(8, radius="no"), TypeError, "radius"),
 ])
-def test_bad_arguments_are_clear_errors(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        cppn(**kwargs)
+def test_cppn_rejects_bad_arguments(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
 
 
-def test_radius_is_a_flag():
-    with pytest.raises(TypeError, match="radius must be True or False, got 'no'"):
-        cppn(8, radius="no")
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: cppn(8).render(0), ValueError, "width"),
+    (lambda: cppn(8).render(8, 0), ValueError, "height"),
+    (lambda: cppn(8).render("8"), TypeError, "width"),
+])
+def test_render_rejects_bad_sizes(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
 
 
-def test_bad_render_sizes_are_clear_errors():
-    image = cppn(8)
-    with pytest.raises(ValueError, match="width"):
-        image.render(0)
-    with pytest.raises(ValueError, match="height"):
-        image.render(8, 0)
+def test_a_bad_activation_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"composite.*composite_unbiased"):
+        cppn(8, activation="relu")
+
+
+def test_sizes_may_be_whole_floats():
+    image = cppn(8.0, 4.0)
+    assert image.size == (4, 8) and image.render(16.0).shape == (1, 3, 8, 16)
+    assert image.render(16, 8.0).shape == (1, 3, 8, 16)

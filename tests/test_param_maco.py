@@ -406,48 +406,83 @@ def test_render_maco_is_repeatable_with_a_seed():
     assert np.array_equal(a.extra["importance"], b.extra["importance"])
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda: maco(0, 8), "width must be a positive integer"),
-    (lambda: maco(8, 0), "height must be a positive integer"),
-    (lambda: maco(8, batch=0), "batch must be a positive integer"),
-    (lambda: maco(1), "flat"),
-    (lambda: maco(8, magnitude=torch.ones(3, 8, 5), alpha=1.0), "not both"),
-    (lambda: maco(8, magnitude=torch.ones(2, 8, 5)), r"\(3, h, w // 2 \+ 1\)"),
-    (lambda: maco(8, magnitude=-torch.ones(3, 8, 5)), "non-negative"),
-    (lambda: maco(8, magnitude=torch.full((3, 8, 5), float("nan"))), "finite"),
-    (lambda: natural_magnitude(8, alpha=(1.0, 2.0)), "one per colour"),
-    (lambda: magnitude_from_images(torch.rand(2, 1, 8, 8), 8), r"\(3, H, W\)"),
-    (lambda: magnitude_from_images(torch.rand(8, 8), 8), r"\(N, 3, H, W\)"),
-    (lambda: magnitude_from_images([], 8), "at least one"),
-    (lambda: magnitude_from_images(torch.rand(1, 3, 8, 8), (8, 0)), "width"),
-    (lambda: RandomCrops(0), "n_crops"),
-    (lambda: RandomCrops(2, scale=(0.0, 0.5)), "0 < min <= max <= 1"),
-    (lambda: RandomCrops(2, scale=(0.8, 0.5)), "0 < min <= max <= 1"),
-    (lambda: RandomCrops(2, scale=(0.5, 1.5)), "0 < min <= max <= 1"),
-    (lambda: RandomCrops(2, scale=0.5), r"\(min, max\) pair"),
-    (lambda: RandomCrops(2, noise=-0.1), "non-negative"),
-    (lambda: RandomCrops(2, size=(8,)), r"\(height, width\)"),
-    (lambda: crop_resize(torch.rand(2, 3, 8, 8), torch.zeros(3, 4), (4, 4)), "B = 2"),
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: maco(0, 8), ValueError, "width"),
+    (lambda: maco(8, 0), ValueError, "height"),
+    (lambda: maco(8, batch=0), ValueError, "batch"),
+    (lambda: maco(1), ValueError, "magnitude"),                  # a 1x1 image would be flat
+    (lambda: maco(8, magnitude=torch.ones(3, 8, 5), alpha=1.0), ValueError, "alpha"),
+    (lambda: maco(8, magnitude=torch.ones(2, 8, 5)), ValueError, "magnitude"),
+    (lambda: maco(8, magnitude=-torch.ones(3, 8, 5)), ValueError, "magnitude"),
+    (lambda: maco(8, magnitude=torch.full((3, 8, 5), float("nan"))), ValueError, "magnitude"),
 ])
-def test_errors(make, match):
-    with pytest.raises(ValueError, match=match):
-        make()
+def test_maco_rejects_bad_arguments(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
 
 
-def test_crop_options_with_transforms_are_an_error_not_ignored():
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: natural_magnitude(8, alpha=(1.0, 2.0)), ValueError, "alpha"),
+    (lambda: natural_magnitude(8, alpha=float("nan")), ValueError, "alpha"),
+    (lambda: natural_magnitude(0), ValueError, "width"),
+])
+def test_natural_magnitude_rejects_bad_arguments(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
+
+
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: magnitude_from_images(torch.rand(2, 1, 8, 8), 8), ValueError, r"images\[0\]"),
+    (lambda: magnitude_from_images(torch.rand(8, 8), 8), ValueError, "images"),
+    (lambda: magnitude_from_images([], 8), ValueError, "images"),
+    (lambda: magnitude_from_images(torch.rand(1, 3, 8, 8), (8, 0)), ValueError, "width"),
+])
+def test_magnitude_from_images_rejects_bad_arguments(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
+
+
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: RandomCrops(0), ValueError, "n_crops"),
+    (lambda: RandomCrops(2, scale=(0.0, 0.5)), ValueError, "scale"),
+    (lambda: RandomCrops(2, scale=(0.8, 0.5)), ValueError, "scale"),
+    (lambda: RandomCrops(2, scale=(0.5, 1.5)), ValueError, "scale"),
+    (lambda: RandomCrops(2, scale=0.5), ValueError, "scale"),
+    (lambda: RandomCrops(2, noise=-0.1), ValueError, "noise"),
+    (lambda: RandomCrops(2, size=(8,)), ValueError, "size"),
+    (lambda: crop_resize(torch.rand(2, 3, 8, 8), torch.zeros(3, 4), (4, 4)), ValueError,
+     "boxes"),
+])
+def test_random_crops_reject_bad_arguments(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
+
+
+@pytest.mark.parametrize("call, error, name", [
+    # crop options with transforms= are an error, not ignored
+    (lambda render, net: render(net, "0:1", w=16, steps=1, n_crops=2, noise=0.1, transforms=[],
+                                progress=False), ValueError, "n_crops"),
+    # steps and thresholds together are an error, not one ignored
+    (lambda render, net: render(net, "0:1", w=16, steps=4, thresholds=(2,), transforms=[],
+                                progress=False), ValueError, "thresholds"),
+    (lambda render, net: render(net, "0:1", w=16, steps=0, transforms=[], progress=False),
+     ValueError, "steps"),
+])
+def test_render_maco_rejects_bad_input(call, error, name):
+    from lucent_core.recipes.maco import render_maco
+    with pytest.raises(error, match=name):
+        call(render_maco, nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()))
+
+
+def test_render_maco_takes_transforms_without_crop_options():
     from lucent_core.recipes.maco import render_maco
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
-    with pytest.raises(ValueError, match=r"n_crops, noise shape\(s\) maco_transforms"):
-        render_maco(net, "0:1", w=16, steps=1, n_crops=2, noise=0.1, transforms=[],
-                    progress=False)
     result = render_maco(net, "0:1", w=16, steps=1, transforms=[], progress=False)
     assert result.image.shape == (1, 16, 16, 3)
 
 
-def test_steps_and_thresholds_together_are_an_error_not_one_ignored():
+def test_render_maco_takes_thresholds():
     from lucent_core.recipes.maco import render_maco
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
-    with pytest.raises(ValueError, match="either steps= or thresholds="):
-        render_maco(net, "0:1", w=16, steps=4, thresholds=(2,), transforms=[], progress=False)
     result = render_maco(net, "0:1", w=16, thresholds=(1, 2), transforms=[], progress=False)
     assert result.thresholds == [1, 2]

@@ -30,17 +30,23 @@ def test_every_registered_parameterisation_follows_the_protocol(name):
     assert all(p.shape[0] == 2 for p in made.parameters())  # an atlas seeds each image alone
 
 
-def test_names_are_checked_where_they_enter():
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: param.make_param("fourrier", 8), ValueError, "param"),
+    (lambda: atlas.AtlasSettings(model="m", weights_sha256="ab", param="fourrier"), ValueError,
+     "param"),
+    (lambda: param.register_param("fourier", lambda w, h=None, batch=1, decorrelate=True: None),
+     ValueError, "name"),
+    (lambda: Series("conv", "neuronn"), ValueError, "kind"),
+    (lambda: register_unit_kind(UNIT_KINDS["channel"]), ValueError, "kind"),
+])
+def test_names_are_checked_where_they_enter(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
+
+
+def test_an_unknown_name_lists_the_known_ones():
     with pytest.raises(ValueError, match="fourrier.*choose one of.*'fourier'"):
         param.make_param("fourrier", 8)
-    with pytest.raises(ValueError, match="param"):
-        atlas.AtlasSettings(model="m", weights_sha256="ab", param="fourrier")
-    with pytest.raises(ValueError, match="already registered"):
-        param.register_param("fourier", lambda w, h=None, batch=1, decorrelate=True: None)
-    with pytest.raises(ValueError, match="kind.*'neuronn'.*choose one of"):
-        Series("conv", "neuronn")
-    with pytest.raises(ValueError, match="already registered"):
-        register_unit_kind(UNIT_KINDS["channel"])
 
 
 class _Flat(nn.Module):

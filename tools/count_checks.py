@@ -1,9 +1,12 @@
 """How much of the package's code checks arguments: the share CONTRIBUTING.md keeps under 10%.
 
 Code lines: the non-blank lines of ``lucent_core/**/*.py`` that are neither comments nor
-docstrings. Check lines: every line of an ``if`` statement whose body only raises (its test and
-its ``raise``), of a ``raise`` of ``TypeError``/``ValueError``/``IndexError`` elsewhere, of a
-call to a helper of ``lucent_core._validate``, and the whole of ``_validate.py``.
+docstrings. Check lines: every line of an ``if`` statement whose body only raises
+``TypeError``, ``ValueError`` or ``IndexError`` (the errors of bad arguments; its test and its
+``raise``), of such a ``raise`` elsewhere, of a call to a helper of ``lucent_core.validate``
+(also as ``validate.name(...)``), and the whole of ``validate.py``. Errors of the machine or
+of the run (``FloatingPointError``, ``RuntimeError``, ``OSError``s, ``AtlasError``,
+``WeightsError``) are not argument checks and are not counted.
 
     python tools/count_checks.py            # the share, and the ten files with most checks
 """
@@ -39,8 +42,18 @@ def _raises_argument_error(node: ast.Raise) -> bool:
     return isinstance(target, ast.Name) and target.id in ARGUMENT_ERRORS
 
 
+def _helper_name(func: ast.AST) -> str | None:
+    """``name`` for a call of ``name(...)`` or ``validate.name(...)``."""
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) \
+            and func.value.id == "validate":
+        return func.attr
+    return None
+
+
 def _validate_helpers() -> set[str]:
-    tree = ast.parse((PACKAGE / "_validate.py").read_text())
+    tree = ast.parse((PACKAGE / "validate.py").read_text())
     return {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
 
 
@@ -51,17 +64,17 @@ def count(path: Path, helpers: set[str]) -> tuple[int, int]:
     skip = _docstring_lines(tree)
     code = {i for i, line in enumerate(text.splitlines(), 1)
             if line.strip() and not line.strip().startswith("#") and i not in skip}
-    if path.name == "_validate.py":
+    if path.name == "validate.py":
         return len(code), len(code)
     checks: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.If) and node.body and all(isinstance(s, ast.Raise)
-                                                         for s in node.body) and not node.orelse:
+        if isinstance(node, ast.If) and node.body and not node.orelse and all(
+                isinstance(s, ast.Raise) and s.exc is not None and _raises_argument_error(s)
+                for s in node.body):
             checks |= _span(node)
         elif isinstance(node, ast.Raise) and node.exc is not None and _raises_argument_error(node):
             checks |= _span(node)
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
-                and node.func.id in helpers:
+        elif isinstance(node, ast.Call) and _helper_name(node.func) in helpers:
             checks |= _span(node)
     return len(code), len(checks & code)
 

@@ -168,11 +168,9 @@ def _write(path: Path, text: str) -> None:
 def _link_path(value: Any, what: str) -> str:
     """Validate a root-relative path that pages link to (it may point outside the atlas)."""
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{what} must be a non-empty path relative to the atlas directory "
-                         f"using '/', got {value!r}")
+        raise ValueError(f"{what} must be a non-empty relative path using '/', got {value!r}")
     if value.startswith(("/", "\\")) or re.match(r"[A-Za-z]:[/\\]", value):
-        raise ValueError(f"{what} must be relative to the atlas directory so the gallery "
-                         f"still works when moved, got {value!r}")
+        raise ValueError(f"{what} must be relative to the atlas directory, got {value!r}")
     return value
 
 
@@ -181,8 +179,8 @@ def _dir_path(value: Any, what: str) -> str:
     path = _link_path(value, what)
     parts = path.split("/")
     if any(part in ("", ".", "..") for part in parts):
-        raise ValueError(f"{what} must be a plain relative directory inside the atlas "
-                         f"(no '', '.' or '..' parts), got {value!r}")
+        raise ValueError(f"{what} must be a directory inside the atlas (no '', '.' or '..' "
+                         f"parts), got {value!r}")
     return path
 
 
@@ -209,16 +207,14 @@ def _check_manifest(manifest: Any) -> tuple[dict, list[dict]]:
         if not isinstance(series, dict):
             raise ValueError(f"series[{i}] must be a dict, got {type(series).__name__}")
         if "dir" not in series:
-            raise ValueError(f"series[{i}] ({series.get('name', '?')!r}) has no 'dir'; every "
-                             f"series needs the directory its pages go to")
+            raise ValueError(f"series[{i}] ({series.get('name', '?')!r}) has no 'dir'")
         directory = _dir_path(series["dir"], f"series[{i}]['dir']")
         if directory.split("/")[0] in ("gallery.css", "gallery.js", "index.html",
                                        "manifest.json"):
-            raise ValueError(f"series[{i}]['dir'] {directory!r} clashes with the gallery's "
-                             f"own files")
+            raise ValueError(f"series[{i}]['dir'] {directory!r} clashes with the gallery's files")
         if directory in seen_dirs:
             raise ValueError(f"series {seen_dirs[directory]!r} and series[{i}] share the "
-                             f"directory {directory!r}; each series needs its own 'dir'")
+                             f"directory {directory!r}")
         name = str(series.get("name", directory))
         seen_dirs[directory] = name
         units = series.get("units") or []
@@ -235,8 +231,7 @@ def _check_manifest(manifest: Any) -> tuple[dict, list[dict]]:
             stem = PurePosixPath(image).stem
             if not stem or stem in stems:
                 raise ValueError(f"series {name!r}: units {stems.get(stem)!r} and "
-                                 f"{record['unit']!r} have images with the same file name "
-                                 f"stem {stem!r}; unit pages are named after it")
+                                 f"{record['unit']!r} have images with the same file name stem")
             stems[stem] = record["unit"]
             for k, example in enumerate(_examples(record)):
                 _link_path(example.get("image"), f"series {name!r}, unit {record['unit']!r} "
@@ -263,8 +258,7 @@ def _examples(record: dict) -> list[dict]:
     if examples is None:
         return []
     if not isinstance(examples, list) or not all(isinstance(x, dict) for x in examples):
-        raise ValueError(f"unit {record['unit']!r}: 'examples' must be a list of dicts with "
-                         f"'image', 'activation' and 'source'")
+        raise ValueError(f"unit {record['unit']!r}: 'examples' must be a list of dicts")
     return examples
 
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Sequence
 
 
-from lucent_core._validate import finite_real, flag, positive_int, random_seed
+from lucent_core.validate import choice, flag, integer, real, seed
 from lucent_core.param import param_names
 from lucent_core.units import Series
 
@@ -75,23 +75,19 @@ class AtlasSettings:
     weights_seed: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("steps", "size"):
-            object.__setattr__(self, name, positive_int(name, getattr(self, name)))
-        object.__setattr__(self, "seed", random_seed("seed", self.seed))
+        checked = {"steps": integer("steps", self.steps, minimum=1),
+                   "size": integer("size", self.size, minimum=1),
+                   "seed": seed("seed", self.seed),
+                   "decorrelate": flag("decorrelate", self.decorrelate),
+                   "redirected_relu": flag("redirected_relu", self.redirected_relu),
+                   "param": choice("param", self.param, param_names()),
+                   "transforms": choice("transforms", self.transforms, TRANSFORMS),
+                   "precision": choice("precision", self.precision, PRECISIONS),
+                   "lr": real("lr", self.lr, positive=True)}
         if self.weights_seed is not None:
-            object.__setattr__(self, "weights_seed",
-                               random_seed("weights_seed", self.weights_seed))
-        for name in ("decorrelate", "redirected_relu"):
-            object.__setattr__(self, name, flag(name, getattr(self, name)))
-        if self.param not in param_names():
-            raise ValueError(f"unknown param {self.param!r}; choose one of {param_names()}")
-        if self.transforms not in TRANSFORMS:
-            raise ValueError(f"unknown transforms {self.transforms!r}; choose one of "
-                             f"{TRANSFORMS}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; choose one of "
-                             f"{PRECISIONS}")
-        object.__setattr__(self, "lr", finite_real("lr", self.lr, positive=True))
+            checked["weights_seed"] = seed("weights_seed", self.weights_seed)
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
 
     def as_dict(self) -> dict:
         """All settings as a JSON-ready dict."""
@@ -153,8 +149,7 @@ def plan_batches(work: Sequence[tuple[Series, Sequence[int]]], batch: int, worke
         >>> [b.units for b in plan_batches(work, 4, worker=1, workers=2)]
         [(4, 5, 6, 7)]
     """
-    if batch < 1:
-        raise ValueError(f"batch must be a positive integer, got {batch}")
+    batch = integer("batch", batch, minimum=1)
     if not 0 <= worker < workers:
         raise ValueError(f"worker {worker} is not in 0..{workers - 1}")
     batches = [Batch(series, tuple(units[i:i + batch]))

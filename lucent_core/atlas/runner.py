@@ -148,8 +148,7 @@ def _seeded_param(factory: Callable[[int], nn.Module], seeds: Sequence[int]) -> 
                 q = single[name]
                 if p.shape[0] != len(seeds) or q.shape != (1, *p.shape[1:]):
                     raise ValueError(f"parameter {name} of shape {tuple(p.shape)} has no batch "
-                                     "dimension first: this parameterisation cannot be seeded "
-                                     "per unit")
+                                     "dimension first: it cannot be seeded per unit")
                 p[i].copy_(q[0])
     return batch
 
@@ -371,14 +370,10 @@ def _select_for_each(units: "str | Sequence[int] | None", counts: Sequence[int]
 
 
 def _shard(shard: "tuple[int, int] | str") -> tuple[int, int]:
-    if isinstance(shard, str):
-        try:
-            index, count = (int(p) for p in shard.split("/"))
-        except ValueError:
-            raise ValueError(f"shard {shard!r}: write it as i/n, e.g. 0/4 (shards 0..n-1)") \
-                from None
-    else:
-        index, count = shard
+    try:
+        index, count = (int(p) for p in shard.split("/")) if isinstance(shard, str) else shard
+    except ValueError:
+        raise ValueError(f"shard {shard!r}: write it as i/n, e.g. 0/4 (shards 0..n-1)") from None
     if count < 1 or not 0 <= index < count:
         raise ValueError(f"shard {index}/{count}: the index must be in 0..{count - 1}")
     return index, count
@@ -450,8 +445,7 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
         raise ValueError(f"unknown atlas setting(s) {unknown}; valid settings: {valid}")
     atlas_settings = AtlasSettings(weights_sha256=state_dict_sha256(model), **settings)
     if atlas_settings.param == "cppn" and not atlas_settings.decorrelate:
-        raise ValueError("decorrelate=False applies to the fourier and pixel parameterisations; "
-                         "a CPPN draws its colours directly")
+        raise ValueError("decorrelate=False applies to fourier and pixel images, not to a cppn")
     preprocess = preprocessing_of(model, preprocess)
     shard_index, shard_count = _shard(shard)
     rank, world = _distributed()

@@ -12,7 +12,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from lucent_core._validate import flag, random_seed
+from lucent_core import validate
+from lucent_core.validate import flag
 from lucent_core.preprocessing import Preprocessing
 from lucent_core.relu import use_redirected_relus
 from lucent_core.models.weights import WeightsError, WeightsSource, load_weights
@@ -107,23 +108,22 @@ def _imported_config(name: str) -> ModelConfig:
     try:
         factory = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:
-        raise ValueError(f"cannot import model {name!r} ({error}); write it as "
-                         "'package.module:function', importable from the current "
-                         "directory or PYTHONPATH") from None
+        raise ValueError(f"cannot import model {name!r} ({error}); write it as 'package.module:"
+                         "function', importable from the current directory or PYTHONPATH") from None
     try:
         inspect.signature(factory, follow_wrapped=False).bind()
     except TypeError as error:  # not callable, or it needs arguments
-        raise ValueError(f"{name} cannot be called without arguments ({error}); it must be a "
-                         "function of no arguments returning an nn.Module or a "
-                         "ModelConfig") from None
+        raise ValueError(f"model {name!r} cannot be called without arguments ({error}); give "
+                         "a function of no arguments returning an nn.Module or a ModelConfig") \
+            from None
     except ValueError:  # a builtin without a signature: call it and see
         pass
     made = factory()
     if isinstance(made, ModelConfig):
         return made
     if not isinstance(made, nn.Module):
-        raise ValueError(f"{name} returned {type(made).__name__}; it must return an nn.Module "
-                         "or a ModelConfig")
+        raise ValueError(f"model {name!r} returned {type(made).__name__}, not an nn.Module or "
+                         "a ModelConfig")
     return ModelConfig(name=name, description=f"{type(made).__name__} from {module_name}",
                        build=lambda: made, load_pretrained=lambda: made,
                        preprocessing=getattr(made, "preprocessing", None) or Preprocessing())
@@ -150,10 +150,8 @@ def get_config(name: str) -> ModelConfig:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown model {name!r}.{hint} Registered models: "
-                         f"{', '.join(list_models())}; any torchvision classifier works as "
-                         f"'torchvision:<name>', e.g. 'torchvision:resnet50', and your own as "
-                         f"'package.module:function'.")
+        raise ValueError(f"unknown model {name!r}.{hint} Registered: {', '.join(list_models())}, "
+                         "'torchvision:<name>' and your own 'package.module:function'")
     return _REGISTRY[name]()
 
 
@@ -198,7 +196,7 @@ def create_model(name: str, pretrained: bool = True, weights: str | os.PathLike 
     random_weights = not flag("pretrained", pretrained) and weights is None
     if seed is not None and not random_weights:
         raise ValueError("seed= chooses random weights: give it with pretrained=False only")
-    seed = (RANDOM_WEIGHTS_SEED if seed is None else random_seed("seed", seed)) \
+    seed = (RANDOM_WEIGHTS_SEED if seed is None else validate.seed("seed", seed)) \
         if random_weights else None
     with torch.random.fork_rng(devices=[]):
         if seed is not None:  # also for "package.module:function", which builds in get_config
@@ -209,8 +207,7 @@ def create_model(name: str, pretrained: bool = True, weights: str | os.PathLike 
         model = config.load_pretrained() if loads_itself else config.build()
     if not loads_itself and not random_weights:
         if config.weights is None:
-            raise ValueError(f"model {name!r} has no trained weights file; use "
-                             "pretrained=False (command line: --random-weights)")
+            raise ValueError(f"model {name!r} has no trained weights file; use pretrained=False")
         _load_state(model, load_weights(config.weights, weights), name, weights)
     use_redirected_relus(model)  # torchvision's and open_clip's nn.ReLUs, for renders
     model.eval()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from lucent_core._validate import finite_real, positive_int
+from lucent_core.validate import integer, real
 from lucent_core.objectives.catalogue import check_unit, check_arguments, check_several_images
 from lucent_core.objectives.core import Activations, Objective, wrap_objective
 
@@ -84,8 +84,8 @@ def alignment(layer: str, decay_ratio: float = 2.0, max_distance: int = 4) -> Ob
         -3.0
     """
     check_arguments(layer)
-    decay_ratio = finite_real("decay_ratio", decay_ratio, positive=True)
-    max_distance = positive_int("max_distance", max_distance)
+    decay_ratio = real("decay_ratio", decay_ratio, positive=True)
+    max_distance = integer("max_distance", max_distance, minimum=1)
 
     def inner(acts: Activations) -> torch.Tensor:
         t = acts[layer]

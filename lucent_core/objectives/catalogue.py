@@ -9,14 +9,13 @@ image ``i`` of the batch, so one render can optimise a different target in every
 
 from __future__ import annotations
 
-import operator
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from lucent_core._device import DeviceCopies
-from lucent_core._validate import finite_real, is_index
+from lucent_core.validate import index, real
 from lucent_core.hooks import OUTPUT_LAYER
 from lucent_core.objectives.core import Activations, Objective, layer_output, wrap_objective
 
@@ -29,40 +28,29 @@ def check_arguments(layer: object, **indices: object) -> tuple:
     ``batch`` may be None), ``cossim_pow`` a finite number >= 0. Returns the values in the
     order given, as plain ``int`` (and ``float``), whatever integer type they came as."""
     if not isinstance(layer, str):
-        raise TypeError(f"a layer is given by name (a string such as 'mixed4a'), got {layer!r}")
-    checked = []
-    for name, value in indices.items():
-        if name == "cossim_pow":
-            value = finite_real(name, value, minimum=0)
-        elif not (value is None and name in ("x", "y", "batch")):
-            if not is_index(value):
-                raise TypeError(f"{name} must be an integer index, got {value!r}")
-            value = operator.index(value)
-        checked.append(value)
-    return tuple(checked)
+        raise TypeError(f"layer must be a layer name such as 'mixed4a', got {layer!r}")
+    return tuple(real(name, value, minimum=0) if name == "cossim_pow"
+                 else value if value is None and name in ("x", "y", "batch")
+                 else index(name, value) for name, value in indices.items())
 
 
 def check_several_images(t: torch.Tensor, what: str) -> None:
     """An objective that compares the images of a batch needs at least two of them."""
     if t.shape[0] < 2:
-        raise ValueError(f"{what} compares the images of a batch and needs at least 2 images, "
-                         "but the render has 1; render a batch, e.g. "
-                         "param_f=lambda: param.image(128, batch=4)")
+        raise ValueError(f"{what} needs 2 or more images, got 1: e.g. param.image(128, batch=4)")
 
 
 def check_unit(t: torch.Tensor, layer: str, unit: int) -> None:
     if t.dim() < 2:
-        raise ValueError(f"layer {layer!r} has activations of shape {tuple(t.shape)}; "
-                         "expected (B, C, ...)")
+        raise ValueError(f"layer {layer!r} gives shape {tuple(t.shape)}, not (B, C, ...)")
     if not 0 <= unit < t.shape[1]:
         raise IndexError(f"channel {unit} is out of range for layer {layer!r}, which has "
-                         f"{t.shape[1]} channels (valid: 0..{t.shape[1] - 1})")
+                         f"{t.shape[1]} channels (valid units: 0..{t.shape[1] - 1})")
 
 
 def _position(t: torch.Tensor, layer: str, x: int | None, y: int | None) -> tuple[int, int]:
     if t.dim() != 4:
-        raise ValueError(f"a spatial position needs a (B, C, H, W) layer; {layer!r} has shape "
-                         f"{tuple(t.shape)}")
+        raise ValueError(f"x, y need a spatial (B, C, H, W) layer; {layer!r} has {tuple(t.shape)}")
     height, width = t.shape[-2:]
     x = width // 2 if x is None else x
     y = height // 2 if y is None else y
@@ -75,10 +63,9 @@ def _position(t: torch.Tensor, layer: str, x: int | None, y: int | None) -> tupl
 def _as_vector(vector: "torch.Tensor | np.ndarray | Sequence[float]") -> torch.Tensor:
     v = torch.as_tensor(np.asarray(vector) if not isinstance(vector, torch.Tensor) else vector)
     if v.dim() != 1:
-        raise ValueError(f"a direction must be a 1-D vector with one value per channel; got "
-                         f"shape {tuple(v.shape)}")
+        raise ValueError(f"vector must be 1-D, one value per channel; got shape {tuple(v.shape)}")
     if not torch.isfinite(v).all():
-        raise ValueError("the direction has NaN or infinite values")
+        raise ValueError("vector must hold finite numbers, got NaN or infinite values")
     return v.float()
 
 
@@ -89,8 +76,8 @@ def dot_cossim(t: torch.Tensor, vector: DeviceCopies, layer: str, cossim_pow: fl
     As in Lucid: ``dot * max(0.1, cos)^cossim_pow`` (``cossim_pow=0`` is the plain dot).
     """
     if t.shape[1] != vector.tensor.shape[0]:
-        raise ValueError(f"direction has {vector.tensor.shape[0]} values but layer {layer!r} "
-                         f"has {t.shape[1]} channels")
+        raise ValueError(f"vector has {len(vector.tensor)} values but layer {layer!r} has "
+                         f"{t.shape[1]} channels")
     v = vector.like(t).reshape(1, -1, *([1] * (t.dim() - 2)))
     dot = (t * v).sum(1)
     if cossim_pow == 0:
@@ -157,18 +144,16 @@ def batch_channels(layer: str, units: Sequence[int]) -> Objective:
         5.0
     """
     if isinstance(units, (str, bytes)) or not hasattr(units, "__iter__"):
-        raise TypeError(f"units must be a sequence of channel indices, one per image, got "
-                        f"{units!r}")
+        raise TypeError(f"units must be a list of channel indices, one per image, got {units!r}")
     units = list(check_arguments(layer, **{f"units[{i}]": u for i, u in enumerate(units)}))
     if not units:
-        raise ValueError("batch_channels needs at least one unit")
+        raise ValueError("units must hold at least one channel index, got none")
     index = DeviceCopies(torch.tensor(units))
 
     def inner(acts: Activations) -> torch.Tensor:
         t = acts[layer]
         if t.shape[0] != len(units):
-            raise ValueError(f"batch_channels got {len(units)} units but the batch has "
-                             f"{t.shape[0]} images; make them equal")
+            raise ValueError(f"units must be one per image: {len(units)} for {t.shape[0]} images")
         for unit in (min(units), max(units)):
             check_unit(t, layer, unit)
         picked = t[torch.arange(len(units), device=t.device), index.on(t.device)]
@@ -315,7 +300,5 @@ def as_objective(objective: "Objective | str") -> Objective:
         layer, sep, unit = objective.rpartition(":")
         if sep and layer and unit.strip().lstrip("-").isdigit():
             return channel(layer, int(unit))
-        raise ValueError(f"cannot read objective {objective!r}: the shorthand is 'layer:unit', "
-                         "e.g. 'mixed4a:476' (channel 476 of mixed4a) or 'labels:208'")
-    raise TypeError("expected an Objective or a 'layer:unit' string, "
-                    f"got {type(objective).__name__}")
+        raise ValueError(f"objective must be 'layer:unit', e.g. 'mixed4a:476', got {objective!r}")
+    raise TypeError(f"objective must be an Objective or a 'layer:unit' string, got {objective!r}")

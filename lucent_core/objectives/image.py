@@ -26,8 +26,7 @@ __all__ = ["L1", "L2", "blur", "blur_input_each_step", "total_variation"]
 
 def _spatial(t: torch.Tensor, layer: str, what: str) -> torch.Tensor:
     if t.dim() != 4:
-        raise ValueError(f"{what} needs a (B, C, H, W) layer; {layer!r} has shape "
-                         f"{tuple(t.shape)}")
+        raise ValueError(f"{what} needs a (B, C, H, W) layer; {layer!r} has {tuple(t.shape)}")
     return t
 
 
@@ -117,7 +116,7 @@ def blur(x: torch.Tensor) -> torch.Tensor:
         0.2
     """
     if x.dim() != 4:
-        raise ValueError(f"blur needs a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
+        raise ValueError(f"x must be a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
     channels = x.shape[1]
     kernel = torch.full((3, 3), 0.5, dtype=x.dtype, device=x.device)
     kernel[1, 1] = 1.0

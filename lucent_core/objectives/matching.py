@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from lucent_core._device import DeviceCopies
-from lucent_core._validate import finite_real
+from lucent_core.validate import real
 from lucent_core.objectives.core import Activations, Objective, layer_output, wrap_objective
 
 __all__ = ["activation_distance", "activation_match"]
@@ -38,10 +38,9 @@ def _as_target(target: torch.Tensor | np.ndarray) -> torch.Tensor:
     goal = torch.as_tensor(np.asarray(target) if isinstance(target, np.ndarray) else target)
     goal = goal.detach().float()
     if goal.numel() == 0 or not torch.isfinite(goal).all():
-        raise ValueError("the target activation must be a non-empty tensor of finite values")
+        raise ValueError("target must be a non-empty tensor of finite values (no NaN or inf)")
     if goal.pow(2).sum() == 0:
-        raise ValueError("the target activation is all zeros: there is nothing to match "
-                         "(try another layer or image)")
+        raise ValueError("target is all zeros: there is nothing to match (try another layer)")
     return goal
 
 
@@ -79,17 +78,14 @@ def _paired(acts: Activations, layer: str, goal: _Target, batch: int | None
     if not goal.rows_checked and g.shape[0] > 1:  # once: the first step reads the device
         zero = (g.reshape(g.shape[0], -1).norm(dim=1) == 0).nonzero().flatten().tolist()
         if zero:
-            raise ValueError(f"the target activation of image(s) {zero} is all zeros: there "
-                             "is nothing to match for them (try another layer or image)")
+            raise ValueError(f"target of image(s) {zero} is all zeros: nothing to match there")
         goal.rows_checked = True
     if t.dim() > 2 and g.dim() == t.dim() and g.shape[1] == t.shape[1] and \
             all(have >= want for have, want in zip(t.shape[2:], g.shape[2:])):
         t = _centre_crop(t, tuple(g.shape[2:]))
     if g.dim() != t.dim() or g.shape[1:] != t.shape[1:] or g.shape[0] not in (1, t.shape[0]):
-        raise ValueError(
-            f"the target activation has shape {tuple(goal.tensor.shape)} but layer {layer!r} "
-            f"gives {shape} (batch first); render at the size of the image the target came "
-            "from, e.g. param.image(width, height)")
+        raise ValueError(f"target has shape {tuple(goal.tensor.shape)} but layer {layer!r} gives "
+                         f"{shape}; render at the target image's size: param.image(width, height)")
     return t.reshape(t.shape[0], -1), g.reshape(g.shape[0], -1)
 
 
@@ -136,7 +132,7 @@ def activation_match(layer: str, target: torch.Tensor | np.ndarray, cossim_pow: 
         2.0
     """
     goal = _Target(target)
-    cossim_pow = finite_real("cossim_pow", cossim_pow, minimum=0)
+    cossim_pow = real("cossim_pow", cossim_pow, minimum=0)
 
     def inner(acts: Activations) -> torch.Tensor:
         a, g = _paired(acts, layer, goal, batch)

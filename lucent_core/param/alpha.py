@@ -38,12 +38,13 @@ import torch
 from torch import nn
 
 from lucent_core._device import to_device
-from lucent_core._validate import finite_real, positive_ints
+from lucent_core.validate import choice, flag, integers, real
 from lucent_core.hooks import INPUT_LAYER
 from lucent_core.objectives import Objective, as_objective, wrap_objective
 from lucent_core.param.base import Parameterisation
 from lucent_core.param.color import ToRGB
-from lucent_core.param.spatial import FourierImage, PixelImage, fourier_scale, spectrum_to_image
+from lucent_core.param.images import image
+from lucent_core.param.spatial import fourier_scale, spectrum_to_image
 from lucent_core.transforms import Compose, RandomTransform, standard_transforms
 
 __all__ = ["BACKGROUNDS", "CompositeBackground", "RGBAImage", "alpha_penalty",
@@ -92,9 +93,9 @@ class RGBAImage(Parameterisation):
                 "decorrelate": self.to_rgb.decorrelate, "color_mode": self.to_rgb.mode}
 
 
-def _one_channel(spatial: nn.Module, name: str) -> nn.Module:
-    """Keep only the first channel of a 3-channel spatial parameterisation's parameter."""
-    full = getattr(spatial, name)
+def _one_channel(spatial: nn.Module) -> nn.Module:
+    """Keep only the first channel of a 3-channel spatial parameterisation's one parameter."""
+    ((name, full),) = spatial.named_parameters()
     setattr(spatial, name, nn.Parameter(full.detach()[:, :1].clone()))
     return spatial
 
@@ -124,23 +125,16 @@ def image_rgba(w: int, h: int | None = None, batch: int = 1, sd: float = 0.01, f
         >>> rgba.shape, round(rgba[:, 3].mean().item(), 2)
         (torch.Size([2, 4, 48, 64]), 0.5)
     """
-    h = w if h is None else h
-    if fft:
-        spatial: nn.Module = FourierImage(w, h, batch=batch, sd=sd, decay_power=decay_power)
-        alpha = _one_channel(FourierImage(w, h, batch=batch, sd=sd, decay_power=decay_power),
-                             "spectrum")
-    else:
-        if decay_power != 1.0:
-            raise ValueError("decay_power only applies to the Fourier parameterisation (fft=True)")
-        spatial = PixelImage(w, h, batch=batch, sd=sd)
-        alpha = _one_channel(PixelImage(w, h, batch=batch, sd=sd), "pixels")
-    return RGBAImage(spatial, ToRGB(decorrelate=decorrelate, mode=mode), alpha)
+    colour = image(w, h, batch=batch, sd=sd, fft=fft, decorrelate=decorrelate, mode=mode,
+                   decay_power=decay_power)
+    alpha = image(w, h, batch=batch, sd=sd, fft=fft, decay_power=decay_power).spatial
+    return RGBAImage(colour.spatial, colour.to_rgb, _one_channel(alpha))
 
 
-def _check_rgba(rgba: torch.Tensor, who: str) -> None:
+def _check_rgba(rgba: torch.Tensor, name: str) -> None:
     if rgba.dim() != 4 or rgba.shape[1] != 4:
-        raise ValueError(f"{who} needs RGBA images of shape (B, 4, H, W), got shape "
-                         f"{tuple(rgba.shape)}; make them with param.image_rgba(...)")
+        raise ValueError(f"{name} must be RGBA images (B, 4, H, W) as param.image_rgba makes, "
+                         f"got shape {tuple(rgba.shape)}")
 
 
 def composite(rgba: torch.Tensor, background: "torch.Tensor | float | tuple[float, ...]"
@@ -160,26 +154,20 @@ def composite(rgba: torch.Tensor, background: "torch.Tensor | float | tuple[floa
         >>> composite(rgba, (0.0, 0.0, 1.0)).flatten().tolist()           # over blue
         [0.25, 0.0, 0.75]
     """
-    _check_rgba(rgba, "composite")
+    _check_rgba(rgba, "rgba")
     if not isinstance(background, torch.Tensor):  # host values: checked without a device read
         levels = np.asarray(background, dtype=np.float64)
-        if not (np.isfinite(levels).all() and levels.min() >= 0 and levels.max() <= 1):
-            raise ValueError(f"a background grey level or colour must lie in [0, 1], got "
-                             f"{background!r}")
+        if not (np.isfinite(levels) & (levels >= 0) & (levels <= 1)).all():
+            raise ValueError(f"background must lie in [0, 1], got {background!r}")
     background = torch.as_tensor(background, dtype=rgba.dtype, device=rgba.device)
-    if background.dim() == 1:
-        if background.shape[0] != 3:
-            raise ValueError(f"a background colour needs 3 values (RGB), got "
-                             f"{background.shape[0]}")
-        background = background.view(1, 3, 1, 1)
-    elif background.dim() == 4 and (background.shape[1] != 3 or any(
-            background.shape[d] not in (1, rgba.shape[d]) for d in (0, 2, 3))):
-        raise ValueError(f"background images must be (1 or {rgba.shape[0]}, 3, 1 or "
-                         f"{rgba.shape[-2]}, 1 or {rgba.shape[-1]}) for these RGBA images, "
-                         f"got shape {tuple(background.shape)}")
-    elif background.dim() not in (0, 4):
-        raise ValueError(f"background must be a number, a colour (3,) or images "
-                         f"(B, 3, H, W); got shape {tuple(background.shape)}")
+    shape = tuple(background.shape)
+    if background.dim() == 1:  # a colour
+        background = background.view(1, -1, 1, 1)
+    if not (background.dim() == 0 or background.dim() == 4 and background.shape[1] == 3 and all(
+            background.shape[d] in (1, rgba.shape[d]) for d in (0, 2, 3))):
+        raise ValueError(f"background must be a number, an RGB colour (3,) or images (1 or "
+                         f"{rgba.shape[0]}, 3, 1 or {rgba.shape[2]}, 1 or {rgba.shape[3]}), got "
+                         f"shape {shape}")
     rgb, alpha = rgba[:, :3], rgba[:, 3:]
     return rgb * alpha + background * (1.0 - alpha)
 
@@ -205,10 +193,9 @@ def random_background(batch: int, width: int, height: int, kind: str = "fourier"
         >>> random_background(2, 12, 8, generator=g).shape
         torch.Size([2, 3, 8, 12])
     """
-    if kind not in BACKGROUNDS:
-        raise ValueError(f"unknown background {kind!r}; choose one of {BACKGROUNDS}")
-    positive_ints(batch=batch, height=height, width=width)
-    sd, decay_power = finite_real("sd", sd, minimum=0), finite_real("decay_power", decay_power)
+    kind = choice("kind", kind, BACKGROUNDS)
+    batch, height, width = integers(1, batch=batch, height=height, width=width)
+    sd, decay_power = real("sd", sd, minimum=0), real("decay_power", decay_power)
     work = torch.float64 if dtype == torch.float64 else torch.float32
     if kind == "color":
         return torch.rand(batch, 3, 1, 1, generator=generator, dtype=work).expand(
@@ -249,14 +236,12 @@ class CompositeBackground(RandomTransform):
     def __init__(self, kind: str = "fourier", sd: float = BACKGROUND_SD,
                  decay_power: float = BACKGROUND_DECAY_POWER, decorrelate: bool = True):
         super().__init__()
-        if kind not in BACKGROUNDS:
-            raise ValueError(f"unknown background {kind!r}; choose one of {BACKGROUNDS}")
-        self.kind, self.decorrelate = kind, decorrelate
-        self.sd = finite_real("sd", sd, minimum=0)
-        self.decay_power = finite_real("decay_power", decay_power)
+        self.kind = choice("kind", kind, BACKGROUNDS)
+        self.decorrelate = flag("decorrelate", decorrelate)
+        self.sd, self.decay_power = real("sd", sd, minimum=0), real("decay_power", decay_power)
 
     def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict:
-        _check_rgba(x, "CompositeBackground")
+        _check_rgba(x, "the input of CompositeBackground (first of the transforms)")
         batch, _, height, width = x.shape
         background = random_background(batch, width, height, self.kind, generator, self.sd,
                                        self.decay_power, self.decorrelate,
@@ -265,11 +250,10 @@ class CompositeBackground(RandomTransform):
         return {"background": background}
 
     def apply_transform(self, x: torch.Tensor, params: dict) -> torch.Tensor:
-        _check_rgba(x, "CompositeBackground")
         background = params["background"]
         if background.shape[0] != x.shape[0] or background.shape[-2:] != x.shape[-2:]:
-            raise ValueError(f"background of shape {tuple(background.shape)} does not fit "
-                             f"images of shape {tuple(x.shape)}")
+            raise ValueError(f"params['background'] {tuple(background.shape)} does not fit x "
+                             f"{tuple(x.shape)}")
         return composite(x, to_device(background, x.device, x.dtype))
 
     def extra_repr(self) -> str:
@@ -288,20 +272,13 @@ def alpha_transforms(kind: str = "fourier") -> Compose:
 
 
 def _alpha(acts: "dict[str, torch.Tensor]", batch: int | None) -> torch.Tensor:
-    if INPUT_LAYER not in acts:
-        raise KeyError(f"alpha objectives read the rendered image, the pseudo-layer "
-                       f"{INPUT_LAYER!r}, which is missing")
-    image = acts[INPUT_LAYER]
-    if image.dim() != 4 or image.shape[1] != 4:
-        raise ValueError(f"alpha objectives need an RGBA image (B, 4, H, W) but the rendered "
-                         f"image has shape {tuple(image.shape)}; use param_f=lambda: "
-                         "param.image_rgba(...)")
+    rgba = acts[INPUT_LAYER]
+    _check_rgba(rgba, f"the rendered image {INPUT_LAYER!r} of alpha objectives")
     if batch is None:
-        return image[:, 3]
-    if not -image.shape[0] <= batch < image.shape[0]:
-        raise IndexError(f"batch index {batch} is out of range: the render has a batch of "
-                         f"{image.shape[0]} image(s) (valid: 0..{image.shape[0] - 1})")
-    return image[batch, 3]
+        return rgba[:, 3]
+    if not -rgba.shape[0] <= batch < rgba.shape[0]:
+        raise IndexError(f"batch {batch} is out of range (valid: 0..{rgba.shape[0] - 1})")
+    return rgba[batch, 3]
 
 
 @wrap_objective

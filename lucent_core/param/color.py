@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lucent_core._validate import flag
+from lucent_core.validate import choice, flag
 
 # Square root of the ImageNet RGB colour covariance (from its SVD), as used by Lucid.
 COLOR_CORRELATION_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02],
@@ -49,17 +49,15 @@ class ToRGB(nn.Module):
 
     def __init__(self, decorrelate: bool = True, mode: str = "sigmoid"):
         super().__init__()
-        if mode not in VALID_RGB_MODES:
-            raise ValueError(f"unknown RGB mode {mode!r}; choose one of {VALID_RGB_MODES}")
         self.decorrelate = flag("decorrelate", decorrelate)
-        self.mode = mode
+        self.mode = choice("mode", mode, VALID_RGB_MODES)
         matrix = COLOR_CORRELATION_SVD_SQRT / COLOR_CORRELATION_SVD_SQRT.norm(dim=0).max()
         self.register_buffer("color_matrix", matrix, persistent=False)
         self.register_buffer("color_mean", COLOR_MEAN.clone(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != 3:
-            raise ValueError(f"ToRGB expects 3 channels, got shape {tuple(x.shape)}")
+            raise ValueError(f"x must be (B, 3, H, W), got shape {tuple(x.shape)}")
         if self.decorrelate:
             x = torch.einsum("ij,bjhw->bihw", self.color_matrix.to(x.dtype), x)
         if self.mode == "sigmoid":

@@ -31,7 +31,7 @@ import math
 import torch
 from torch import nn
 
-from lucent_core._validate import finite_real, flag, positive_ints
+from lucent_core.validate import choice, flag, integer, integers, real
 from lucent_core.param.base import Parameterisation
 from lucent_core.param.resample import only_pixels_interpolate
 
@@ -104,7 +104,7 @@ def cppn_coordinates(width: int, height: int, coordinate_range: float = math.sqr
         >>> cppn_coordinates(4, 2, coordinate_range=2.0)[0, 1, :, 0].tolist()  # y down a column
         [-0.5, 0.5]
     """
-    _check_size(width=width, height=height)
+    width, height = integers(1, width=width, height=height)
     dtype = torch.get_default_dtype() if dtype is None else dtype
     pixel = 2.0 * coordinate_range / max(width, height)
 
@@ -114,10 +114,6 @@ def cppn_coordinates(width: int, height: int, coordinate_range: float = math.sqr
     y, x = torch.meshgrid(centres(height), centres(width), indexing="ij")
     channels = [x, y] + ([torch.sqrt(x * x + y * y)] if radius else [])
     return torch.stack(channels).unsqueeze(0).to(dtype=dtype, device=device)
-
-
-def _check_size(**sizes: int) -> None:
-    positive_ints(**sizes)
 
 
 class _BatchedPointwise(nn.Module):
@@ -188,17 +184,15 @@ class CPPNImage(Parameterisation):
                  hidden_channels: int = 24, activation: str = "composite", radius: bool = False,
                  coordinate_range: float = math.sqrt(3.0), lr_scale: float = 0.1):
         super().__init__()
-        _check_size(width=width, height=height, batch=batch, num_layers=num_layers,
-                    hidden_channels=hidden_channels)
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose one of {ACTIVATIONS}")
-        coordinate_range = finite_real("coordinate_range", coordinate_range, positive=True)
-        lr_scale = finite_real("lr_scale", lr_scale, positive=True)
-        self.size = (height, width)
-        self.activation = activation
+        self.coordinate_range = real("coordinate_range", coordinate_range, positive=True)
         self.radius = flag("radius", radius)
-        self.coordinate_range = coordinate_range
-        in_channels = 3 if radius else 2
+        coordinates = cppn_coordinates(width, height, self.coordinate_range, self.radius)
+        self.size = tuple(coordinates.shape[-2:])  # the size as checked there
+        batch, num_layers, hidden_channels = integers(1, batch=batch, num_layers=num_layers,
+                                                      hidden_channels=hidden_channels)
+        self.activation = choice("activation", activation, ACTIVATIONS)
+        lr_scale = real("lr_scale", lr_scale, positive=True)
+        in_channels = 3 if self.radius else 2
         layers = []
         for _ in range(num_layers):
             layers.append(_BatchedPointwise(batch, in_channels, hidden_channels, lr_scale,
@@ -209,9 +203,7 @@ class CPPNImage(Parameterisation):
         self.output = _BatchedPointwise(batch, in_channels, 3, lr_scale,
                                         weight_std=OUTPUT_STD / math.sqrt(in_channels),
                                         bias_std=0.1)
-        self.register_buffer("coordinates",
-                             cppn_coordinates(width, height, self.coordinate_range, radius),
-                             persistent=False)
+        self.register_buffer("coordinates", coordinates, persistent=False)
 
     @property
     def batch(self) -> int:
@@ -247,11 +239,12 @@ class CPPNImage(Parameterisation):
             torch.Size([1, 3, 512, 1024])
         """
         if height is None:
-            _check_size(width=width)
+            width = integer("width", width, minimum=1)
             height = max(1, round(width * self.size[0] / self.size[1]))
         param = self.output.weight
         coordinates = cppn_coordinates(width, height, self.coordinate_range, self.radius,
                                        dtype=param.dtype, device=param.device)
+        height, width = coordinates.shape[-2:]  # as checked there
         rows = max(1, RENDER_CHUNK_PIXELS // (width * self.batch))
         chunks = [self._network(coordinates[:, :, top:top + rows])
                   for top in range(0, height, rows)]

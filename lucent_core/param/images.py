@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lucent_core._validate import flag
+from lucent_core.validate import flag
 from lucent_core.param.base import Parameterisation
 from lucent_core.param.color import ToRGB
 from lucent_core.param.spatial import FourierImage, PixelImage

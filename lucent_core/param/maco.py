@@ -33,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
@@ -42,7 +41,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lucent_core._device import to_device
-from lucent_core._validate import (positive_int, positive_ints, real_scalar, size_pair)
+from lucent_core.validate import (integer, integers, not_both, real, real_scalar, reals,
+                                   size_pair)
 from lucent_core.param.base import Parameterisation
 from lucent_core.param.color import ToRGB
 from lucent_core.param.resample import fourier_resample, only_pixels_interpolate
@@ -134,14 +134,10 @@ def natural_magnitude(w: int, h: int | None = None,
         >>> m.shape, m[0, 0, 0].item(), m[0, 0, 4].item()   # DC, then f = 1/2: 1 / 0.5
         (torch.Size([3, 8, 5]), 0.0, 2.0)
     """
-    h = w if h is None else h
-    positive_int("width", w)
-    positive_int("height", h)
-    single = real_scalar(alpha)
-    alphas = [single] * 3 if single is not None else [float(a) for a in alpha]
-    if len(alphas) != 3 or not all(math.isfinite(a) for a in alphas):
-        raise ValueError(f"alpha must be a finite float or three of them (one per colour "
-                         f"channel), got {alpha!r}")
+    w, h = integers(1, width=w, height=w if h is None else h)
+    alphas = reals("alpha", alpha if real_scalar(alpha) is None else [alpha] * 3)
+    if len(alphas) != 3:
+        raise ValueError(f"alpha must be one number or three (one per channel), got {alpha!r}")
     freqs = fourier_frequencies(h, w).clamp(min=1.0 / max(h, w))
     magnitude = torch.stack([freqs ** -a for a in alphas])
     magnitude[:, 0, 0] = 0.0
@@ -176,19 +172,18 @@ def magnitude_from_images(images: "torch.Tensor | Sequence[torch.Tensor]",
     if isinstance(images, torch.Tensor):
         batch = images[None] if images.dim() == 3 else images
         if batch.dim() != 4:
-            raise ValueError(f"images must be (N, 3, H, W) or (3, H, W), got shape "
-                             f"{tuple(images.shape)}")
+            raise ValueError(f"images must be (N, 3, H, W) or (3, H, W), got {tuple(images.shape)}")
         items: Sequence[torch.Tensor] = list(batch)
     else:
         items = list(images)
     if not items:
-        raise ValueError("magnitude_from_images needs at least one image")
+        raise ValueError("images is empty; give at least one image")
     matrix = ToRGB().color_matrix.double()
     total = torch.zeros(3, height, width // 2 + 1, dtype=torch.float64)
-    for item in items:
+    for i, item in enumerate(items):
         if not isinstance(item, torch.Tensor) or item.dim() != 3 or item.shape[0] != 3:
-            found = tuple(item.shape) if isinstance(item, torch.Tensor) else type(item).__name__
-            raise ValueError(f"each image must be a (3, H, W) RGB tensor, got {found}")
+            raise ValueError(f"images[{i}] must be a (3, H, W) RGB tensor, got "
+                             f"{getattr(item, 'shape', type(item).__name__)}")
         resized = F.interpolate(item[None].double().cpu(), size=(height, width),
                                 mode="bilinear", align_corners=False, antialias=True)[0]
         if decorrelate:
@@ -253,16 +248,14 @@ class MacoImage(Parameterisation):
                  decorrelate: bool = True, standardize_phase: bool = True,
                  track_importance: bool = True):
         super().__init__()
-        positive_ints(batch=batch, height=height, width=width)
-        self.size = (int(height), int(width))
+        batch, height, width = integers(1, batch=batch, height=height, width=width)
+        not_both("alpha", alpha, "magnitude", magnitude)
+        self.size = (height, width)
         self.standardize_phase = standardize_phase
         self.track_importance = track_importance
         if magnitude is None:
             magnitude = natural_magnitude(width, height,
                                           DEFAULT_ALPHA if alpha is None else alpha)
-        elif alpha is not None:
-            raise ValueError("give either magnitude= or alpha= (the exponent of the default "
-                             "1/f^alpha magnitude), not both")
         self.register_buffer("magnitude", self._prepare(magnitude), persistent=False)
         spectrum = (batch, 3, height, width // 2 + 1)
         self.phase = nn.Parameter(torch.randn(spectrum))
@@ -277,8 +270,8 @@ class MacoImage(Parameterisation):
         if magnitude.dim() == 2:
             magnitude = magnitude.expand(3, -1, -1)
         if magnitude.dim() != 3 or magnitude.shape[0] != 3:
-            raise ValueError(f"magnitude must be (3, h, w // 2 + 1) or (h, w // 2 + 1) in "
-                             f"rfft2 layout, got shape {tuple(magnitude.shape)}")
+            raise ValueError(f"magnitude must be (3, h, w // 2 + 1) or (h, w // 2 + 1) (rfft2 "
+                             f"layout), got shape {tuple(magnitude.shape)}")
         if not torch.isfinite(magnitude).all() or (magnitude < 0).any():
             raise ValueError("magnitude must hold finite, non-negative amplitudes")
         magnitude = _resize_spectrum(magnitude, height, width)
@@ -287,8 +280,7 @@ class MacoImage(Parameterisation):
         rms = torch.fft.irfft2(magnitude.to(torch.complex128), s=self.size,
                                norm="ortho").pow(2).mean().sqrt()
         if rms == 0:
-            raise ValueError("magnitude is zero at every non-zero frequency: the image would "
-                             "be flat")
+            raise ValueError("magnitude is 0 at every non-zero frequency: the image would be flat")
         return (magnitude / rms).float()
 
     def _consistent_phase(self) -> torch.Tensor:
@@ -405,8 +397,7 @@ def crop_resize(x: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> 
     """
     batch, channels, height, width = x.shape
     if boxes.dim() != 2 or boxes.shape[1] != 4 or boxes.shape[0] % batch:
-        raise ValueError(f"boxes must be (B * n, 4) with B = {batch} images, got shape "
-                         f"{tuple(boxes.shape)}")
+        raise ValueError(f"boxes must be (B * n, 4) with B = {batch}, got {tuple(boxes.shape)}")
     n = boxes.shape[0] // batch
     out_h, out_w = size
     b = to_device(boxes, x.device, x.dtype if x.is_floating_point() else torch.float32)
@@ -455,18 +446,11 @@ class RandomCrops(RandomTransform):
     def __init__(self, n_crops: int = 8, scale: tuple[float, float] = (0.5, 1.0),
                  noise: float = 0.0, size: "int | tuple[int, int] | None" = None):
         super().__init__()
-        self.n_crops = positive_int("n_crops", n_crops)
-        try:
-            low, high = (float(s) for s in scale)
-        except (TypeError, ValueError):
-            raise ValueError(f"scale must be a (min, max) pair, got {scale!r}") from None
-        if not 0 < low <= high <= 1:
-            raise ValueError(f"scale must satisfy 0 < min <= max <= 1 (crop side as a fraction "
-                             f"of the image side), got {scale!r}")
-        self.scale = (low, high)
-        if not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
-            raise ValueError(f"noise must be a non-negative number, got {noise!r}")
-        self.noise = float(noise)
+        self.n_crops = integer("n_crops", n_crops, minimum=1)
+        self.scale = tuple(reals("scale", scale, positive=True))
+        if len(self.scale) != 2 or not self.scale[0] <= self.scale[1] <= 1:
+            raise ValueError(f"scale must be (min, max) with 0 < min <= max <= 1, got {scale!r}")
+        self.noise = real("noise", noise, minimum=0)
         self.size = None if size is None else size_pair("size", size)
 
     def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lucent_core._validate import positive_ints, real_scalar
+from lucent_core.validate import integers, real, real_scalar, reals
 from lucent_core.param.base import Parameterisation
 from lucent_core.param.color import ToRGB
 from lucent_core.param.images import ImageParam
@@ -62,7 +62,8 @@ class LowResImage(Parameterisation):
     def __init__(self, width: int, height: int, batch: int = 1, scale: int = 4,
                  sd: float = 0.01, fft: bool = False):
         super().__init__()
-        positive_ints(batch=batch, height=height, width=width, scale=scale)
+        # the inner image checks batch and sd
+        height, width, scale = integers(1, height=height, width=width, scale=scale)
         self.size = (height, width)
         self.scale = scale
         small = (math.ceil(height / scale), math.ceil(width / scale))
@@ -127,24 +128,18 @@ class LaplacianPyramid(Parameterisation):
     def __init__(self, width: int, height: int, batch: int = 1, levels: int = 4,
                  sd: float = 0.01, level_weights: "float | Sequence[float]" = 1.0):
         super().__init__()
-        positive_ints(batch=batch, height=height, width=width, levels=levels)
+        batch, height, width, levels = integers(1, batch=batch, height=height, width=width,
+                                                levels=levels)
         most = max_pyramid_levels(height, width)
         if levels > most:
-            raise ValueError(f"levels={levels} is too many for a {height}x{width} image: at "
-                             f"most {most} (the coarsest level is then 1 pixel); choose "
-                             f"1..{most}")
+            raise ValueError(f"levels must be 1..{most} for a {height}x{width} image, got {levels}")
         self.size = (height, width)
-        single = real_scalar(level_weights)
-        if single is not None:
-            weights = [single ** k for k in range(levels)]
-        else:
-            weights = [float(w) for w in level_weights]
-            if len(weights) != levels:
-                raise ValueError(f"level_weights has {len(weights)} values but there are "
-                                 f"{levels} levels; give one per level (finest first) or a "
-                                 "single float")
-        if not all(math.isfinite(w) for w in weights):
-            raise ValueError(f"level_weights must be finite numbers, got {weights}")
+        if real_scalar(level_weights) is not None:  # w: level k gets w ** k
+            level_weights = [real("level_weights", level_weights) ** k for k in range(levels)]
+        weights = reals("level_weights", level_weights)
+        if len(weights) != levels:
+            raise ValueError(f"level_weights must be 1 or {levels} numbers (finest first), got "
+                             f"{len(weights)}")
         self.register_buffer("level_weights", torch.tensor(weights), persistent=False)
         self.pyramid = nn.ParameterList(
             nn.Parameter(torch.randn(batch, 3, math.ceil(height / 2 ** k),

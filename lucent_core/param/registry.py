@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from lucent_core.validate import choice
 from lucent_core.param.base import Parameterisation
 from lucent_core.param.cppn import cppn
 from lucent_core.param.images import image
@@ -38,7 +39,7 @@ def register_param(name: str, factory: ParamFactory) -> None:
         1.5
     """
     if name in _PARAMS:
-        raise ValueError(f"parameterisation {name!r} is already registered")
+        raise ValueError(f"name {name!r} is already registered; give the new one another name")
     _PARAMS[name] = factory
 
 
@@ -53,9 +54,7 @@ def make_param(name: str, w: int, h: int | None = None, batch: int = 1,
 
     ``decorrelate`` is the colour decorrelation of those that have one (a CPPN draws RGB).
     """
-    if name not in _PARAMS:
-        raise ValueError(f"unknown parameterisation {name!r}; choose one of {param_names()}")
-    return _PARAMS[name](w, h, batch=batch, decorrelate=decorrelate)
+    return _PARAMS[choice("param", name, _PARAMS)](w, h, batch=batch, decorrelate=decorrelate)
 
 
 register_param("fourier", lambda w, h=None, batch=1, decorrelate=True:

@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from lucent_core._validate import size_pair
+from lucent_core.validate import size_pair
 
 __all__ = ["INTERPOLATIONS", "fourier_resample", "only_pixels_interpolate", "resize"]
 
@@ -34,8 +34,8 @@ def resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
 def only_pixels_interpolate(interpolation: str | None, who: object, how: str) -> None:
     """``interpolation`` applies to pixel images only: an error for any other ``who``."""
     if interpolation is not None:
-        raise ValueError(f"interpolation={interpolation!r} applies to pixel images only; a "
-                         f"{type(who).__name__} is {how}")
+        raise ValueError(f"interpolation applies to pixel images only; a {type(who).__name__} "
+                         f"is {how}")
 
 
 def _phase(freqs: torch.Tensor, old: int, new: int, dtype: torch.dtype,
@@ -120,11 +120,10 @@ def fourier_resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """
     height, width = size_pair("size", size)
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"fourier_resample needs a real floating-point tensor, got "
+        raise TypeError(f"x must be a real floating-point tensor, got "
                         f"{getattr(x, 'dtype', type(x).__name__)}")
     if x.dim() < 2:
-        raise ValueError(f"fourier_resample needs a tensor of at least 2 dims, got shape "
-                         f"{tuple(x.shape)}")
+        raise ValueError(f"x must have at least 2 dims (..., h, w), got shape {tuple(x.shape)}")
     old_h, old_w = x.shape[-2:]
     if (old_h, old_w) == (height, width):
         return x

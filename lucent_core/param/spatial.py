@@ -5,16 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lucent_core._validate import finite_real, positive_ints
+from lucent_core.validate import integers, real
 from lucent_core.param.base import Parameterisation
 from lucent_core.param.resample import fourier_resample, only_pixels_interpolate, resize
 
 __all__ = ["FourierImage", "PixelImage", "fourier_frequencies", "fourier_scale",
            "spectrum_to_image"]
-
-
-def _check_size(batch: int, height: int, width: int) -> None:
-    positive_ints(batch=batch, height=height, width=width)
 
 
 class PixelImage(Parameterisation):
@@ -32,8 +28,8 @@ class PixelImage(Parameterisation):
 
     def __init__(self, width: int, height: int, batch: int = 1, sd: float = 0.01):
         super().__init__()
-        _check_size(batch, height, width)
-        sd = finite_real("sd", sd, minimum=0)
+        batch, height, width = integers(1, batch=batch, height=height, width=width)
+        sd = real("sd", sd, minimum=0)
         self.pixels = nn.Parameter(torch.randn(batch, 3, height, width) * sd)
 
     kind = "pixel"
@@ -108,11 +104,11 @@ class FourierImage(Parameterisation):
     def __init__(self, width: int, height: int, batch: int = 1, sd: float = 0.01,
                  decay_power: float = 1.0):
         super().__init__()
-        _check_size(batch, height, width)
-        sd = finite_real("sd", sd, minimum=0)
+        batch, height, width = integers(1, batch=batch, height=height, width=width)
+        sd = real("sd", sd, minimum=0)
         self.size = (height, width)
-        self.decay_power = finite_real("decay_power", decay_power)
-        scale = fourier_scale(height, width, decay_power)
+        self.decay_power = real("decay_power", decay_power)
+        scale = fourier_scale(height, width, self.decay_power)
         self.register_buffer("scale", scale, persistent=False)
         self.spectrum = nn.Parameter(torch.randn(batch, 3, *scale.shape, 2) * sd)
 

@@ -22,7 +22,7 @@ from PIL import Image
 from torch import nn
 
 from lucent_core._device import DeviceCopies
-from lucent_core._validate import is_index, not_both, steps_or_thresholds
+from lucent_core.validate import is_index, not_both, reals, steps_or_thresholds
 from lucent_core.activations import image_activations
 from lucent_core.hooks import INPUT_LAYER, capture, frozen, model_device, run_to_layers
 from lucent_core.io import image_grid
@@ -38,22 +38,22 @@ __all__ = ["clip_image", "clip_text", "render_prompts", "text_direction", "text_
 PROMPT_RENDER_SIZE, PROMPT_RENDER_STEPS = 128, 256  # render_prompts' defaults
 
 
-def _as_prompts(prompts: str | Sequence[str] | None, what: str) -> list[str]:
-    if prompts is None:
-        return []
-    if not isinstance(prompts, str) and not hasattr(prompts, "__iter__"):
-        raise TypeError(f"{what} must be a non-empty string or a list of them; got {prompts!r}")
-    found = [prompts] if isinstance(prompts, str) else list(prompts)
+def _as_prompts(prompts: str | Sequence[str] | None, what: str, required: bool = True
+                ) -> list[str]:
+    """The prompts as a list; None is no prompts, an error where some are ``required``."""
+    found = [] if prompts is None else [prompts] if isinstance(prompts, str) else \
+        list(prompts) if hasattr(prompts, "__iter__") else [prompts]
     if not all(isinstance(p, str) and p for p in found):
         raise TypeError(f"{what} must be a non-empty string or a list of them; got {prompts!r}")
+    if required and not found:
+        raise ValueError(f"{what} is empty; give at least one prompt")
     return found
 
 
 def _check_clip(model: nn.Module) -> None:
     if not isinstance(model, CLIPVisual):
-        raise TypeError(f"text objectives need a CLIP model (CLIPVisual, from "
-                        f"create_model('clip_rn50' | 'clip_rn50x4' | 'clip_vit_b32') or "
-                        f"clip_model); got {type(model).__name__}")
+        raise TypeError(f"model must be a CLIP model, e.g. create_model('clip_rn50'); got "
+                        f"{type(model).__name__}")
 
 
 def _cosine(embedding: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -90,15 +90,11 @@ def clip_text(model: nn.Module, prompts: str | Sequence[str],
     """
     _check_clip(model)
     positive = _as_prompts(prompts, "prompts")
-    if not positive:
-        raise ValueError("clip_text needs at least one prompt")
-    negatives = _as_prompts(negative, "negative")
-    w = torch.ones(len(positive)) if weights is None else torch.as_tensor(weights).float()
-    if w.shape != (len(positive),):
-        raise ValueError(f"got {w.numel()} weights for {len(positive)} prompts; give one each")
-    if not torch.isfinite(w).all():
-        raise ValueError(f"prompt weights must be finite numbers, got {w.tolist()}")
-    w_copies = DeviceCopies(w)
+    negatives = _as_prompts(negative, "negative", required=False)
+    w = [1.0] * len(positive) if weights is None else reals("weights", weights)
+    if len(w) != len(positive):
+        raise ValueError(f"got {len(w)} weights for {len(positive)} prompts; give one each")
+    w_copies = DeviceCopies(torch.tensor(w))
     targets = _text_targets(model, positive)
     away = _text_targets(model, negatives) if negatives else None
 
@@ -142,20 +138,18 @@ def _tokens_last(t: torch.Tensor, layer: str, batch_first: bool | None,
                  acts: Activations) -> torch.Tensor:
     """The residual stream as ``(B, N, C)`` whatever its layout."""
     if t.dim() != 3:
-        raise ValueError(f"layer {layer!r} has activations of shape {tuple(t.shape)}; a ViT "
-                         "block gives (B, N, C) or (N, B, C)")
+        raise ValueError(f"layer {layer!r} gives shape {tuple(t.shape)}, not a ViT block's")
     if batch_first is None:
         if INPUT_LAYER not in acts:
-            raise ValueError("cannot tell the layout of the ViT residual stream: pass "
-                             "batch_first=model.batch_first")
+            raise ValueError("cannot tell the ViT's layout: pass batch_first=model.batch_first")
         batch = acts[INPUT_LAYER].shape[0]
         if t.shape[0] == batch and t.shape[1] != batch:
             batch_first = True
         elif t.shape[1] == batch and t.shape[0] != batch:
             batch_first = False
         else:
-            raise ValueError(f"cannot tell the layout of {layer!r}, shape {tuple(t.shape)}, from "
-                             f"the batch size {batch}: pass batch_first=model.batch_first")
+            raise ValueError(f"cannot tell the layout of {layer!r}, shape {tuple(t.shape)}: "
+                             "pass batch_first=model.batch_first")
     return t if batch_first else t.transpose(0, 1)
 
 
@@ -194,14 +188,13 @@ def vit_channel(layer: str | int, unit: int, token: str | int = "mean",
     def inner(acts: Activations) -> torch.Tensor:
         t = _tokens_last(acts[name], name, batch_first, acts)
         if not 0 <= unit < t.shape[2]:
-            raise IndexError(f"channel {unit} is out of range for layer {name!r}, which has "
-                             f"{t.shape[2]} channels (valid: 0..{t.shape[2] - 1})")
+            raise IndexError(f"channel {unit} of {name!r} is out of range: 0..{t.shape[2] - 1}")
         if token == "cls":
             return t[:, 0, unit].mean()
         if token == "mean":
             return t[:, 1:, unit].mean()
         if not -t.shape[1] <= token < t.shape[1]:
-            raise IndexError(f"token {token} is out of range: {name!r} has {t.shape[1]} tokens")
+            raise IndexError(f"token {token} of {name!r} is out of range: {t.shape[1]} tokens")
         return t[:, token, unit].mean()
     return Objective(inner, [name] if batch_first is not None else [name, INPUT_LAYER])
 
@@ -242,8 +235,8 @@ def text_direction_vector(model: nn.Module, layer: str | int, prompt: str,
     elif grad.dim() == 3:
         vector = _tokens_last(grad, name, model.batch_first, {})[:, 1:].mean((0, 1))
     else:
-        raise ValueError(f"a text direction needs a (B, C, H, W) layer or a ViT block; {name!r} "
-                         f"has shape {tuple(grad.shape)}")
+        raise ValueError(f"layer {name!r} gives shape {tuple(grad.shape)}; a text direction "
+                         "needs a (B, C, H, W) layer or a ViT block")
     return F.normalize(vector.float(), dim=0).cpu()
 
 
@@ -298,8 +291,6 @@ def render_prompts(model: nn.Module, prompts: Sequence[str], size: int | None = 
     """
 
     prompts = _as_prompts(prompts, "prompts")
-    if not prompts:
-        raise ValueError("render_prompts needs at least one prompt")
     _check_clip(model)
     targets = _text_targets(model, prompts)
 

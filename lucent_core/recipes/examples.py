@@ -4,8 +4,9 @@
 unit of a series (the channels of a layer, its centre neurons, or the rows of a direction
 matrix), the ``top`` images with the highest *peak* activation: the maximum of the unit's
 activation map over spatial positions. Each winner is saved as a crop of the input region that
-the peak position sees (its receptive field, :func:`~lucent_core.receptive_field.receptive_field`), and all of it is listed
-in one JSON file that the atlas index and gallery read.
+the peak position sees (its receptive field,
+:func:`~lucent_core.receptive_field.receptive_field`), and all of it is listed in one JSON file
+that the atlas index and gallery read.
 
 Layout (paths relative to the output directory, usually an atlas directory)::
 
@@ -33,7 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from lucent_core._validate import positive_int
+from lucent_core.validate import integer, integers
 from lucent_core.results import AtlasError, AtlasWriteError, check_layer_spelling, differences, \
     read_json, write_json
 from lucent_core.hooks import (capture, frozen, model_device, model_revision, registry_name,
@@ -172,8 +173,8 @@ def _as_series(series: Union[str, Series]) -> Series:
         return Series(series)
     if isinstance(series, Series):
         return series
-    raise TypeError(f"series must be a layer name (its channels) or a lucent_core.atlas.Series "
-                    f"(kind 'channel', 'neuron' or 'direction'), got {type(series).__name__}")
+    raise TypeError(f"series must be a layer name or a lucent_core.atlas.Series, got "
+                    f"{type(series).__name__}")
 
 
 def _write_error(error: OSError, what: str, where: Path) -> AtlasWriteError:
@@ -255,9 +256,10 @@ def find_examples(model: nn.Module, images: str | os.PathLike, out: str | os.Pat
     ``size``, then preprocessed and run up to the layer. Files that cannot be read are skipped
     and listed. For each unit the ``top`` files with the highest peak activation (maximum
     over the unit's activation map; ties: lower file first) are kept with the peak's map
-    position; each is saved as the crop of its receptive-field box (:func:`~lucent_core.receptive_field.receptive_field`)
-    in ``<out>/examples/<series dir>/crops/<unit:05d>-<rank>.png``, and everything is listed
-    in ``<out>/examples/<series dir>/examples.json``::
+    position; each is saved as the crop of its receptive-field box
+    (:func:`~lucent_core.receptive_field.receptive_field`) in
+    ``<out>/examples/<series dir>/crops/<unit:05d>-<rank>.png``, and everything is listed in
+    ``<out>/examples/<series dir>/examples.json``::
 
         {"format": 1, "identity": {...}, "images": "<folder>", "files": N, "scanned": n,
          "skipped": ["bad.jpg", ...], "layer": ..., "kind": ..., "top": k, "size": S,
@@ -314,14 +316,12 @@ def find_examples(model: nn.Module, images: str | os.PathLike, out: str | os.Pat
     """
     started = time.perf_counter()
     series = _as_series(series)
-    top = positive_int("top", top)
-    batch_size = positive_int("batch_size", batch_size)
-    workers = positive_int("workers", workers, minimum=0)
-    checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
     if size is None:
         input_size = getattr(getattr(model, "config", None), "input_size", None)
         size = int(input_size[0]) if input_size else DEFAULT_SIZE
-    size = positive_int("size", size)
+    top, batch_size, checkpoint_every, size = integers(
+        1, top=top, batch_size=batch_size, checkpoint_every=checkpoint_every, size=size)
+    workers = integer("workers", workers, minimum=0)
     preprocess = preprocessing_of(model, preprocess)
     folder, out = Path(images), Path(out)
     files = image_files(folder, skip=out)
@@ -338,16 +338,15 @@ def find_examples(model: nn.Module, images: str | os.PathLike, out: str | os.Pat
 
     shape = layer_shapes(model, [series.layer], size, preprocess)[series.layer]
     if len(shape) not in (1, 3):
-        raise ValueError(f"layer {series.layer!r} gives activations of shape (B, "
-                         f"{', '.join(map(str, shape))}); dataset examples need (B, C) or "
-                         "(B, C, H, W) layers")
+        raise ValueError(f"series layer {series.layer!r} must give (B, C) or (B, C, H, W) "
+                         f"activations, got (B, {', '.join(map(str, shape))})")
     series.check_layer(shape)
     wanted = select_units(units, series.count(shape[0]))
     broken = [u for u in wanted if not series.row_is_finite(u)]
     if broken:  # every example's activation would be NaN
         shown = ", ".join(map(str, broken[:10])) + (" ..." if len(broken) > 10 else "")
-        raise ValueError(f"direction row(s) {shown} hold NaN or infinite values: leave them "
-                         "out with units= (command line: --units)")
+        raise ValueError(f"series direction row(s) {shown} hold NaN or infinite values: leave "
+                         "them out with units= (command line: --units)")
 
     directory = out / "examples" / series.dir
     result_path, progress_path = directory / "examples.json", directory / "progress.pt"

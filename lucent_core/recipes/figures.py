@@ -32,7 +32,6 @@ import difflib
 import hashlib
 import json
 import math
-import operator
 import os
 import platform
 from pathlib import Path
@@ -44,7 +43,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from lucent_core._validate import is_index, positive_int, size_pair
+from lucent_core import validate
+from lucent_core.validate import integer, size_pair
 from lucent_core.drawing import (DEFAULT_FONT_SIZE, INTERPOLATIONS, LAYOUT_INFO_KEY, FigureLayout,
                                  figure_grid, fourier_resample, render_at, save_high_res)
 from lucent_core.hooks import registry_name
@@ -87,8 +87,7 @@ def _json_safe(value: object, where: str) -> object:
         return float(value) if math.isfinite(value) else None
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
-            raise TypeError(f"{where} is a tensor of shape {tuple(value.shape)}; JSON metadata "
-                            "takes numbers and short lists (use .tolist())")
+            raise TypeError(f"{where} is a tensor of shape {tuple(value.shape)}; use .tolist()")
         return _json_safe(value.item(), where)
     if isinstance(value, np.ndarray):
         return _json_safe(value.tolist(), where)
@@ -98,14 +97,12 @@ def _json_safe(value: object, where: str) -> object:
         out = {}
         for key, item in value.items():
             if not isinstance(key, str):
-                raise TypeError(f"{where} has the key {key!r} ({type(key).__name__}); JSON "
-                                "object keys must be strings")
+                raise TypeError(f"{where} has the key {key!r}; JSON keys must be strings")
             out[key] = _json_safe(item, f"{where}[{key!r}]")
         return out
     if isinstance(value, (list, tuple)):
         return [_json_safe(item, f"{where}[{i}]") for i, item in enumerate(value)]
-    raise TypeError(f"{where} is a {type(value).__name__}, which JSON cannot hold; pass a "
-                    "string, number, bool, None, or a list/dict of them")
+    raise TypeError(f"{where} is a {type(value).__name__}, which JSON cannot hold")
 
 
 def _describe_param(param: nn.Module, image_size: list[int] | None, batch: int | None
@@ -125,8 +122,8 @@ def _recorded(result: RenderResult, key: str, given: object) -> object:
         return given
     recorded = result.settings[key]
     if given is not None and given != recorded:
-        raise ValueError(f"{key}={given!r} disagrees with what the render recorded "
-                         f"({key}={recorded!r}); leave {key} out to use the recorded value")
+        raise ValueError(f"{key}={given!r} disagrees with the render's {key}={recorded!r}; "
+                         f"leave {key} out")
     return recorded
 
 
@@ -174,32 +171,27 @@ def panel_record(result: RenderResult, *, model: "nn.Module | str | None" = None
         ("channel('0', 1)", 2, 'fourier', 0)
     """
     if not isinstance(result, RenderResult):
-        raise TypeError(f"panel_record takes a RenderResult (what render_vis returns), got "
-                        f"{type(result).__name__}")
-    for name, value in (("row", row), ("col", col)):
-        if value is not None:
-            positive_int(name, value, minimum=0)
+        raise TypeError(f"result must be what render_vis returns, got {type(result).__name__}")
+    row = None if row is None else integer("row", row, minimum=0)
+    col = None if col is None else integer("col", col, minimum=0)
     reached = result.thresholds[-1] if result.thresholds else None
     if steps is not None:
-        steps = positive_int("steps", steps)
+        steps = integer("steps", steps, minimum=1)
         if reached is not None and steps != reached:
-            raise ValueError(f"steps={steps} but the render's last image was taken at step "
-                             f"{reached} (thresholds {result.thresholds})")
+            raise ValueError(f"steps={steps} but the render's last image is of step {reached}")
     if model is None or isinstance(model, str):
         model_name, weights = model, None
     elif isinstance(model, nn.Module):
         model_name = registry_name(model)
         weights = state_dict_sha256(model)
     else:
-        raise TypeError(f"model must be an nn.Module, its name (a string) or None, got "
-                        f"{type(model).__name__}")
+        raise TypeError(f"model must be an nn.Module, a name or None, got {type(model).__name__}")
     image_size = list(result.images[-1].shape[1:3]) if result.images else None
     batch = result.images[-1].shape[0] if result.images else None
     if index is not None and batch is not None:
-        if not (is_index(index) and 0 <= operator.index(index) < batch):
-            raise IndexError(f"index {index!r} is out of range for a render of {batch} "
-                             f"image(s) (valid: 0..{batch - 1})")
-        index = operator.index(index)
+        index = validate.index("index", index)
+        if not 0 <= index < batch:
+            raise IndexError(f"index {index} is out of range: valid 0..{batch - 1}")
     record = {
         "row": row, "col": col, "label": label, "objective": result.objective,
         "objective_value": result.history[-1] if result.history else None,
@@ -222,13 +214,10 @@ def _layout_record(picture: Image.Image, given: dict[str, object]) -> dict[str, 
     for key, value in given.items():
         if value is None:
             continue
-        if key == "cell":
-            value = list(size_pair("cell", value))
-        else:
-            value = positive_int(key, value, minimum=0 if key == "padding" else 1)
+        value = list(size_pair("cell", value)) if key == "cell" else \
+            integer(key, value, minimum=0 if key == "padding" else 1)
         if key in layout and layout[key] != value:
-            raise ValueError(f"{key}={value!r} disagrees with the layout figure_grid recorded "
-                             f"({key}={layout[key]!r})")
+            raise ValueError(f"{key}={value!r} disagrees with the figure's {key}={layout[key]!r}")
         layout[key] = value
     if not layout:
         return None
@@ -238,10 +227,8 @@ def _layout_record(picture: Image.Image, given: dict[str, object]) -> dict[str, 
         needed = (layout["cols"] * layout["cell"][1] + (layout["cols"] + 1) * layout["padding"],
                   layout["rows"] * layout["cell"][0] + (layout["rows"] + 1) * layout["padding"])
         if needed[0] > picture.width or needed[1] > picture.height:
-            raise ValueError(f"a {layout['rows']} x {layout['cols']} grid of {layout['cell']} "
-                             f"cells with padding {layout['padding']} needs {needed[0]} x "
-                             f"{needed[1]} pixels, but the picture is {picture.width} x "
-                             f"{picture.height}")
+            raise ValueError(f"rows, cols, cell and padding need {needed[0]} x {needed[1]} "
+                             f"pixels, but the picture is {picture.width} x {picture.height}")
     return layout
 
 
@@ -256,26 +243,23 @@ def _panels(panels: Sequence[Mapping[str, object]] | None, layout: dict[str, obj
     out, seen = [], {}
     for i, panel in enumerate(panels):
         if not isinstance(panel, Mapping):
-            raise TypeError(f"panels[{i}] is a {type(panel).__name__}; each panel is a dict "
-                            "(see panel_record)")
+            raise TypeError(f"panels[{i}] must be a dict, got {type(panel).__name__}")
         unknown = sorted(set(panel) - set(PANEL_KEYS), key=str)
         if unknown:
             close = [m for key in unknown
                      for m in difflib.get_close_matches(str(key), PANEL_KEYS, n=1)]
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise ValueError(f"panels[{i}] has unknown key(s) {unknown}{hint}; a panel has the "
-                             f"keys {list(PANEL_KEYS)}: put your own values under 'extra'")
-        for key in ("row", "col"):
-            if panel.get(key) is not None:
-                positive_int(f"panels[{i}] {key}", panel[key], minimum=0)
+            raise ValueError(f"panels[{i}] has unknown key(s) {unknown}{hint}; use 'extra'")
         record = {key: None for key in PANEL_KEYS}
         record.update(_json_safe(dict(panel), f"panels[{i}]"))  # type: ignore[arg-type]
+        for key in ("row", "col"):
+            if record[key] is not None:
+                record[key] = integer(f"panels[{i}] {key}", record[key], minimum=0)
         if record["row"] is None and record["col"] is None:
             if cols is None:
                 if len(panels) > 1:
-                    raise ValueError(f"panels[{i}] has no position and the figure's layout is "
-                                     "unknown: give row/col in each panel, or rows= and cols= "
-                                     "(or save an image made by figure_grid)")
+                    raise ValueError(f"panels[{i}] has no position and the layout is unknown: "
+                                     "give row/col in each panel, or rows= and cols=")
                 record["row"], record["col"] = 0, 0
             else:
                 record["row"], record["col"] = divmod(i, cols)
@@ -284,11 +268,9 @@ def _panels(panels: Sequence[Mapping[str, object]] | None, layout: dict[str, obj
         position = (record["row"], record["col"])
         if rows is not None and cols is not None and not (
                 0 <= position[0] < rows and 0 <= position[1] < cols):
-            raise ValueError(f"panels[{i}] is at (row, col) {position}, outside the {rows} x "
-                             f"{cols} grid")
+            raise ValueError(f"panels[{i}] at {position} is outside the {rows} x {cols} grid")
         if position in seen:
-            raise ValueError(f"panels[{seen[position]}] and panels[{i}] are both at (row, col) "
-                             f"{position}")
+            raise ValueError(f"panels[{seen[position]}] and panels[{i}] are both at {position}")
         seen[position] = i
         out.append(record)
     return out
@@ -331,15 +313,13 @@ def save_figure(image: "Image.Image | ImageLike", path: PathLike,
     """
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise ValueError(f"save_figure writes PNG files; give a path ending in .png, got "
-                         f"{str(path)!r}")
+        raise ValueError(f"path must end in .png, got {str(path)!r}")
     if isinstance(image, Image.Image):
         picture = image
     else:
         array = to_numpy(image)
         if array.shape[0] != 1:
-            raise ValueError(f"save_figure takes one image, got a batch of {array.shape[0]}; "
-                             "arrange it with figure_grid first")
+            raise ValueError(f"image is a batch of {array.shape[0]}; arrange it with figure_grid")
         picture = to_pil(array)
     layout = _layout_record(picture, {"rows": rows, "cols": cols, "cell": cell,
                                       "padding": padding})

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from lucent_core._validate import flag, not_both, random_seed, steps_or_thresholds
+from lucent_core import validate
+from lucent_core.validate import choice, flag, integer, not_both, real, steps_or_thresholds
 from lucent_core.activations import image_activations, load_image
 from lucent_core.objectives import Objective, direction
 from lucent_core.param import image as image_param
@@ -64,14 +65,11 @@ _CHECK_EVERY = 10  # iterations between convergence checks
 def _as_matrix(matrix: "torch.Tensor | np.ndarray") -> torch.Tensor:
     if isinstance(matrix, np.ndarray):
         matrix = torch.from_numpy(matrix)
-    if not isinstance(matrix, torch.Tensor):
-        raise TypeError(f"nmf needs a torch.Tensor or numpy array, got {type(matrix).__name__}")
-    if matrix.dim() != 2:
-        raise ValueError(f"nmf needs a 2-D (N, C) matrix, got shape {tuple(matrix.shape)}")
-    if matrix.dtype == torch.bool or matrix.is_complex():
-        raise TypeError(f"nmf needs a real matrix, got dtype {matrix.dtype}")
-    if matrix.numel() == 0:
-        raise ValueError(f"nmf needs a non-empty matrix, got shape {tuple(matrix.shape)}")
+    if not isinstance(matrix, torch.Tensor) or matrix.dtype == torch.bool or matrix.is_complex():
+        raise TypeError(f"matrix must be a real tensor or array, got "
+                        f"{getattr(matrix, 'dtype', type(matrix).__name__)}")
+    if matrix.dim() != 2 or matrix.numel() == 0:
+        raise ValueError(f"matrix must be a non-empty (N, C) matrix, got {tuple(matrix.shape)}")
     return matrix
 
 
@@ -132,31 +130,26 @@ def nmf(matrix: "torch.Tensor | np.ndarray", k: int, iterations: int = 1000, see
     """
     x = _as_matrix(matrix)
     n, c = x.shape
-    if method not in NMF_METHODS:
-        raise ValueError(f"unknown NMF method {method!r}; choose one of {NMF_METHODS}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= min(n, c):
-        raise ValueError(f"k must be an integer from 1 to min(N, C) = {min(n, c)} for a "
-                         f"{n} x {c} matrix, got {k!r}")
-    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) \
-            or iterations < 1:
-        raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
-    if not tol >= 0:
-        raise ValueError(f"tol must be >= 0, got {tol!r}")
+    choice("method", method, NMF_METHODS)
+    k = integer("k", k, minimum=1)
+    if k > min(n, c):
+        raise ValueError(f"k must be from 1 to min(N, C) = {min(n, c)} for {n} x {c}, got {k}")
+    iterations = integer("iterations", iterations, minimum=1)
+    tol = real("tol", tol, minimum=0)
     out_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     dtype = torch.float32 if x.device.type == "mps" else torch.float64
     x = x.detach().to(dtype)
     if not torch.isfinite(x).all():
-        raise ValueError("the matrix has NaN or infinite entries; NMF needs finite values")
+        raise ValueError("matrix has NaN or infinite entries; NMF needs finite values")
     lowest = x.min().item()
     if lowest < 0:
-        raise ValueError(f"NMF needs a non-negative matrix, but its smallest entry is "
-                         f"{lowest:.4g}; clamp it (matrix.clamp(min=0)) or use post-ReLU "
-                         "activations")
+        raise ValueError(f"matrix must be non-negative, got an entry {lowest:.4g}; clamp it "
+                         "(matrix.clamp(min=0)) or use post-ReLU activations")
     norm = torch.linalg.norm(x)
     if norm == 0:
-        raise ValueError("the matrix is all zeros: there is nothing to factorise")
+        raise ValueError("matrix is all zeros: there is nothing to factorise")
 
-    generator = torch.Generator().manual_seed(random_seed("seed", seed))
+    generator = torch.Generator().manual_seed(validate.seed("seed", seed))
     scale = math.sqrt(x.mean().item() / k) / 0.6  # entries 0.6 * scale on average
     # Strictly positive start (multiplicative updates cannot leave an exact zero).
     w = ((torch.rand(n, k, generator=generator, dtype=dtype) + 0.1) * scale).to(x.device)
@@ -164,7 +157,7 @@ def nmf(matrix: "torch.Tensor | np.ndarray", k: int, iterations: int = 1000, see
     tiny = torch.finfo(dtype).tiny ** 0.5
     step = _hals_step if method == "hals" else _mu_step
     previous = math.inf
-    for i in range(1, int(iterations) + 1):
+    for i in range(1, iterations + 1):
         step(x, w, h, tiny)
         if tol > 0 and i % _CHECK_EVERY == 0:
             error = (torch.linalg.norm(x - w @ h) / norm).item()
@@ -234,8 +227,8 @@ class NeuronGroups:
 def _conv_activation(model: nn.Module, layer: str, pixels: torch.Tensor) -> torch.Tensor:
     activation = image_activations(model, layer, pixels)
     if activation.dim() != 4:
-        raise ValueError(f"neuron groups need a convolutional layer with (B, C, H, W) "
-                         f"activations; {layer!r} gives shape {tuple(activation.shape)}")
+        raise ValueError(f"layer {layer!r} gives shape {tuple(activation.shape)}, not a "
+                         "convolutional (B, C, H, W)")
     return activation
 
 
@@ -275,7 +268,7 @@ def neuron_groups(model: nn.Module, layer: str, image: ImageInput, k: int = 6, *
         >>> groups.k, tuple(groups.spatial_maps.shape), groups.image_size
         (2, (2, 16, 24), (16, 24))
     """
-    flag("clamp", clamp)
+    clamp = flag("clamp", clamp)
     pixels = load_image(image, size)
     activation = _conv_activation(model, layer, pixels)[0]
     channels, height, width = activation.shape
@@ -286,19 +279,13 @@ def neuron_groups(model: nn.Module, layer: str, image: ImageInput, k: int = 6, *
             hint = ""
             if layer.endswith("_pre_relu"):
                 hint = f" (e.g. {layer[:-len('_pre_relu')]!r} instead of {layer!r})"
-            raise ValueError(f"layer {layer!r} has negative activations (min {lowest:.4g}) but "
-                             f"NMF needs non-negative ones: choose a post-ReLU layer{hint}, or "
-                             "pass clamp=True to set the negative values to zero")
+            raise ValueError(f"layer {layer!r} has negative activations: choose a post-ReLU "
+                             f"layer{hint}, or pass clamp=True")
         matrix = matrix.clamp(min=0)
     if not matrix.abs().max() > 0:
-        raise ValueError(f"layer {layer!r} is all zero on this image: there is nothing to "
-                         "group; try another image or an earlier layer")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) \
-            or not 1 <= k <= min(height * width, channels):
-        raise ValueError(f"k must be an integer from 1 to {min(height * width, channels)} for "
-                         f"layer {layer!r} ({channels} channels at {height} x {width} "
-                         f"positions), got {k!r}")
+        raise ValueError(f"layer {layer!r} is all zero on this image: try another image or layer")
     w, h = nmf(matrix, k, iterations=iterations, seed=seed, tol=tol, method=method)
+    k = w.shape[1]
     error = (torch.linalg.norm(matrix.double() - w.double() @ h.double())
              / torch.linalg.norm(matrix.double())).item()
     return NeuronGroups(
@@ -342,8 +329,7 @@ def render_groups(model: nn.Module, groups: NeuronGroups, steps: int | None = No
         (2, 32, 32, 3)
     """
     if not isinstance(groups, NeuronGroups):
-        raise TypeError(f"groups must be the NeuronGroups from neuron_groups(), got "
-                        f"{type(groups).__name__}")
+        raise TypeError(f"groups must be what neuron_groups returns, got {type(groups).__name__}")
     thresholds = steps_or_thresholds(steps, render_kwargs.pop("thresholds", None),
                                      DEFAULT_RENDER_STEPS)
     not_both("size", size, "param_f", render_kwargs.get("param_f"))
@@ -387,8 +373,7 @@ def groups_overlay(groups: NeuronGroups, image: "ImageInput | None" = None) -> n
         ((2, 33, 33), 1.0)
     """
     if not isinstance(groups, NeuronGroups):
-        raise TypeError(f"groups must be the NeuronGroups from neuron_groups(), got "
-                        f"{type(groups).__name__}")
+        raise TypeError(f"groups must be what neuron_groups returns, got {type(groups).__name__}")
     height, width = groups.image_size if image is None else load_image(image).shape[-2:]
     top, left, seen_h, seen_w = 0, 0, int(height), int(width)
     if groups.centre_square and image is not None:  # the groups saw the centre square only

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from lucent_core._validate import finite_real
+from lucent_core.validate import real
 from lucent_core.activations import ImageSource, Size, image_activations
 from lucent_core.objectives import Objective, activation_distance, activation_match
 from lucent_core.preprocessing import Preprocessing
@@ -44,7 +44,7 @@ def _matching(kind: str, model: nn.Module, layer: str, image: ImageSource,
               cossim_pow: float | None, size: Size, preprocess: Preprocessing | None
               ) -> Objective:
     if cossim_pow is not None:  # checked before the model runs
-        cossim_pow = finite_real("cossim_pow", cossim_pow, minimum=0)
+        cossim_pow = real("cossim_pow", cossim_pow, minimum=0)
     target = image_activations(model, layer, image, size=size, preprocess=preprocess)
     if cossim_pow is None:
         objective = -activation_distance(layer, target)

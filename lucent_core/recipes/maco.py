@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from lucent_core._validate import steps_or_thresholds
+from lucent_core.validate import steps_or_thresholds
 from lucent_core.objectives import Objective
 from lucent_core.param.maco import (MACO_CROP_SCALE, MACO_CROPS, MACO_LR, MACO_NOISE, MACO_SIZE,
                                     MACO_STEPS, MacoImage, maco, maco_transforms)

@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 from lucent_core._device import to_device
-from lucent_core._validate import index_value, positive_int, random_seed
+from lucent_core import validate
+from lucent_core.validate import index, integer
 from lucent_core.preprocessing import Preprocessing, preprocessing_of
 from lucent_core.objectives.catalogue import gram_similarity
 from lucent_core.activations import image_batch, run_layers
@@ -61,8 +62,8 @@ def held_out_transforms(count: int = 16, seed: int = HELD_OUT_SEED) -> torch.Ten
         >>> torch.equal(held_out_transforms(4), held_out_transforms(4))
         True
     """
-    count = positive_int("count", count)
-    g = torch.Generator().manual_seed(random_seed("seed", seed))
+    count = integer("count", count, minimum=1)
+    g = torch.Generator().manual_seed(validate.seed("seed", seed))
 
     def uniform(low: float, high: float) -> torch.Tensor:
         return low + (high - low) * torch.rand(count, generator=g, dtype=torch.float64)
@@ -85,8 +86,8 @@ def apply_held_out(images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         torch.Size([6, 3, 16, 16])
     """
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
-        raise ValueError(f"images must be a (B, C, H, W) tensor, got "
-                         f"{tuple(getattr(images, 'shape', ())) or type(images).__name__}")
+        shown = tuple(getattr(images, "shape", ())) or type(images).__name__
+        raise ValueError(f"images must be a (B, C, H, W) tensor, got {shown}")
     batch, _, height, width = images.shape
     rows = _checked_rows(rows)
     count = rows.shape[0]
@@ -112,8 +113,7 @@ def _checked_rows(rows: object) -> torch.Tensor:
     if not isinstance(rows, torch.Tensor) or rows.dim() != 2 or rows.shape[1] != 6 \
             or rows.shape[0] == 0 or not torch.isfinite(rows).all():
         shown = tuple(rows.shape) if isinstance(rows, torch.Tensor) else type(rows).__name__
-        raise ValueError(f"transforms must be a (T, 6) tensor of finite numbers, T >= 1, as "
-                         f"held_out_transforms() makes; got {shown}")
+        raise ValueError(f"transforms must be a (T, 6) tensor of finite numbers, got {shown}")
     return rows.to(torch.float64)
 
 
@@ -127,10 +127,10 @@ def _values(model: nn.Module, images: torch.Tensor, series: Series, units: torch
     along = series.unit_kind.needs_directions
     width = directions.shape[1] if along else acts.shape[1]
     if not along and int(units.max()) >= width:
-        raise IndexError(f"unit {int(units.max())} is out of range for {series.layer!r}, which "
-                         f"has {width} channels (valid: 0..{width - 1})")
+        raise IndexError(f"unit {int(units.max())} of {series.layer!r} is out of range: "
+                         f"valid 0..{width - 1}")
     if along and width != acts.shape[1]:
-        raise ValueError(f"the directions have {width} values but {series.layer!r} has "
+        raise ValueError(f"directions have {width} values but {series.layer!r} has "
                          f"{acts.shape[1]} channels")
     return unit_values(acts, series, units.to(acts.device), directions).float()
 
@@ -169,16 +169,14 @@ def robustness(model: nn.Module, images: torch.Tensor, layer: "str | Series",
     images = image_batch(images)  # tensors or render_vis's (B, H, W, 3) arrays alike
     preprocess = preprocessing_of(model, preprocess)
     rows = held_out_transforms() if transforms is None else _checked_rows(transforms)
-    batch_size = positive_int("batch_size", batch_size)
+    batch_size = integer("batch_size", batch_size, minimum=1)
     if isinstance(units, (str, bytes)) or not hasattr(units, "__len__"):
         raise TypeError(f"units must be a list of unit numbers, one per image, got {units!r}")
-    units_t = torch.as_tensor([index_value("a unit", u) for u in units], dtype=torch.long)
+    units_t = torch.as_tensor([index("units", u, minimum=0) for u in units], dtype=torch.long)
     if units_t.shape != (images.shape[0],):
-        raise ValueError(f"got {units_t.numel()} units for {images.shape[0]} images; give one "
-                         "unit per image")
+        raise ValueError(f"got {units_t.numel()} units for {images.shape[0]} images; give one each")
     if not series.unit_kind.needs_directions and directions is not None:
-        raise ValueError(f"directions= applies to a direction series; {series.kind} units of "
-                         f"{series.layer!r} have none")
+        raise ValueError(f"directions= applies to a direction series, not to {series.kind}s")
     if series.unit_kind.needs_directions and directions is None:
         directions = series.directions[units_t]  # each image's unit: its row of the series
     plain = _values(model, images, series, units_t, directions, preprocess)

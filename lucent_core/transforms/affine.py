@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from lucent_core._device import to_device
-from lucent_core._validate import finite_real, finite_reals, whole_count
+from lucent_core.validate import choice, integer, real, reals
 from lucent_core.transforms.functional import PAD_MODES
 
 __all__ = ["RandomAffine", "standard_affine"]
@@ -73,17 +73,15 @@ class RandomAffine(nn.Module):
                  scales: Sequence[float] = LUCID_SCALES, angles: Sequence[float] = LUCID_ANGLES,
                  pad_mode: str = "constant", pad_value: float = 0.5):
         super().__init__()
-        if pad_mode not in PAD_MODES:
-            raise ValueError(f"unknown pad mode {pad_mode!r}; choose one of {PAD_MODES}")
         if isinstance(jitter, (str, set, frozenset, dict)) or not hasattr(jitter, "__len__") \
                 or len(jitter) != 2:
-            raise ValueError(f"jitter must be two non-negative integers (first and second "
-                             f"shift), got {jitter!r}")
-        self.pad = whole_count("pad", pad)
-        self.jitter = (whole_count("jitter[0]", jitter[0]), whole_count("jitter[1]", jitter[1]))
-        self.scales = finite_reals("scales", scales, positive=True)
-        self.angles = finite_reals("angles (degrees)", angles)
-        self.pad_mode, self.pad_value = pad_mode, finite_real("pad_value", pad_value)
+            raise ValueError(f"jitter must be two integers >= 0 (the two shifts), got {jitter!r}")
+        self.pad = integer("pad", pad, minimum=0)
+        self.jitter = tuple(integer(f"jitter[{i}]", j, minimum=0) for i, j in enumerate(jitter))
+        self.scales = reals("scales", scales, positive=True)
+        self.angles = reals("angles", angles)
+        self.pad_mode = choice("pad_mode", pad_mode, PAD_MODES)
+        self.pad_value = real("pad_value", pad_value)
 
     def extra_repr(self) -> str:
         return (f"pad={self.pad}, jitter={self.jitter}, scales={self.scales}, "
@@ -113,13 +111,12 @@ class RandomAffine(nn.Module):
         if generators is None or isinstance(generators, torch.Generator):
             rows = [self._draw(generators) for _ in range(batch)]
         else:
-            if isinstance(generators, (str, bytes)) or not all(
-                    isinstance(g, torch.Generator) for g in generators):
-                raise TypeError(f"generators must be a torch.Generator, a list of them (one per "
-                                f"image) or None, got {generators!r}")
+            if not all(isinstance(g, torch.Generator) for g in generators):
+                raise TypeError(f"generators must be a torch.Generator, one per image or None, "
+                                f"got {generators!r}")
             if len(generators) != batch:
-                raise ValueError(f"got {len(generators)} generators for a batch of {batch} "
-                                 "images; give one per image, one for all, or None")
+                raise ValueError(f"generators must be one, one per image or None; got "
+                                 f"{len(generators)} for a batch of {batch}")
             rows = [self._draw(g) for g in generators]
         return {"draws": torch.tensor(rows, dtype=torch.float64)}
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from lucent_core._device import to_device
-from lucent_core._validate import finite_real, real_scalar, whole_count
+from lucent_core.validate import choice, integer, real, real_scalar
 
 __all__ = ["crop", "pad", "rotate", "scale"]
 
@@ -25,12 +25,11 @@ def pad(x: torch.Tensor, width: int, mode: str = "constant", value: float = 0.5)
         >>> pad(torch.zeros(1, 3, 4, 4), 2).shape
         torch.Size([1, 3, 8, 8])
     """
-    if mode not in PAD_MODES:
-        raise ValueError(f"unknown pad mode {mode!r}; choose one of {PAD_MODES}")
-    width = whole_count("pad width", width)
+    choice("mode", mode, PAD_MODES)
+    width = integer("width", width, minimum=0)
     if mode == "reflect" and width >= min(x.shape[-2:]):
-        raise ValueError(f"reflect padding must be narrower than the image: {width} px on a "
-                         f"{tuple(x.shape[-2:])} image; use mode='replicate' or 'constant'")
+        raise ValueError(f"width must be narrower than the image for reflect padding, got {width} "
+                         f"for {tuple(x.shape[-2:])}; use mode='replicate' or 'constant'")
     if mode == "constant":
         return F.pad(x, [width] * 4, mode="constant", value=value)
     return F.pad(x, [width] * 4, mode=mode)
@@ -57,7 +56,7 @@ def scale(x: torch.Tensor, factor: float) -> torch.Tensor:
         >>> scale(torch.zeros(1, 3, 10, 20), 0.5).shape
         torch.Size([1, 3, 5, 10])
     """
-    factor = finite_real("scale factor", factor, positive=True)
+    factor = real("factor", factor, positive=True)
     if factor == 1.0:
         return x
     size = (max(1, int(factor * x.shape[-2])), max(1, int(factor * x.shape[-1])))
@@ -82,6 +81,6 @@ def rotate(x: torch.Tensor, degrees: "float | torch.Tensor") -> torch.Tensor:
     if angle.numel() == 1:
         angle = angle.expand(x.shape[0])
     elif angle.numel() != x.shape[0]:
-        raise ValueError(f"got {angle.numel()} angles for a batch of {x.shape[0]} images; give "
-                         "one angle, or one per image")
+        raise ValueError(f"degrees must be one angle or one per image, got {angle.numel()} "
+                         f"for {x.shape[0]} images")
     return KT.rotate(x, angle, mode="bilinear", padding_mode="zeros", align_corners=False)

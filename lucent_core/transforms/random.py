@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from lucent_core._validate import finite_real, finite_reals, positive_int
+from lucent_core.validate import choice, integer, real, reals
 from lucent_core.transforms import functional as TF
 
 __all__ = ["Compose", "Jitter", "Lambda", "Pad", "RandomRotate", "RandomScale", "RandomTransform",
@@ -48,10 +48,8 @@ class Pad(RandomTransform):
 
     def __init__(self, width: int, mode: str = "constant", value: float = 0.5):
         super().__init__()
-        if mode not in TF.PAD_MODES:
-            raise ValueError(f"unknown pad mode {mode!r}; choose one of {TF.PAD_MODES}")
-        self.width = positive_int("pad width", width, minimum=0)
-        self.mode, self.value = mode, finite_real("pad value", value)
+        self.width = integer("width", width, minimum=0)
+        self.mode, self.value = choice("mode", mode, TF.PAD_MODES), real("value", value)
 
     def apply_transform(self, x: torch.Tensor, params: dict) -> torch.Tensor:
         return TF.pad(x, self.width, self.mode, self.value)
@@ -70,7 +68,7 @@ class Jitter(RandomTransform):
 
     def __init__(self, d: int):
         super().__init__()
-        self.d = positive_int("jitter (pixels)", d)
+        self.d = integer("d", d, minimum=1)
 
     def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict:
         top, left = torch.randint(self.d + 1, (2,), generator=generator).tolist()
@@ -79,8 +77,7 @@ class Jitter(RandomTransform):
     def apply_transform(self, x: torch.Tensor, params: dict) -> torch.Tensor:
         height, width = x.shape[-2] - self.d, x.shape[-1] - self.d
         if height < 1 or width < 1:
-            raise ValueError(f"jitter of {self.d} px is too large for a "
-                             f"{tuple(x.shape[-2:])} image")
+            raise ValueError(f"jitter {self.d} px is too large for a {tuple(x.shape[-2:])} image")
         return TF.crop(x, params["top"], params["left"], height, width)
 
     def extra_repr(self) -> str:
@@ -97,7 +94,7 @@ class RandomScale(RandomTransform):
 
     def __init__(self, scales: Sequence[float]):
         super().__init__()
-        self.scales = finite_reals("scales", scales, positive=True)
+        self.scales = reals("scales", scales, positive=True)
 
     def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict:
         return {"factor": _choose(self.scales, generator)}
@@ -119,7 +116,7 @@ class RandomRotate(RandomTransform):
 
     def __init__(self, angles: Sequence[float]):
         super().__init__()
-        self.angles = finite_reals("angles (degrees)", angles)
+        self.angles = reals("angles", angles)
 
     def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict:
         return {"degrees": _choose(self.angles, generator)}
@@ -164,8 +161,7 @@ class Compose(nn.Module):
             isinstance(transforms, Iterable)
             and not isinstance(transforms, (str, nn.Module, set, frozenset, dict)))
         if not listed:  # one transform, a string, or an unordered set
-            raise TypeError(f"Compose takes a list of transforms (in order), got "
-                            f"{transforms!r}")
+            raise TypeError(f"transforms must be a list (in order), got {transforms!r}")
         transforms = list(transforms)
         for t in transforms:
             if not callable(t):
@@ -188,7 +184,7 @@ class Compose(nn.Module):
     def apply_transform(self, x: torch.Tensor, draws: Sequence[dict]) -> torch.Tensor:
         """Replay the draws returned by :meth:`forward_with_params`."""
         if len(draws) != len(self.steps):
-            raise ValueError(f"expected {len(self.steps)} draws, got {len(draws)}")
+            raise ValueError(f"draws must hold {len(self.steps)} draws, got {len(draws)}")
         for i, (t, params) in enumerate(zip(self.steps, draws, strict=True)):
             if not isinstance(t, RandomTransform):
                 x = t(x)
