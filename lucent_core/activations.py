@@ -24,7 +24,7 @@ from PIL import Image
 from torch import nn
 
 from lucent_core.hooks import capture, frozen, model_device, run_to_layers
-from lucent_core.validate import integer, size_pair
+from lucent_core.validate import instance, integer, shape, size_pair
 from lucent_core.io import centre_crop_box, open_photo
 from lucent_core.preprocessing import Preprocessing, preprocessing_of
 
@@ -40,23 +40,16 @@ _RANGE_TOLERANCE = 1e-3
 # --- images ------------------------------------------------------------------------------
 
 def _from_array(array: np.ndarray) -> torch.Tensor:
-    if array.ndim != 3 or array.shape[-1] != 3:
-        hint = ""
-        if array.ndim == 3 and array.shape[0] == 3:
-            hint = " (this looks channels-first: use array.transpose(1, 2, 0))"
-        raise ValueError(f"source must be an (H, W, 3) RGB array, channels last; got shape "
-                         f"{array.shape}{hint}")
+    if array.ndim == 3 and array.shape[0] == 3 != array.shape[-1]:
+        raise ValueError(f"source {array.shape} looks channels-first: use array.transpose(1, 2, 0)")
+    shape("source", array, ("H", "W", 3))
     return torch.from_numpy(np.array(array)).permute(2, 0, 1)[None]  # a copy: writable
 
 
 def _from_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    shape("source", tensor, (3, "H", "W"), (1, 3, "H", "W"))
     t = tensor.detach()
-    if t.dim() == 3:
-        t = t[None]
-    if t.dim() != 4 or t.shape[:2] != (1, 3):
-        raise ValueError(f"source must be a (3, H, W) or (1, 3, H, W) RGB tensor, channels "
-                         f"first; got shape {tuple(tensor.shape)}")
-    return t
+    return t[None] if t.dim() == 3 else t
 
 
 def _to_unit_float(t: torch.Tensor, name: str) -> torch.Tensor:
@@ -68,8 +61,7 @@ def _to_unit_float(t: torch.Tensor, name: str) -> torch.Tensor:
     t = t.float()
     low, high = t.min().item(), t.max().item()
     if not -_RANGE_TOLERANCE <= low <= high <= 1 + _RANGE_TOLERANCE:  # False for NaN too
-        raise ValueError(f"{name} values must lie in [0, 1], got {low:g}..{high:g}; for 0..255 "
-                         "values pass uint8 or divide by 255")
+        raise ValueError(f"{name} values must be in [0, 1] or uint8 0..255, got {low:g}..{high:g}")
     return t.clamp(0, 1)
 
 
@@ -132,17 +124,10 @@ def load_image(source: ImageSource, size: Size = None) -> torch.Tensor:
                              f"({error})") from error
     if isinstance(source, Image.Image):
         source = np.asarray(source.convert("RGB"))
-    if isinstance(source, np.ndarray):
-        shape = source.shape
-        tensor = _from_array(source)
-    elif isinstance(source, torch.Tensor):
-        shape = tuple(source.shape)
-        tensor = _from_tensor(source)
-    else:
-        raise TypeError(f"source must be a PIL image, a file path, an (H, W, 3) array or a "
-                        f"(3, H, W) tensor, got {type(source).__name__}")
+    instance("source", source, (np.ndarray, torch.Tensor), "a PIL image, path, array or tensor")
+    tensor = _from_array(source) if isinstance(source, np.ndarray) else _from_tensor(source)
     if 0 in tensor.shape:
-        raise ValueError(f"source must not be empty, got shape {shape}")
+        raise ValueError(f"source must not be empty, got shape {tuple(source.shape)}")
     return _resize(_to_unit_float(tensor, "source"), size)
 
 
@@ -150,17 +135,11 @@ def image_batch(images: torch.Tensor | np.ndarray) -> torch.Tensor:
     """A ``(B, 3, H, W)`` float tensor in [0, 1] from a batch given as a tensor (channels
     first) or an array (``(B, H, W, 3)``, channels last, as renders return), uint8 or float."""
     if isinstance(images, np.ndarray):
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"images must be a (B, H, W, 3) array, got {images.shape}")
-        tensor = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2)
-    elif isinstance(images, torch.Tensor):
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be a (B, 3, H, W) tensor, got {tuple(images.shape)}")
-        tensor = images.detach()
-    else:
-        raise TypeError(f"images must be a (B, 3, H, W) tensor or a (B, H, W, 3) array; got "
-                        f"{type(images).__name__} (one picture: use load_image)")
-    return _to_unit_float(tensor, "images")
+        shape("images", images, ("B", "H", "W", 3))
+        images = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2)
+    instance("images", images, torch.Tensor, "a tensor or array (one image: use load_image)")
+    shape("images", images, ("B", 3, "H", "W"))
+    return _to_unit_float(images.detach(), "images")
 
 
 def layer_activations(model: nn.Module, images: torch.Tensor | np.ndarray,
@@ -226,6 +205,5 @@ def image_activations(model: nn.Module, layer: str, image: ImageSource, size: Si
         torch.Size([1, 4, 8, 10])
     """
     found = layer_activations(model, load_image(image, size), [layer], preprocess)[layer]
-    if not isinstance(found, torch.Tensor):
-        raise TypeError(f"layer {layer!r} did not produce a tensor (got {type(found).__name__})")
+    instance(f"the output of layer {layer!r}", found, torch.Tensor, "a tensor")
     return found.detach().clone()

@@ -161,11 +161,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
     if args.steps < 1 or args.size < 1 or args.batch < 1:
         raise ValueError("--steps, --size and --batch must be positive integers")
     if Path(args.output).is_dir():
-        raise ValueError(f"-o {args.output} is a directory; give a file name such as "
-                         f"{Path(args.output) / 'unit.png'}")
+        raise ValueError(f"-o {args.output} is a folder; give a file, e.g. {args.output}/unit.png")
     if Path(args.output).suffix.lower() != ".png":
-        raise ValueError(f"-o {args.output}: give a name ending in .png, such as "
-                         f"{Path(args.output).with_suffix('.png')}")
+        raise ValueError(f"-o {args.output} must end in .png, e.g. {Path(args.output).stem}.png")
     model = _load(args)
     objective = _objective(args)
     started = time.perf_counter()

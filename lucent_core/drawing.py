@@ -28,7 +28,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from lucent_core.validate import choice, integer, integers, is_index, size_pair
+from lucent_core.validate import choice, instance, integer, integers, is_index, size_pair
 from lucent_core.io import ImageLike, parse_color, save_png, to_numpy, to_pil
 from lucent_core.param.base import Parameterisation
 from lucent_core.param.resample import INTERPOLATIONS, fourier_resample
@@ -98,8 +98,7 @@ class FigureLayout:
     def cell_box(self, row: int, col: int) -> tuple[int, int, int, int]:
         """``(left, top, right, bottom)`` of a cell (right and bottom exclusive)."""
         if not (0 <= row < self.rows and 0 <= col < self.cols):
-            raise IndexError(f"cell ({row}, {col}) is outside the {self.rows} x {self.cols} "
-                             f"grid (rows 0..{self.rows - 1}, columns 0..{self.cols - 1})")
+            raise IndexError(f"cell ({row}, {col}) is outside the {self.rows} x {self.cols} grid")
         left = self.left_band + self.padding + col * (self.cell_w + self.padding)
         top = self.title_band + self.top_band + self.padding + row * (self.cell_h + self.padding)
         return left, top, left + self.cell_w, top + self.cell_h
@@ -138,8 +137,7 @@ def _as_cells(images: object, count: int) -> list[Image.Image | None]:
         raise TypeError(f"images must be a list of images (or None) or a batch array/tensor, "
                         f"got {type(images).__name__}")
     if len(items) != count:
-        raise ValueError(f"images must be rows * cols = {count} images (None for an empty cell), "
-                         f"got {len(items)}")
+        raise ValueError(f"images must be rows * cols = {count} (None: empty), got {len(items)}")
     cells: list[Image.Image | None] = []
     for i, item in enumerate(items):
         if item is None:
@@ -165,8 +163,7 @@ def _draw_text(draw: ImageDraw.ImageDraw, text: str, font: Any, box: tuple[int, 
     width, height, dx, dy = _text_size(draw, text, font)
     box_w, box_h = box[2] - box[0], box[3] - box[1]
     if width > box_w or height > box_h:
-        raise ValueError(f"{what} {text!r} needs {width} x {height} px but has {box_w} x "
-                         f"{box_h} px; {advice}")
+        raise ValueError(f"{what} {text!r} needs {width}x{height}px, has {box_w}x{box_h}; {advice}")
     x = box[0] + (box_w - width) // 2 if align == "centre" else box[2] - width
     y = box[1] + (box_h - height) // 2
     draw.text((x - dx, y - dy), text, font=font, fill=fill)
@@ -227,8 +224,7 @@ def figure_grid(images: "Sequence[ImageLike | None] | np.ndarray | torch.Tensor"
     col_texts = _labels("col_labels", col_labels, cols)
     if row_label_width is not None and row_texts is None:
         raise ValueError("row_label_width is given but there are no row_labels")
-    if title is not None and not isinstance(title, str):
-        raise TypeError(f"title must be a string or None, got {type(title).__name__}")
+    instance("title", title, (str, type(None)), "a string or None")
     fill_color = None if background is None else parse_color("background", background)
     ink = parse_color("text_color", text_color)
     cells = _as_cells(images, rows * cols)
@@ -358,11 +354,8 @@ def render_at(param: "nn.Module | RenderResult", size: "int | tuple[int, int]", 
     parts = {"param": param}  # and the parts of a wrapper (ImageParam, RGBAImage)
     parts.update((f"param.{name}", getattr(param, name)) for name in ("spatial", "alpha")
                  if isinstance(getattr(param, name, None), nn.Module))
-    odd = next((name for name, part in parts.items() if not isinstance(part, Parameterisation)),
-               None)
-    if odd is not None:
-        raise TypeError(f"{odd} must be a Parameterisation (param.image, param.cppn, ...), got a "
-                        f"{type(parts[odd]).__name__}")
+    for name, part in parts.items():
+        instance(name, part, Parameterisation, "a Parameterisation (param.image, param.cppn, ...)")
     if interpolation is not None:
         interpolation = choice("interpolation", interpolation, INTERPOLATIONS)
     with torch.no_grad():

@@ -8,12 +8,15 @@ the Lucent-style underscore spelling (``"layer4_1_conv1"``) is accepted too. The
 from __future__ import annotations
 
 import difflib
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
 from torch import nn
+
+from lucent_core.validate import instance
 
 OUTPUT_LAYER = "output"
 OUTPUT_ALIASES = ("output", "labels", "logits")
@@ -86,8 +89,7 @@ def resolve_layer(model: nn.Module, name: str) -> str:
         >>> resolve_layer(net, "0"), resolve_layer(net, "labels")
         ('0', 'output')
     """
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a layer name, a string such as 'mixed4a', got {name!r}")
+    instance("name", name, str, "a layer name such as 'mixed4a'")
     modules = _module_names(model)
     if name in modules:
         return name
@@ -229,8 +231,7 @@ def run_to_layers(model: nn.Module, x: torch.Tensor, acts: dict[str, torch.Tenso
     Raises:
         RuntimeError: if a requested layer was not reached by the forward pass.
     """
-    if not isinstance(acts, _Activations):
-        raise TypeError(f"acts must be the dict that capture() yields, got {type(acts).__name__}")
+    instance("acts", acts, _Activations, "the dict that capture() yields")
     # the first forward of a capture looks for in-place writes on a copy of the input, so that
     # a model that writes to its input cannot spoil the rerun (the copy passes gradients on)
     first = not acts.seen_a_forward and isinstance(x, torch.Tensor)
@@ -243,10 +244,7 @@ def run_to_layers(model: nn.Module, x: torch.Tensor, acts: dict[str, torch.Tenso
     if output is _STOPPED:
         return acts
     for name in acts.output_names:
-        if not isinstance(output, torch.Tensor):
-            raise TypeError(f"layer {name!r} means the model output, but the model returned "
-                            f"{type(output).__name__}, not a tensor")
-        acts[name] = output
+        acts[name] = instance(f"layer {name!r} (model output)", output, torch.Tensor, "a tensor")
     missing = [name for name in acts.requested if name not in acts]
     if missing:
         raise RuntimeError(f"layer(s) {missing} were never reached by the forward pass: the "
@@ -266,17 +264,15 @@ def _forward(model: nn.Module, x: torch.Tensor, acts: _Activations) -> object:
     except _StopForward:
         return _STOPPED
     except RuntimeError as error:
-        if isinstance(x, torch.Tensor) and x.dim() >= 3 and any(
-                sign in str(error) for sign in _INPUT_TOO_SMALL):
-            raise ValueError(f"the model cannot run on a {x.shape[-2]} x {x.shape[-1]} input "
-                             f"({str(error).splitlines()[0]}); use a larger image "
-                             "size") from error
+        if isinstance(x, torch.Tensor) and x.dim() >= 3 and _INPUT_TOO_SMALL.search(str(error)):
+            raise ValueError(f"image {tuple(x.shape[-2:])} is too small for the model: use a "
+                             "larger size") from error
         raise
 
 
 # how torch says that an input is smaller than a convolution or pooling window
-_INPUT_TOO_SMALL = ("Kernel size can't be greater than actual input size",
-                    "Output size is too small", "output size is too small")
+_INPUT_TOO_SMALL = re.compile("Kernel size can't be greater than actual input size"
+                              "|[Oo]utput size is too small")
 
 
 def registry_name(model: nn.Module) -> str:
@@ -321,8 +317,7 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
         >>> net.training, net.weight.requires_grad
         (True, True)
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    instance("model", model, nn.Module, "an nn.Module")
     modes = {m: m.training for m in model.modules()}
     flags = [(p, p.requires_grad) for p in model.parameters()]
     try:

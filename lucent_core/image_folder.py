@@ -66,8 +66,7 @@ def image_files(folder: Path, skip: Path | None = None) -> list[str]:
             if path.suffix.lower() in IMAGE_SUFFIXES and (path.is_file() or path.is_symlink()):
                 found.append(path.relative_to(folder).as_posix())
     if not found:
-        raise ValueError(f"no images in {folder}: looked for files ending in "
-                         f"{', '.join(IMAGE_SUFFIXES)} (any case) in it and its subfolders")
+        raise ValueError(f"no images in {folder} (or below) ending in {', '.join(IMAGE_SUFFIXES)}")
     found.sort()
     return found
 

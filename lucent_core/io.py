@@ -84,11 +84,10 @@ def to_numpy(images: ImageLike) -> np.ndarray:
     if isinstance(images, torch.Tensor):
         t = images.detach().cpu()
         t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
+        if t.dim() not in (3, 4) or t.shape[-3] not in (1, 3, 4):
+            raise ValueError(f"images must be ([B,] C, H, W), C 1, 3 or 4, got {tuple(t.shape)}")
         if t.dim() == 3:
             t = t.unsqueeze(0)
-        if t.dim() != 4 or t.shape[1] not in (1, 3, 4):
-            raise ValueError(f"images must be a (B, C, H, W) or (C, H, W) tensor, C 1/3/4, got "
-                             f"shape {tuple(images.shape)}")
         array = t.permute(0, 2, 3, 1).numpy()
     elif isinstance(images, np.ndarray):
         array = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images
@@ -96,12 +95,10 @@ def to_numpy(images: ImageLike) -> np.ndarray:
             array = array[..., None]
         if array.ndim == 3:
             array = array[None]
+        if array.ndim == 4 and array.shape[1] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+            raise ValueError(f"images {images.shape} look channels-first: np.moveaxis(x, -3, -1)")
         if array.ndim != 4 or array.shape[-1] not in (1, 3, 4):
-            hint = ""
-            if images.ndim in (3, 4) and images.shape[-3] in (1, 3, 4):
-                hint = "; channels-first arrays: pass np.moveaxis(array, -3, -1)"
-            raise ValueError(f"images must be an (H, W, C) or (B, H, W, C) array, C 1/3/4, got "
-                             f"shape {images.shape}{hint}")
+            raise ValueError(f"images must be ([B,] H, W, C), C 1, 3 or 4, got {images.shape}")
     elif isinstance(images, (list, tuple)) and images:  # a list of images: one batch
         parts = [to_numpy(image) for image in images]
         shapes = sorted({part.shape[1:] for part in parts})
@@ -109,16 +106,11 @@ def to_numpy(images: ImageLike) -> np.ndarray:
             raise ValueError(f"images of a list must have one size, got (H, W, C) {shapes}")
         return np.concatenate(parts)
     else:
-        raise TypeError(f"images must be a numpy array, torch tensor or PIL image (or a list of "
-                        f"them), got {type(images).__name__}")
+        raise TypeError(f"images must be an array, tensor, PIL image or list, got {type(images)}")
     if array.dtype.kind not in "f":
         raise TypeError(f"images must be uint8 (0..255) or float in [0, 1], got {array.dtype}")
-    if array.size and (not np.isfinite(array).all() or array.min() < -_RANGE_TOLERANCE
-                       or array.max() > 1 + _RANGE_TOLERANCE):
-        finite = array[np.isfinite(array)]
-        got = f"{finite.min():g}..{finite.max():g}" if finite.size else "no finite value"
-        raise ValueError(f"images must be finite and lie in [0, 1], got {got}; for 0..255 "
-                         "values pass uint8 or divide by 255")
+    if array.size and not -_RANGE_TOLERANCE <= array.min() <= array.max() <= 1 + _RANGE_TOLERANCE:
+        raise ValueError(f"images must be in [0, 1] or uint8, got {array.min():g}..{array.max():g}")
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
     return np.clip(array.astype(np.float32), 0.0, 1.0)
@@ -197,10 +189,10 @@ def parse_color(name: str, value: object) -> tuple[int, ...]:
     """An ``(R, G, B)`` or ``(R, G, B, A)`` colour of integers 0..255 (a tuple, list or array)
     as a tuple of ints; what :func:`image_grid` and ``figure_grid`` take as colours."""
     color = list(value) if isinstance(value, (tuple, list, np.ndarray)) else []
-    if len(color) not in (3, 4) or not all(isinstance(v, (int, np.integer)) and not isinstance(
-            v, bool) and 0 <= v <= 255 for v in color):
-        raise ValueError(f"{name} must be an (R, G, B) or (R, G, B, A) tuple of integers 0..255, "
-                         f"got {value!r}")
+    in_range = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= 255
+                   for v in color)
+    if len(color) not in (3, 4) or not in_range:
+        raise ValueError(f"{name} must be (R, G, B) or (R, G, B, A) of ints 0..255, got {value!r}")
     return tuple(int(v) for v in color)
 
 

@@ -6,15 +6,15 @@ Models from the zoo carry a :class:`Preprocessing` as ``model.preprocessing``;
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lucent_core._device import DeviceCopies
-from lucent_core.validate import choice, real_scalar, reals, size_pair
+from lucent_core.validate import choice, instance, real_scalar, reals, size_pair
 
 __all__ = ["Preprocessing", "preprocessing_of"]
 
@@ -57,13 +57,11 @@ class Preprocessing:
                 values = (single,) if single is not None else values
                 numbers = tuple(reals(name, values, positive=name == "std"))
                 if len(numbers) not in (1, 3):
-                    raise ValueError(f"{name} must be one number or one per RGB channel (3), "
-                                     f"got {len(numbers)}: {numbers}")
+                    raise ValueError(f"{name} must be 1 number or 3 (RGB), got {numbers}")
                 object.__setattr__(self, name, numbers)
         value_range = tuple(reals("value_range", self.value_range))
         if len(value_range) != 2 or value_range[0] == value_range[1]:
-            raise ValueError(f"value_range must be two different numbers (what 0 and 1 become), "
-                             f"got {self.value_range!r}")
+            raise ValueError(f"value_range must be two different numbers, got {self.value_range!r}")
         object.__setattr__(self, "value_range", value_range)
         if self.input_size is not None:
             object.__setattr__(self, "input_size", size_pair("input_size", self.input_size))
@@ -118,13 +116,9 @@ def preprocessing_of(model: nn.Module, preprocess: "Preprocessing | Callable | N
         True
     """
     if preprocess is not None:
-        if not callable(preprocess):
-            raise TypeError(f"preprocess must be a lucent_core Preprocessing or a function of "
-                            f"the images, got {preprocess!r}")
+        instance("preprocess", preprocess, Callable, "a lucent_core Preprocessing or a function")
         return preprocess
     found = getattr(model, "preprocessing", None)
     if found is None:
         return Preprocessing()
-    if not isinstance(found, Preprocessing):
-        raise TypeError(f"model.preprocessing must be a Preprocessing, got {type(found).__name__}")
-    return found
+    return instance("model.preprocessing", found, Preprocessing, "a Preprocessing")

@@ -79,8 +79,7 @@ class ReceptiveField:
         height, width = self.image_size
         if self.map_size is None:
             if (y, x) != (0, 0):
-                raise IndexError(f"position ({y}, {x}): a layer without spatial dimensions "
-                                 "has the one position (0, 0)")
+                raise IndexError(f"position ({y}, {x}): a non-spatial layer has only (0, 0)")
             return 0, 0, height, width
         rows, cols = self.map_size
         if not (0 <= y < rows and 0 <= x < cols):

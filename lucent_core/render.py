@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from lucent_core._device import release_freed_host_memory
 from lucent_core import validate
-from lucent_core.validate import choice, flag, integer
+from lucent_core.validate import choice, flag, instance, integer, shape
 from lucent_core.hooks import INPUT_LAYER, capture, frozen, model_device, run_to_layers
 from lucent_core.preprocessing import Preprocessing, preprocessing_of
 from lucent_core.relu import redirecting
@@ -92,10 +92,7 @@ def _build_param(param_f: ParamSpec, device: torch.device) -> nn.Module:
                              f".to({str(device)!r}) or pass a factory (lambda: param.image(128))")
         return param_f
     if callable(param_f):
-        built = param_f()
-        if not isinstance(built, nn.Module):
-            raise TypeError(f"param_f() must return an nn.Module, got {type(built).__name__}")
-        return built.to(device)
+        return instance("param_f()", param_f(), nn.Module, "an nn.Module").to(device)
     raise TypeError(f"param_f must be an nn.Module, factory or None, got {type(param_f).__name__}")
 
 
@@ -152,12 +149,8 @@ def _make_optimizer(optimizer: "OptimizerFactory | None",
     if optimizer is None:
         return torch.optim.Adam(params, DEFAULT_LR)
     if isinstance(optimizer, torch.optim.Optimizer) or not callable(optimizer):
-        raise TypeError(f"optimizer must be a function from parameters to an optimiser, e.g. "
-                        f"lambda params: torch.optim.Adam(params), got {type(optimizer).__name__}")
-    made = optimizer(params)
-    if not isinstance(made, torch.optim.Optimizer):
-        raise TypeError(f"optimizer(params) must return an Optimizer, got {type(made).__name__}")
-    return made
+        raise TypeError(f"optimizer must be e.g. lambda p: Adam(p), got {type(optimizer).__name__}")
+    return instance("optimizer(params)", optimizer(params), torch.optim.Optimizer, "an Optimizer")
 
 
 def _check_finite(values: list[torch.Tensor], first_step: int) -> None:
@@ -258,8 +251,7 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
     compile, check_images = flag("compile", compile), flag("check_images", check_images)
     if channels_last is not None:
         channels_last = flag("channels_last", channels_last)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
+    instance("model", model, nn.Module, "a torch nn.Module")
     device, dtype = model_device(model)
     choice("autocast", autocast, (None, torch.bfloat16, torch.float16))
     preprocess = preprocessing_of(model, preprocess)
@@ -293,8 +285,7 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
                     if model_layers:
                         x = transform(rendered)
                         if x.shape[1] == 4:
-                            raise ValueError("param_f gives RGBA images: composite them first, "
-                                             "e.g. transforms=param.alpha_transforms()")
+                            raise ValueError("param_f gives RGBA: use param.alpha_transforms()")
                         x = preprocess(x.to(dtype))
                         if channels_last and x.dim() == 4:
                             x = x.contiguous(memory_format=torch.channels_last)
@@ -307,9 +298,7 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
                     if reads_input:
                         acts[INPUT_LAYER] = rendered
                     value = objective(acts)
-                    if value.dim() != 0:
-                        raise ValueError(f"objective {objective.name} returned shape "
-                                         f"{tuple(value.shape)}, not a scalar")
+                    shape("objective(acts)", value, ())  # a scalar
                     (-value).backward()
                     opt.step()
                     values.append(value.detach())

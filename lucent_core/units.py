@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lucent_core import validate
 from lucent_core.validate import choice, index
 from lucent_core.activations import run_layers
 from lucent_core.preprocessing import Preprocessing
@@ -140,9 +141,7 @@ class DirectionUnits(UnitKind):
         return (acts * v.reshape(*v.shape, *([1] * (acts.dim() - 2)))).sum(1)
 
     def check_layer(self, series, shape):
-        if series.directions.shape[1] != shape[0]:
-            raise ValueError(f"the directions have {series.directions.shape[1]} values per row "
-                             f"but layer {series.layer!r} has {shape[0]} channels")
+        validate.shape(f"directions for layer {series.layer!r}", series.directions, ("N", shape[0]))
 
     def dir_name(self, series):
         stem = Path(series.source).stem if series.source else series.directions_sha256[:12]
@@ -214,9 +213,9 @@ class Series:
 
     def __post_init__(self) -> None:
         choice("series kind", self.kind, UNIT_KINDS)
-        if self.unit_kind.needs_directions != (self.directions is not None):
-            raise ValueError(f"a {self.kind!r} series " + ("needs directions (an N x C matrix)"
-                             if self.unit_kind.needs_directions else "takes no directions"))
+        needs = self.unit_kind.needs_directions
+        if needs != (self.directions is not None):
+            raise ValueError(f"kind {self.kind!r} {'needs' if needs else 'takes no'} directions")
         if isinstance(self.directions, np.ndarray):
             object.__setattr__(self, "directions", torch.from_numpy(self.directions))
         if self.directions is not None and (not isinstance(self.directions, torch.Tensor)
@@ -291,19 +290,16 @@ def parse_units(text: str | None, count: int, clip_ranges: bool = False) -> list
         try:
             if ":" in part:
                 bits = [int(b) if b.strip() else None for b in part.split(":")]
-                if len(bits) > 3:
-                    raise ValueError
                 for bound in bits[:2]:  # a start or stop past the end is a mistake, not "all"
                     if not clip_ranges and bound is not None and not -count <= bound <= count:
-                        raise IndexError(f"units {part!r} reach past the {count} units; use "
-                                         f"0:{count}, or ':' for all")
+                        raise IndexError(f"units {part!r} reach past {count} units; use 0:{count}")
                 chosen = range(count)[slice(*bits)]
             else:
                 unit = int(part)
                 if not -count <= unit < count:
                     raise IndexError(f"unit {unit} is out of range: valid 0..{count - 1}")
                 chosen = [unit % count]
-        except ValueError:
+        except (ValueError, TypeError):  # not numbers, a zero step, or more than 3 parts
             raise ValueError(f"cannot read units {text!r}; e.g. 0:64, 0:64:2 or 3,7,9") from None
         units.update(dict.fromkeys(chosen))
     if not units:
@@ -353,9 +349,7 @@ def unit_maps(acts: torch.Tensor, series: Series, units: torch.Tensor,
         >>> unit_maps(acts, Series("conv"), torch.tensor([1, 0]))[0].tolist()
         [[4.0, 5.0], [6.0, 7.0]]
     """
-    batch = acts.shape[0]
-    if units.shape != (batch,):
-        raise ValueError(f"got {units.numel()} units for a batch of {batch} images")
+    validate.shape("units", units, (acts.shape[0],))  # one per image
     return series.unit_kind.unit_maps(acts, series, units, directions)
 
 
@@ -434,21 +428,18 @@ def load_directions(path: str | os.PathLike) -> torch.Tensor:
     if not path.is_file():
         raise FileNotFoundError(f"directions file {path} does not exist")
     if path.suffix not in (".npy", ".pt", ".pth"):
-        raise ValueError(f"directions file {path}: unknown type {path.suffix!r}; use .pt, .pth "
-                         "(torch.save of a tensor) or .npy")
+        raise ValueError(f"directions file {path} must be .pt, .pth (torch.save) or .npy")
     try:
         matrix = (torch.from_numpy(np.load(path, allow_pickle=False)) if path.suffix == ".npy"
                   else torch.load(path, map_location="cpu", weights_only=True))
     except Exception as error:  # damaged, or pickled objects that weights_only refuses
-        raise ValueError(f"cannot read the directions file {path} ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0]}); save a plain N x C tensor with "
-                         "torch.save, or an array with numpy.save") from error
+        raise ValueError(f"cannot read the directions file {path} ({str(error).splitlines()[0]}); "
+                         "save an N x C tensor with torch.save or numpy.save") from error
     if path.suffix != ".npy":
         if isinstance(matrix, dict):
             tensors = [v for v in matrix.values() if isinstance(v, torch.Tensor) and v.dim() == 2]
             if len(tensors) != 1:
-                raise ValueError(f"{path} holds a dict with {len(tensors)} matrices "
-                                 f"(keys {sorted(matrix)}); save the one N x C tensor alone")
+                raise ValueError(f"{path} holds {len(tensors)} matrices ({list(matrix)}); save one")
             matrix = tensors[0]
     if not isinstance(matrix, torch.Tensor) or matrix.dim() != 2:
         shape = tuple(matrix.shape) if isinstance(matrix, torch.Tensor) else type(matrix).__name__

@@ -297,7 +297,7 @@ def test_direction_series_render_one_image_per_row(tiny, tmp_path):
     assert sorted(found) == [0, 1, 2]
     assert found[2]["objective"] == f"direction('2', {source}[2])"
     assert "load_directions" in found[2]["python"] and str(source) in found[2]["command"]
-    with pytest.raises(ValueError, match="3 values per row but layer '2' has 6 channels"):
+    with pytest.raises(ValueError, match=r"directions for layer '2' must have shape \(N, 6\)"):
         atlas.render_atlas(tiny, tmp_path / "bad", Series("2", "direction", torch.ones(2, 3)),
                            **FAST)
 

@@ -371,7 +371,7 @@ def test_googlenet_and_inception_v3_transform_their_input_as_their_weights_expec
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(mean=(0.5, 0.5)), r"one number or one per RGB channel \(3\), got 2"),
+    (dict(mean=(0.5, 0.5)), r"mean must be 1 number or 3"),
     (dict(std=0), "std must be a non-empty list of finite numbers > 0"),
     (dict(std=float("nan")), "std must be"),
     (dict(mean=(0.1, float("inf"), 0.2)), "mean must be"),

@@ -432,7 +432,9 @@ def test_natural_magnitude_rejects_bad_arguments(call, error, name):
 
 
 @pytest.mark.parametrize("call, error, name", [
-    (lambda: magnitude_from_images(torch.rand(2, 1, 8, 8), 8), ValueError, r"images\[0\]"),
+    (lambda: magnitude_from_images(torch.rand(2, 1, 8, 8), 8), ValueError, "images"),
+    (lambda: magnitude_from_images([torch.rand(1, 8, 8)], 8), ValueError, r"images\[0\]"),
+    (lambda: magnitude_from_images([np.zeros((3, 8, 8))], 8), ValueError, r"images\[0\]"),
     (lambda: magnitude_from_images(torch.rand(8, 8), 8), ValueError, "images"),
     (lambda: magnitude_from_images([], 8), ValueError, "images"),
     (lambda: magnitude_from_images(torch.rand(1, 3, 8, 8), (8, 0)), ValueError, "width"),

@@ -84,7 +84,7 @@ def main() -> int:
     per_file = {path: count(path, helpers) for path in sorted(PACKAGE.rglob("*.py"))}
     code = sum(c for c, _ in per_file.values())
     checks = sum(k for _, k in per_file.values())
-    print(f"{checks} of {code} code lines check arguments: {100 * checks / code:.1f}%")
+    print(f"{checks} of {code} code lines check arguments: {100 * checks / code:.2f}%")
     for path, (c, k) in sorted(per_file.items(), key=lambda item: -item[1][1])[:10]:
         print(f"  {k:4d} of {c:4d}  {path.relative_to(PACKAGE.parent)}")
     return 0

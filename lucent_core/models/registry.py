@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from lucent_core import validate
-from lucent_core.validate import flag
+from lucent_core.validate import flag, instance
 from lucent_core.preprocessing import Preprocessing
 from lucent_core.relu import use_redirected_relus
 from lucent_core.models.weights import WeightsError, WeightsSource, load_weights
@@ -113,17 +113,15 @@ def _imported_config(name: str) -> ModelConfig:
     try:
         inspect.signature(factory, follow_wrapped=False).bind()
     except TypeError as error:  # not callable, or it needs arguments
-        raise ValueError(f"model {name!r} cannot be called without arguments ({error}); give "
-                         "a function of no arguments returning an nn.Module or a ModelConfig") \
-            from None
+        raise ValueError(f"model {name!r} cannot be called without arguments ({error}); give a "
+                         "no-argument function returning an nn.Module or a ModelConfig") from None
     except ValueError:  # a builtin without a signature: call it and see
         pass
     made = factory()
     if isinstance(made, ModelConfig):
         return made
     if not isinstance(made, nn.Module):
-        raise ValueError(f"model {name!r} returned {type(made).__name__}, not an nn.Module or "
-                         "a ModelConfig")
+        raise ValueError(f"model {name!r} gave {type(made).__name__}, not an nn.Module/ModelConfig")
     return ModelConfig(name=name, description=f"{type(made).__name__} from {module_name}",
                        build=lambda: made, load_pretrained=lambda: made,
                        preprocessing=getattr(made, "preprocessing", None) or Preprocessing())
@@ -140,8 +138,7 @@ def get_config(name: str) -> ModelConfig:
         >>> get_config("torch.nn:Identity").description
         'Identity from torch.nn'
     """
-    if not isinstance(name, str):
-        raise TypeError(f"a model is given by name (e.g. 'inceptionv1'), got {name!r}")
+    instance("name", name, str, "a model's name, e.g. 'inceptionv1'")
     for prefix, make_config in _FAMILIES.items():
         if name.startswith(prefix):
             return make_config(name[len(prefix):])

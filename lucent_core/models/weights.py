@@ -25,14 +25,18 @@ import torch
 
 from lucent_core.io import unique_suffix
 
-__all__ = ["WEIGHTS_ENV", "WeightsError", "WeightsSource", "find_weights", "load_weights",
-           "sha256sum", "state_dict_sha256"]
+__all__ = ["WEIGHTS_ENV", "WeightsError", "WeightsFileError", "WeightsSource", "find_weights",
+           "load_weights", "sha256sum", "state_dict_sha256"]
 
 WEIGHTS_ENV = "LUCENT_CORE_WEIGHTS"
 
 
 class WeightsError(RuntimeError):
     """Weights could not be found, downloaded or verified."""
+
+
+class WeightsFileError(WeightsError, ValueError):
+    """A weights file whose contents are not the expected network's (layers, names, shapes)."""
 
 
 def _torch_state_dict(path: Path) -> dict[str, torch.Tensor]:

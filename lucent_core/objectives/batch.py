@@ -48,8 +48,7 @@ def channel_interpolate(layer1: str, unit1: int, layer2: str, unit2: int) -> Obj
         check_unit(b, layer2, unit2)
         batch = a.shape[0]
         if b.shape[0] != batch:
-            raise ValueError(f"layers {layer1!r} and {layer2!r} have batches of {batch} and "
-                             f"{b.shape[0]} images; they must be the same render")
+            raise ValueError(f"layers {layer1!r}, {layer2!r} have {batch} != {b.shape[0]} images")
         check_several_images(a, "channel_interpolate")
         first = a[:, unit1].reshape(batch, -1).mean(1)
         second = b[:, unit2].reshape(batch, -1).mean(1)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from lucent_core._device import DeviceCopies
-from lucent_core.validate import index, real
+from lucent_core.validate import index, instance, real, shape
 from lucent_core.hooks import OUTPUT_LAYER
 from lucent_core.objectives.core import Activations, Objective, layer_output, wrap_objective
 
@@ -27,8 +27,7 @@ def check_arguments(layer: object, **indices: object) -> tuple:
     """When an objective is made: ``layer`` is a name, each index an integer (``x``, ``y`` and
     ``batch`` may be None), ``cossim_pow`` a finite number >= 0. Returns the values in the
     order given, as plain ``int`` (and ``float``), whatever integer type they came as."""
-    if not isinstance(layer, str):
-        raise TypeError(f"layer must be a layer name such as 'mixed4a', got {layer!r}")
+    instance("layer", layer, str, "a layer name such as 'mixed4a'")
     return tuple(real(name, value, minimum=0) if name == "cossim_pow"
                  else value if value is None and name in ("x", "y", "batch")
                  else index(name, value) for name, value in indices.items())
@@ -44,26 +43,22 @@ def check_unit(t: torch.Tensor, layer: str, unit: int) -> None:
     if t.dim() < 2:
         raise ValueError(f"layer {layer!r} gives shape {tuple(t.shape)}, not (B, C, ...)")
     if not 0 <= unit < t.shape[1]:
-        raise IndexError(f"channel {unit} is out of range for layer {layer!r}, which has "
-                         f"{t.shape[1]} channels (valid units: 0..{t.shape[1] - 1})")
+        raise IndexError(f"channel {unit} is out of range for layer {layer!r} ({t.shape[1]} units)")
 
 
 def _position(t: torch.Tensor, layer: str, x: int | None, y: int | None) -> tuple[int, int]:
-    if t.dim() != 4:
-        raise ValueError(f"x, y need a spatial (B, C, H, W) layer; {layer!r} has {tuple(t.shape)}")
+    shape(f"layer {layer!r} (for x, y)", t, ("B", "C", "H", "W"))
     height, width = t.shape[-2:]
     x = width // 2 if x is None else x
     y = height // 2 if y is None else y
     if not (0 <= x < width and 0 <= y < height):
-        raise IndexError(f"position (x={x}, y={y}) is outside layer {layer!r}, whose map is "
-                         f"{width} wide and {height} high")
+        raise IndexError(f"(x={x}, y={y}) is outside the {width} x {height} map of layer {layer!r}")
     return x, y
 
 
 def _as_vector(vector: "torch.Tensor | np.ndarray | Sequence[float]") -> torch.Tensor:
     v = torch.as_tensor(np.asarray(vector) if not isinstance(vector, torch.Tensor) else vector)
-    if v.dim() != 1:
-        raise ValueError(f"vector must be 1-D, one value per channel; got shape {tuple(v.shape)}")
+    shape("vector", v, ("C",))  # one value per channel
     if not torch.isfinite(v).all():
         raise ValueError("vector must hold finite numbers, got NaN or infinite values")
     return v.float()
@@ -75,9 +70,7 @@ def dot_cossim(t: torch.Tensor, vector: DeviceCopies, layer: str, cossim_pow: fl
 
     As in Lucid: ``dot * max(0.1, cos)^cossim_pow`` (``cossim_pow=0`` is the plain dot).
     """
-    if t.shape[1] != vector.tensor.shape[0]:
-        raise ValueError(f"vector has {len(vector.tensor)} values but layer {layer!r} has "
-                         f"{t.shape[1]} channels")
+    shape(f"vector for layer {layer!r}", vector.tensor, (t.shape[1],))
     v = vector.like(t).reshape(1, -1, *([1] * (t.dim() - 2)))
     dot = (t * v).sum(1)
     if cossim_pow == 0:
@@ -152,8 +145,7 @@ def batch_channels(layer: str, units: Sequence[int]) -> Objective:
 
     def inner(acts: Activations) -> torch.Tensor:
         t = acts[layer]
-        if t.shape[0] != len(units):
-            raise ValueError(f"units must be one per image: {len(units)} for {t.shape[0]} images")
+        shape("units (one per image)", units, (t.shape[0],))
         for unit in (min(units), max(units)):
             check_unit(t, layer, unit)
         picked = t[torch.arange(len(units), device=t.device), index.on(t.device)]

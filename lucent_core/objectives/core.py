@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Mapping, Union
 import torch
 
 from lucent_core.hooks import registry_name
+from lucent_core.validate import instance
 
 Activations = Mapping[str, torch.Tensor]
 Number = Union[int, float]
@@ -126,9 +127,7 @@ class Objective:
         terms: list[tuple[float, Objective]] = []
         constant = 0.0
         for obj in objectives:
-            if not isinstance(obj, Objective):
-                raise TypeError(f"Objective.sum adds objectives, got {type(obj).__name__} "
-                                "(make a 'layer:unit' string one with as_objective)")
+            instance("Objective.sum's terms", obj, Objective, "Objectives (see as_objective)")
             lin = obj._linear()
             terms.extend(lin.terms)
             constant += lin.constant
@@ -258,6 +257,5 @@ def layer_output(acts: Activations, layer: str, batch: int | None) -> torch.Tens
     if batch is None:
         return t
     if not -t.shape[0] <= batch < t.shape[0]:
-        raise IndexError(f"batch index {batch} is out of range: the render has a batch of "
-                         f"{t.shape[0]} image(s) (valid: 0..{t.shape[0] - 1})")
+        raise IndexError(f"batch={batch} is out of range: the render has {t.shape[0]} image(s)")
     return t[batch:batch + 1] if batch >= 0 else t[batch:][:1]

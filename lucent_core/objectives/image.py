@@ -19,14 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from lucent_core.hooks import INPUT_LAYER
+from lucent_core.validate import shape
 from lucent_core.objectives.core import Activations, Objective, layer_output, wrap_objective
 
 __all__ = ["L1", "L2", "blur", "blur_input_each_step", "total_variation"]
 
 
 def _spatial(t: torch.Tensor, layer: str, what: str) -> torch.Tensor:
-    if t.dim() != 4:
-        raise ValueError(f"{what} needs a (B, C, H, W) layer; {layer!r} has {tuple(t.shape)}")
+    shape(f"layer {layer!r} (for {what})", t, ("B", "C", "H", "W"))
     return t
 
 
@@ -115,8 +115,7 @@ def blur(x: torch.Tensor) -> torch.Tensor:
         >>> round(blur(delta)[0, 0, 1, 1].item(), 6)  # interior: weights 1 + 8 * 0.5 = 5
         0.2
     """
-    if x.dim() != 4:
-        raise ValueError(f"x must be a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
+    shape("x", x, ("B", "C", "H", "W"))
     channels = x.shape[1]
     kernel = torch.full((3, 3), 0.5, dtype=x.dtype, device=x.device)
     kernel[1, 1] = 1.0

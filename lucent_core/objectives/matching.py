@@ -84,8 +84,7 @@ def _paired(acts: Activations, layer: str, goal: _Target, batch: int | None
             all(have >= want for have, want in zip(t.shape[2:], g.shape[2:])):
         t = _centre_crop(t, tuple(g.shape[2:]))
     if g.dim() != t.dim() or g.shape[1:] != t.shape[1:] or g.shape[0] not in (1, t.shape[0]):
-        raise ValueError(f"target has shape {tuple(goal.tensor.shape)} but layer {layer!r} gives "
-                         f"{shape}; render at the target image's size: param.image(width, height)")
+        raise ValueError(f"target {tuple(g.shape)} must fit layer {shape}: use param.image(w, h)")
     return t.reshape(t.shape[0], -1), g.reshape(g.shape[0], -1)
 
 

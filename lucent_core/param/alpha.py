@@ -38,12 +38,12 @@ import torch
 from torch import nn
 
 from lucent_core._device import to_device
-from lucent_core.validate import choice, flag, integers, real
+from lucent_core.validate import choice, flag, integers, real, shape
 from lucent_core.hooks import INPUT_LAYER
 from lucent_core.objectives import Objective, as_objective, wrap_objective
 from lucent_core.param.base import Parameterisation
 from lucent_core.param.color import ToRGB
-from lucent_core.param.images import image
+from lucent_core.param.images import ImageParam, image
 from lucent_core.param.spatial import fourier_scale, spectrum_to_image
 from lucent_core.transforms import Compose, RandomTransform, standard_transforms
 
@@ -58,39 +58,27 @@ BACKGROUND_SD = 0.2
 BACKGROUND_DECAY_POWER = 1.5
 
 
-class RGBAImage(Parameterisation):
+class RGBAImage(ImageParam):
     """Colour from a spatial parameterisation and :class:`ToRGB`, opacity from its own one.
 
     Shape: ``forward()`` returns ``(B, 4, H, W)`` in [0, 1]: RGB, then alpha (1 = opaque).
     """
 
-    def __init__(self, spatial: nn.Module, to_rgb: nn.Module, alpha: nn.Module):
-        super().__init__()
-        self.spatial = spatial
-        self.to_rgb = to_rgb
+    def __init__(self, spatial: Parameterisation, to_rgb: nn.Module, alpha: Parameterisation):
+        super().__init__(spatial, to_rgb)
         self.alpha = alpha
 
     def forward(self) -> torch.Tensor:
-        return torch.cat([self.to_rgb(self.spatial()), torch.sigmoid(self.alpha())], dim=1)
-
-    @property
-    def kind(self) -> str | None:  # type: ignore[override]
-        return self.spatial.kind
-
-    @property
-    def size(self) -> tuple[int, int]:  # type: ignore[override]
-        return self.spatial.size
+        return torch.cat([super().forward(), torch.sigmoid(self.alpha())], dim=1)
 
     def render_at(self, size: tuple[int, int], interpolation: str | None = None
                   ) -> torch.Tensor:
         """Colour and alpha each at ``size``; the result keeps 4 channels."""
-        rgb = self.to_rgb(self.spatial.render_at(size, interpolation))
-        return torch.cat([rgb, torch.sigmoid(self.alpha.render_at(size, interpolation))], dim=1)
+        alpha = torch.sigmoid(self.alpha.render_at(size, interpolation))
+        return torch.cat([super().render_at(size, interpolation), alpha], dim=1)
 
     def describe(self) -> dict[str, object]:
-        return {**self.spatial.describe(), "class": type(self).__name__,
-                "spatial": type(self.spatial).__name__, "channels": 4,
-                "decorrelate": self.to_rgb.decorrelate, "color_mode": self.to_rgb.mode}
+        return {**super().describe(), "channels": 4}
 
 
 def _one_channel(spatial: nn.Module) -> nn.Module:
@@ -133,8 +121,7 @@ def image_rgba(w: int, h: int | None = None, batch: int = 1, sd: float = 0.01, f
 
 def _check_rgba(rgba: torch.Tensor, name: str) -> None:
     if rgba.dim() != 4 or rgba.shape[1] != 4:
-        raise ValueError(f"{name} must be RGBA images (B, 4, H, W) as param.image_rgba makes, "
-                         f"got shape {tuple(rgba.shape)}")
+        raise ValueError(f"{name} must be (B, 4, H, W) from image_rgba, got {tuple(rgba.shape)}")
 
 
 def composite(rgba: torch.Tensor, background: "torch.Tensor | float | tuple[float, ...]"
@@ -160,14 +147,11 @@ def composite(rgba: torch.Tensor, background: "torch.Tensor | float | tuple[floa
         if not (np.isfinite(levels) & (levels >= 0) & (levels <= 1)).all():
             raise ValueError(f"background must lie in [0, 1], got {background!r}")
     background = torch.as_tensor(background, dtype=rgba.dtype, device=rgba.device)
-    shape = tuple(background.shape)
+    given = shape("background", background, (), (3,), ("B", 3, "H", "W"))
     if background.dim() == 1:  # a colour
         background = background.view(1, -1, 1, 1)
-    if not (background.dim() == 0 or background.dim() == 4 and background.shape[1] == 3 and all(
-            background.shape[d] in (1, rgba.shape[d]) for d in (0, 2, 3))):
-        raise ValueError(f"background must be a number, an RGB colour (3,) or images (1 or "
-                         f"{rgba.shape[0]}, 3, 1 or {rgba.shape[2]}, 1 or {rgba.shape[3]}), got "
-                         f"shape {shape}")
+    if background.dim() and any(background.shape[d] not in (1, rgba.shape[d]) for d in (0, 2, 3)):
+        raise ValueError(f"background must broadcast to rgba {tuple(rgba.shape)}, got {given}")
     rgb, alpha = rgba[:, :3], rgba[:, 3:]
     return rgb * alpha + background * (1.0 - alpha)
 
@@ -250,11 +234,10 @@ class CompositeBackground(RandomTransform):
         return {"background": background}
 
     def apply_transform(self, x: torch.Tensor, params: dict) -> torch.Tensor:
-        background = params["background"]
-        if background.shape[0] != x.shape[0] or background.shape[-2:] != x.shape[-2:]:
-            raise ValueError(f"params['background'] {tuple(background.shape)} does not fit x "
-                             f"{tuple(x.shape)}")
-        return composite(x, to_device(background, x.device, x.dtype))
+        bg = params["background"]
+        if bg.shape[0] != x.shape[0] or bg.shape[-2:] != x.shape[-2:]:
+            raise ValueError(f"params['background'] {tuple(bg.shape)} misfits x {tuple(x.shape)}")
+        return composite(x, to_device(bg, x.device, x.dtype))
 
     def extra_repr(self) -> str:
         return (f"kind={self.kind!r}, sd={self.sd!r}, decay_power={self.decay_power!r}, "

@@ -42,7 +42,7 @@ from torch import nn
 
 from lucent_core._device import to_device
 from lucent_core.validate import (integer, integers, not_both, real, real_scalar, reals,
-                                   size_pair)
+                                   shape, size_pair)
 from lucent_core.param.base import Parameterisation
 from lucent_core.param.color import ToRGB
 from lucent_core.param.resample import fourier_resample, only_pixels_interpolate
@@ -170,9 +170,8 @@ def magnitude_from_images(images: "torch.Tensor | Sequence[torch.Tensor]",
     """
     height, width = size_pair("size", size)
     if isinstance(images, torch.Tensor):
+        shape("images", images, ("N", 3, "H", "W"), (3, "H", "W"))
         batch = images[None] if images.dim() == 3 else images
-        if batch.dim() != 4:
-            raise ValueError(f"images must be (N, 3, H, W) or (3, H, W), got {tuple(images.shape)}")
         items: Sequence[torch.Tensor] = list(batch)
     else:
         items = list(images)
@@ -181,9 +180,9 @@ def magnitude_from_images(images: "torch.Tensor | Sequence[torch.Tensor]",
     matrix = ToRGB().color_matrix.double()
     total = torch.zeros(3, height, width // 2 + 1, dtype=torch.float64)
     for i, item in enumerate(items):
-        if not isinstance(item, torch.Tensor) or item.dim() != 3 or item.shape[0] != 3:
-            raise ValueError(f"images[{i}] must be a (3, H, W) RGB tensor, got "
-                             f"{getattr(item, 'shape', type(item).__name__)}")
+        if not isinstance(item, torch.Tensor):
+            raise ValueError(f"images[{i}] must be a (3, H, W) tensor, got {type(item).__name__}")
+        shape(f"images[{i}]", item, (3, "H", "W"))
         resized = F.interpolate(item[None].double().cpu(), size=(height, width),
                                 mode="bilinear", align_corners=False, antialias=True)[0]
         if decorrelate:
@@ -267,11 +266,9 @@ class MacoImage(Parameterisation):
         if not isinstance(magnitude, torch.Tensor):
             magnitude = torch.as_tensor(np.asarray(magnitude))
         magnitude = magnitude.detach().cpu().double()
+        shape("magnitude", magnitude, (3, "h", "w // 2 + 1"), ("h", "w // 2 + 1"))
         if magnitude.dim() == 2:
             magnitude = magnitude.expand(3, -1, -1)
-        if magnitude.dim() != 3 or magnitude.shape[0] != 3:
-            raise ValueError(f"magnitude must be (3, h, w // 2 + 1) or (h, w // 2 + 1) (rfft2 "
-                             f"layout), got shape {tuple(magnitude.shape)}")
         if not torch.isfinite(magnitude).all() or (magnitude < 0).any():
             raise ValueError("magnitude must hold finite, non-negative amplitudes")
         magnitude = _resize_spectrum(magnitude, height, width)

@@ -138,8 +138,7 @@ class LaplacianPyramid(Parameterisation):
             level_weights = [real("level_weights", level_weights) ** k for k in range(levels)]
         weights = reals("level_weights", level_weights)
         if len(weights) != levels:
-            raise ValueError(f"level_weights must be 1 or {levels} numbers (finest first), got "
-                             f"{len(weights)}")
+            raise ValueError(f"level_weights must be 1 or {levels} numbers, got {len(weights)}")
         self.register_buffer("level_weights", torch.tensor(weights), persistent=False)
         self.pyramid = nn.ParameterList(
             nn.Parameter(torch.randn(batch, 3, math.ceil(height / 2 ** k),

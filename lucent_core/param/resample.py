@@ -34,8 +34,7 @@ def resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
 def only_pixels_interpolate(interpolation: str | None, who: object, how: str) -> None:
     """``interpolation`` applies to pixel images only: an error for any other ``who``."""
     if interpolation is not None:
-        raise ValueError(f"interpolation applies to pixel images only; a {type(who).__name__} "
-                         f"is {how}")
+        raise ValueError(f"interpolation is for pixel images only; a {type(who).__name__} is {how}")
 
 
 def _phase(freqs: torch.Tensor, old: int, new: int, dtype: torch.dtype,
@@ -120,8 +119,7 @@ def fourier_resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """
     height, width = size_pair("size", size)
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"x must be a real floating-point tensor, got "
-                        f"{getattr(x, 'dtype', type(x).__name__)}")
+        raise TypeError(f"x must be a real float tensor, got {getattr(x, 'dtype', type(x))}")
     if x.dim() < 2:
         raise ValueError(f"x must have at least 2 dims (..., h, w), got shape {tuple(x.shape)}")
     old_h, old_w = x.shape[-2:]

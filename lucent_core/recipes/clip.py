@@ -22,7 +22,7 @@ from PIL import Image
 from torch import nn
 
 from lucent_core._device import DeviceCopies
-from lucent_core.validate import is_index, not_both, reals, steps_or_thresholds
+from lucent_core.validate import instance, is_index, not_both, reals, shape, steps_or_thresholds
 from lucent_core.activations import image_activations
 from lucent_core.hooks import INPUT_LAYER, capture, frozen, model_device, run_to_layers
 from lucent_core.io import image_grid
@@ -51,9 +51,7 @@ def _as_prompts(prompts: str | Sequence[str] | None, what: str, required: bool =
 
 
 def _check_clip(model: nn.Module) -> None:
-    if not isinstance(model, CLIPVisual):
-        raise TypeError(f"model must be a CLIP model, e.g. create_model('clip_rn50'); got "
-                        f"{type(model).__name__}")
+    instance("model", model, CLIPVisual, "a CLIP model, e.g. create_model('clip_rn50')")
 
 
 def _cosine(embedding: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -92,8 +90,7 @@ def clip_text(model: nn.Module, prompts: str | Sequence[str],
     positive = _as_prompts(prompts, "prompts")
     negatives = _as_prompts(negative, "negative", required=False)
     w = [1.0] * len(positive) if weights is None else reals("weights", weights)
-    if len(w) != len(positive):
-        raise ValueError(f"got {len(w)} weights for {len(positive)} prompts; give one each")
+    shape("weights", w, (len(positive),))  # one per prompt
     w_copies = DeviceCopies(torch.tensor(w))
     targets = _text_targets(model, positive)
     away = _text_targets(model, negatives) if negatives else None
@@ -137,8 +134,7 @@ def _layer_name(layer: str | int) -> str:
 def _tokens_last(t: torch.Tensor, layer: str, batch_first: bool | None,
                  acts: Activations) -> torch.Tensor:
     """The residual stream as ``(B, N, C)`` whatever its layout."""
-    if t.dim() != 3:
-        raise ValueError(f"layer {layer!r} gives shape {tuple(t.shape)}, not a ViT block's")
+    shape(f"layer {layer!r}", t, ("B", "N", "C"), ("N", "B", "C"))  # a ViT block's
     if batch_first is None:
         if INPUT_LAYER not in acts:
             raise ValueError("cannot tell the ViT's layout: pass batch_first=model.batch_first")

@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from lucent_core.validate import integer, integers
+from lucent_core.validate import instance, integer, integers
 from lucent_core.results import AtlasError, AtlasWriteError, check_layer_spelling, differences, \
     read_json, write_json
 from lucent_core.hooks import (capture, frozen, model_device, model_revision, registry_name,
@@ -171,10 +171,7 @@ class ExamplesSummary:
 def _as_series(series: Union[str, Series]) -> Series:
     if isinstance(series, str):
         return Series(series)
-    if isinstance(series, Series):
-        return series
-    raise TypeError(f"series must be a layer name or a lucent_core.atlas.Series, got "
-                    f"{type(series).__name__}")
+    return instance("series", series, Series, "a layer name or a lucent_core.atlas.Series")
 
 
 def _write_error(error: OSError, what: str, where: Path) -> AtlasWriteError:
@@ -338,8 +335,7 @@ def find_examples(model: nn.Module, images: str | os.PathLike, out: str | os.Pat
 
     shape = layer_shapes(model, [series.layer], size, preprocess)[series.layer]
     if len(shape) not in (1, 3):
-        raise ValueError(f"series layer {series.layer!r} must give (B, C) or (B, C, H, W) "
-                         f"activations, got (B, {', '.join(map(str, shape))})")
+        raise ValueError(f"layer {series.layer!r} gives {shape} per image; need (C,) or (C, H, W)")
     series.check_layer(shape)
     wanted = select_units(units, series.count(shape[0]))
     broken = [u for u in wanted if not series.row_is_finite(u)]

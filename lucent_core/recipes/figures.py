@@ -44,7 +44,7 @@ from PIL import Image
 from torch import nn
 
 from lucent_core import validate
-from lucent_core.validate import integer, size_pair
+from lucent_core.validate import instance, integer, size_pair
 from lucent_core.drawing import (DEFAULT_FONT_SIZE, INTERPOLATIONS, LAYOUT_INFO_KEY, FigureLayout,
                                  figure_grid, fourier_resample, render_at, save_high_res)
 from lucent_core.hooks import registry_name
@@ -122,8 +122,7 @@ def _recorded(result: RenderResult, key: str, given: object) -> object:
         return given
     recorded = result.settings[key]
     if given is not None and given != recorded:
-        raise ValueError(f"{key}={given!r} disagrees with the render's {key}={recorded!r}; "
-                         f"leave {key} out")
+        raise ValueError(f"{key}={given!r}, but the render recorded {recorded!r}; leave it out")
     return recorded
 
 
@@ -170,8 +169,7 @@ def panel_record(result: RenderResult, *, model: "nn.Module | str | None" = None
         >>> record["objective"], record["steps"], record["param"]["kind"], record["seed"]
         ("channel('0', 1)", 2, 'fourier', 0)
     """
-    if not isinstance(result, RenderResult):
-        raise TypeError(f"result must be what render_vis returns, got {type(result).__name__}")
+    instance("result", result, RenderResult, "what render_vis returns")
     row = None if row is None else integer("row", row, minimum=0)
     col = None if col is None else integer("col", col, minimum=0)
     reached = result.thresholds[-1] if result.thresholds else None
@@ -227,8 +225,7 @@ def _layout_record(picture: Image.Image, given: dict[str, object]) -> dict[str, 
         needed = (layout["cols"] * layout["cell"][1] + (layout["cols"] + 1) * layout["padding"],
                   layout["rows"] * layout["cell"][0] + (layout["rows"] + 1) * layout["padding"])
         if needed[0] > picture.width or needed[1] > picture.height:
-            raise ValueError(f"rows, cols, cell and padding need {needed[0]} x {needed[1]} "
-                             f"pixels, but the picture is {picture.width} x {picture.height}")
+            raise ValueError(f"rows, cols, cell, padding need {needed} px; picture: {picture.size}")
     return layout
 
 
@@ -242,8 +239,7 @@ def _panels(panels: Sequence[Mapping[str, object]] | None, layout: dict[str, obj
     cols = layout.get("cols") if layout else None
     out, seen = [], {}
     for i, panel in enumerate(panels):
-        if not isinstance(panel, Mapping):
-            raise TypeError(f"panels[{i}] must be a dict, got {type(panel).__name__}")
+        instance(f"panels[{i}]", panel, Mapping, "a dict")
         unknown = sorted(set(panel) - set(PANEL_KEYS), key=str)
         if unknown:
             close = [m for key in unknown
@@ -258,16 +254,14 @@ def _panels(panels: Sequence[Mapping[str, object]] | None, layout: dict[str, obj
         if record["row"] is None and record["col"] is None:
             if cols is None:
                 if len(panels) > 1:
-                    raise ValueError(f"panels[{i}] has no position and the layout is unknown: "
-                                     "give row/col in each panel, or rows= and cols=")
+                    raise ValueError(f"panels[{i}] has no position: give row/col, or rows=, cols=")
                 record["row"], record["col"] = 0, 0
             else:
                 record["row"], record["col"] = divmod(i, cols)
         elif record["row"] is None or record["col"] is None:
             raise ValueError(f"panels[{i}] has only one of row and col; give both or neither")
         position = (record["row"], record["col"])
-        if rows is not None and cols is not None and not (
-                0 <= position[0] < rows and 0 <= position[1] < cols):
+        if None not in (rows, cols) and not (0 <= position[0] < rows and 0 <= position[1] < cols):
             raise ValueError(f"panels[{i}] at {position} is outside the {rows} x {cols} grid")
         if position in seen:
             raise ValueError(f"panels[{seen[position]}] and panels[{i}] are both at {position}")

@@ -30,7 +30,8 @@ from PIL import Image
 from torch import nn
 
 from lucent_core import validate
-from lucent_core.validate import choice, flag, integer, not_both, real, steps_or_thresholds
+from lucent_core.validate import (choice, flag, instance, integer, not_both, real, shape,
+                                  steps_or_thresholds)
 from lucent_core.activations import image_activations, load_image
 from lucent_core.objectives import Objective, direction
 from lucent_core.param import image as image_param
@@ -65,9 +66,9 @@ _CHECK_EVERY = 10  # iterations between convergence checks
 def _as_matrix(matrix: "torch.Tensor | np.ndarray") -> torch.Tensor:
     if isinstance(matrix, np.ndarray):
         matrix = torch.from_numpy(matrix)
-    if not isinstance(matrix, torch.Tensor) or matrix.dtype == torch.bool or matrix.is_complex():
-        raise TypeError(f"matrix must be a real tensor or array, got "
-                        f"{getattr(matrix, 'dtype', type(matrix).__name__)}")
+    instance("matrix", matrix, torch.Tensor, "a real tensor or array")
+    if matrix.dtype == torch.bool or matrix.is_complex():
+        raise TypeError(f"matrix must be a real tensor or array, got {matrix.dtype}")
     if matrix.dim() != 2 or matrix.numel() == 0:
         raise ValueError(f"matrix must be a non-empty (N, C) matrix, got {tuple(matrix.shape)}")
     return matrix
@@ -143,8 +144,7 @@ def nmf(matrix: "torch.Tensor | np.ndarray", k: int, iterations: int = 1000, see
         raise ValueError("matrix has NaN or infinite entries; NMF needs finite values")
     lowest = x.min().item()
     if lowest < 0:
-        raise ValueError(f"matrix must be non-negative, got an entry {lowest:.4g}; clamp it "
-                         "(matrix.clamp(min=0)) or use post-ReLU activations")
+        raise ValueError(f"matrix must be >= 0, got {lowest:.4g}; clamp it or use post-ReLU layers")
     norm = torch.linalg.norm(x)
     if norm == 0:
         raise ValueError("matrix is all zeros: there is nothing to factorise")
@@ -226,9 +226,7 @@ class NeuronGroups:
 
 def _conv_activation(model: nn.Module, layer: str, pixels: torch.Tensor) -> torch.Tensor:
     activation = image_activations(model, layer, pixels)
-    if activation.dim() != 4:
-        raise ValueError(f"layer {layer!r} gives shape {tuple(activation.shape)}, not a "
-                         "convolutional (B, C, H, W)")
+    shape(f"layer {layer!r}", activation, ("B", "C", "H", "W"))
     return activation
 
 
@@ -328,8 +326,7 @@ def render_groups(model: nn.Module, groups: NeuronGroups, steps: int | None = No
         >>> result.image.shape
         (2, 32, 32, 3)
     """
-    if not isinstance(groups, NeuronGroups):
-        raise TypeError(f"groups must be what neuron_groups returns, got {type(groups).__name__}")
+    instance("groups", groups, NeuronGroups, "what neuron_groups returns")
     thresholds = steps_or_thresholds(steps, render_kwargs.pop("thresholds", None),
                                      DEFAULT_RENDER_STEPS)
     not_both("size", size, "param_f", render_kwargs.get("param_f"))
@@ -372,8 +369,7 @@ def groups_overlay(groups: NeuronGroups, image: "ImageInput | None" = None) -> n
         >>> maps.shape, float(maps.max())
         ((2, 33, 33), 1.0)
     """
-    if not isinstance(groups, NeuronGroups):
-        raise TypeError(f"groups must be what neuron_groups returns, got {type(groups).__name__}")
+    instance("groups", groups, NeuronGroups, "what neuron_groups returns")
     height, width = groups.image_size if image is None else load_image(image).shape[-2:]
     top, left, seen_h, seen_w = 0, 0, int(height), int(width)
     if groups.centre_square and image is not None:  # the groups saw the centre square only

@@ -132,6 +132,5 @@ def caricature(model: nn.Module, layer: str, image: ImageSource, cossim_pow: flo
         "caricature('0', cossim_pow=0)"
     """
     if cossim_pow is None:
-        raise ValueError("caricature needs a number for cossim_pow (0 is Lucid's); None is "
-                         "feature_inversion's L2 loss")
+        raise ValueError("cossim_pow must be a number (Lucid's: 0); None is feature_inversion's")
     return _matching("caricature", model, layer, image, cossim_pow, size, preprocess)

@@ -79,8 +79,7 @@ def render_maco(model: nn.Module, objective: "Objective | str", w: int = MACO_SI
     if transforms is not None:
         given = [name for name, value in crop_options.items() if value is not None]
         if given:
-            raise ValueError(f"{', '.join(given)} shape(s) maco_transforms, which transforms= "
-                             "replaces; drop them, or pass transforms=maco_transforms(...)")
+            raise ValueError(f"transforms= replaces {given}; pass them to maco_transforms")
     else:
         n_crops = MACO_CROPS if n_crops is None else n_crops
         crop_scale = MACO_CROP_SCALE if crop_scale is None else crop_scale

@@ -127,11 +127,9 @@ def _values(model: nn.Module, images: torch.Tensor, series: Series, units: torch
     along = series.unit_kind.needs_directions
     width = directions.shape[1] if along else acts.shape[1]
     if not along and int(units.max()) >= width:
-        raise IndexError(f"unit {int(units.max())} of {series.layer!r} is out of range: "
-                         f"valid 0..{width - 1}")
+        raise IndexError(f"unit {int(units.max())} of {series.layer!r} is not in 0..{width - 1}")
     if along and width != acts.shape[1]:
-        raise ValueError(f"directions have {width} values but {series.layer!r} has "
-                         f"{acts.shape[1]} channels")
+        raise ValueError(f"directions have {width} values; {series.layer!r} needs {acts.shape[1]}")
     return unit_values(acts, series, units.to(acts.device), directions).float()
 
 
@@ -173,8 +171,7 @@ def robustness(model: nn.Module, images: torch.Tensor, layer: "str | Series",
     if isinstance(units, (str, bytes)) or not hasattr(units, "__len__"):
         raise TypeError(f"units must be a list of unit numbers, one per image, got {units!r}")
     units_t = torch.as_tensor([index("units", u, minimum=0) for u in units], dtype=torch.long)
-    if units_t.shape != (images.shape[0],):
-        raise ValueError(f"got {units_t.numel()} units for {images.shape[0]} images; give one each")
+    validate.shape("units", units_t, (images.shape[0],))  # one per image
     if not series.unit_kind.needs_directions and directions is not None:
         raise ValueError(f"directions= applies to a direction series, not to {series.kind}s")
     if series.unit_kind.needs_directions and directions is None:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from lucent_core._device import to_device
-from lucent_core.validate import choice, integer, real, reals
+from lucent_core.validate import choice, instance, integer, real, reals, shape
 from lucent_core.transforms.functional import PAD_MODES
 
 __all__ = ["RandomAffine", "standard_affine"]
@@ -33,6 +33,7 @@ Generators = Union[torch.Generator, Sequence[torch.Generator], None]
 _KORNIA_PADDING = {"constant": "zeros", "replicate": "border", "reflect": "reflection"}
 LUCID_SCALES = tuple(1 + (i - 5) / 50.0 for i in range(11))
 LUCID_ANGLES = tuple(range(-10, 11)) + 5 * (0,)
+_NOT_A_PAIR = (str, set, frozenset, dict)  # characters, or no order
 
 
 class RandomAffine(nn.Module):
@@ -73,8 +74,7 @@ class RandomAffine(nn.Module):
                  scales: Sequence[float] = LUCID_SCALES, angles: Sequence[float] = LUCID_ANGLES,
                  pad_mode: str = "constant", pad_value: float = 0.5):
         super().__init__()
-        if isinstance(jitter, (str, set, frozenset, dict)) or not hasattr(jitter, "__len__") \
-                or len(jitter) != 2:
+        if isinstance(jitter, _NOT_A_PAIR) or not hasattr(jitter, "__len__") or len(jitter) != 2:
             raise ValueError(f"jitter must be two integers >= 0 (the two shifts), got {jitter!r}")
         self.pad = integer("pad", pad, minimum=0)
         self.jitter = tuple(integer(f"jitter[{i}]", j, minimum=0) for i, j in enumerate(jitter))
@@ -91,8 +91,7 @@ class RandomAffine(nn.Module):
         """The ``(height, width)`` of the output for an input of that size."""
         grow = 2 * self.pad - sum(self.jitter)
         if height + grow < 1 or width + grow < 1:
-            raise ValueError(f"pad {self.pad} and jitter {self.jitter} leave nothing of a "
-                             f"{height}x{width} image")
+            raise ValueError(f"pad {self.pad}, jitter {self.jitter} leave none of {height}x{width}")
         return height + grow, width + grow
 
     def _draw(self, generator: torch.Generator | None) -> list[float]:
@@ -111,12 +110,9 @@ class RandomAffine(nn.Module):
         if generators is None or isinstance(generators, torch.Generator):
             rows = [self._draw(generators) for _ in range(batch)]
         else:
-            if not all(isinstance(g, torch.Generator) for g in generators):
-                raise TypeError(f"generators must be a torch.Generator, one per image or None, "
-                                f"got {generators!r}")
-            if len(generators) != batch:
-                raise ValueError(f"generators must be one, one per image or None; got "
-                                 f"{len(generators)} for a batch of {batch}")
+            for i, g in enumerate(generators):
+                instance(f"generators[{i}]", g, torch.Generator, "a torch.Generator")
+            shape("generators (one per image)", generators, (batch,))
             rows = [self._draw(g) for g in generators]
         return {"draws": torch.tensor(rows, dtype=torch.float64)}
 

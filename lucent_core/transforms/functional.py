@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from lucent_core._device import to_device
-from lucent_core.validate import choice, integer, real, real_scalar
+from lucent_core.validate import choice, integer, real, real_scalar, shape
 
 __all__ = ["crop", "pad", "rotate", "scale"]
 
@@ -28,8 +28,7 @@ def pad(x: torch.Tensor, width: int, mode: str = "constant", value: float = 0.5)
     choice("mode", mode, PAD_MODES)
     width = integer("width", width, minimum=0)
     if mode == "reflect" and width >= min(x.shape[-2:]):
-        raise ValueError(f"width must be narrower than the image for reflect padding, got {width} "
-                         f"for {tuple(x.shape[-2:])}; use mode='replicate' or 'constant'")
+        raise ValueError(f"width must be < {min(x.shape[-2:])} with mode='reflect', got {width}")
     if mode == "constant":
         return F.pad(x, [width] * 4, mode="constant", value=value)
     return F.pad(x, [width] * 4, mode=mode)
@@ -42,10 +41,9 @@ def crop(x: torch.Tensor, top: int, left: int, height: int, width: int) -> torch
         >>> crop(torch.arange(16.).reshape(1, 1, 4, 4), 1, 2, 2, 2).flatten().tolist()
         [6.0, 7.0, 10.0, 11.0]
     """
-    if not (0 <= top and 0 <= left and height >= 1 and width >= 1
-            and top + height <= x.shape[-2] and left + width <= x.shape[-1]):
-        raise ValueError(f"the crop (top {top}, left {left}, {height} x {width}) is not inside "
-                         f"the {tuple(x.shape[-2:])} image")
+    rows, cols = x.shape[-2:]
+    if not (0 <= top and 0 <= left and 1 <= height <= rows - top and 1 <= width <= cols - left):
+        raise ValueError(f"crop top={top}, left={left}, {height}x{width} is not in {rows}x{cols}")
     return x[..., top:top + height, left:left + width]
 
 
@@ -78,9 +76,6 @@ def rotate(x: torch.Tensor, degrees: "float | torch.Tensor") -> torch.Tensor:
     elif not isinstance(degrees, torch.Tensor):  # one angle per image: a list or an array
         degrees = torch.as_tensor(np.asarray(degrees, dtype=np.float64))
     angle = to_device(degrees, x.device, x.dtype).reshape(-1)
-    if angle.numel() == 1:
-        angle = angle.expand(x.shape[0])
-    elif angle.numel() != x.shape[0]:
-        raise ValueError(f"degrees must be one angle or one per image, got {angle.numel()} "
-                         f"for {x.shape[0]} images")
+    shape("degrees", angle, (1,), (x.shape[0],))  # one angle, or one per image
+    angle = angle.expand(x.shape[0])
     return KT.rotate(x, angle, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from lucent_core.validate import choice, integer, real, reals
+from lucent_core.validate import choice, instance, integer, real, reals, shape
 from lucent_core.transforms import functional as TF
 
 __all__ = ["Compose", "Jitter", "Lambda", "Pad", "RandomRotate", "RandomScale", "RandomTransform",
@@ -164,8 +164,7 @@ class Compose(nn.Module):
             raise TypeError(f"transforms must be a list (in order), got {transforms!r}")
         transforms = list(transforms)
         for t in transforms:
-            if not callable(t):
-                raise TypeError(f"transforms must be callables on image tensors, got {t!r}")
+            instance("transforms", t, Callable, "callables on image tensors")
         self.steps = nn.ModuleList(t if isinstance(t, nn.Module) else Lambda(t)
                                    for t in transforms)
 
@@ -183,8 +182,7 @@ class Compose(nn.Module):
 
     def apply_transform(self, x: torch.Tensor, draws: Sequence[dict]) -> torch.Tensor:
         """Replay the draws returned by :meth:`forward_with_params`."""
-        if len(draws) != len(self.steps):
-            raise ValueError(f"draws must hold {len(self.steps)} draws, got {len(draws)}")
+        shape("draws", draws, (len(self.steps),))  # one per step
         for i, (t, params) in enumerate(zip(self.steps, draws, strict=True)):
             if not isinstance(t, RandomTransform):
                 x = t(x)
