@@ -1,15 +1,97 @@
 """Device housekeeping for render loops: small host tensors moved without stalling a GPU,
-and host memory handed back on the CPU."""
+host memory handed back on the CPU, and allocations too large for a device refused before
+they are tried."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import functools
+import os
 
 import torch
 
-__all__ = ["DeviceCopies", "release_freed_host_memory", "to_device"]
+__all__ = ["DeviceCopies", "check_memory", "free_memory", "image_bytes",
+           "release_freed_host_memory", "to_device"]
+
+MEMINFO = "/proc/meminfo"  # Linux: MemAvailable, what can be allocated without swapping
+
+
+def free_memory(device: "torch.device | str | None" = None) -> int | None:
+    """Bytes that ``device`` (default: torch's default device) can still allocate, or None
+    where that cannot be told (MPS, XPU, meta, ...).
+
+    The CPU: ``MemAvailable`` of ``/proc/meminfo``, else (no such file: macOS, Windows) the
+    physical memory; a CUDA GPU: the free memory ``torch.cuda.mem_get_info`` reports.
+
+    Example:
+        >>> free_memory("cpu") > 0, free_memory("meta")
+        (True, None)
+    """
+    device = torch.device(device) if device is not None else _default_device()
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return None
+    try:
+        with open(MEMINFO) as lines:
+            for line in lines:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows)
+        return None
+
+
+def _default_device() -> torch.device:
+    """Where torch allocates new tensors (``torch.set_default_device``; torch >= 2.3 says)."""
+    get = getattr(torch, "get_default_device", None)
+    return get() if get is not None else torch.device("cpu")
+
+
+def image_bytes(batch: int, height: int, width: int, factor: float = 1.0) -> int:
+    """The bytes of ``factor`` float32 ``(batch, 3, height, width)`` images: what a
+    parameterisation needs is this times the few image-sized tensors its kind keeps.
+
+    Example:
+        >>> image_bytes(2, 128, 128, factor=4)
+        1572864
+    """
+    return int(batch * 3 * height * width * 4 * factor)
+
+
+def check_memory(what: str, needed: int, device: "torch.device | str | None" = None,
+                 advice: str = "use a smaller size or batch") -> None:
+    """Refuse, with a ``MemoryError`` naming ``what`` (the arguments and their values), an
+    allocation of about ``needed`` bytes that ``device`` (default: torch's default device)
+    cannot hold; before it is tried, rather than after gigabytes were allocated.
+
+    Example:
+        >>> check_memory("width=8", 1024, "cpu")   # fits: nothing happens
+        >>> check_memory("batch=10**15", 10**20, "cpu")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        MemoryError: batch=10**15 needs about 100000.0 PB, but the CPU has ... available: ...
+    """
+    device = torch.device(device) if device is not None else _default_device()
+    free = free_memory(device)
+    if free is not None and needed > free:
+        where = "the CPU has" if device.type == "cpu" else f"{device} has"
+        state = "available" if device.type == "cpu" else "free"
+        raise MemoryError(f"{what} needs about {_size(needed)}, but {where} {_size(free)} "
+                          f"{state}: {advice}")
+
+
+def _size(count: float) -> str:
+    """``count`` bytes in decimal units: ``"4.3 GB"``."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if count < 1000:
+            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
+        count /= 1000
+    return f"{count:.1f} PB"
 
 
 @functools.lru_cache(maxsize=1)

@@ -9,11 +9,14 @@ Examples::
     torchrun --nproc-per-node 4 -m lucent_core.cli atlas --model inceptionv1 --layer mixed4a \
         --out atlas
     lucent-core atlas-index atlas
+    lucent-core circuit --model vgg16_hed --layer block4_conv3 --unit 300 --from block4_conv2 \
+        -o circuit.png
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import signal
 import sys
@@ -27,7 +30,7 @@ import torch
 from lucent_core import objectives, param
 from lucent_core.hooks import UnknownLayerError, list_layers
 from lucent_core.io import save_png
-from lucent_core.validate import real
+from lucent_core.validate import integer, real
 from lucent_core.models import create_model, get_config, list_models
 from lucent_core.atlas.plan import PRECISIONS
 from lucent_core.render import render_vis
@@ -49,6 +52,42 @@ def _finite_option(what: str, **bounds: object) -> Callable[[str], float]:
 _learning_rate = _finite_option("the learning rate", positive=True)
 # a negative weight would reward similar images
 _penalty_weight = _finite_option("the diversity weight", minimum=0)
+
+
+class _Parser(argparse.ArgumentParser):
+    """A parser that takes no prefix of a flag for the flag (``--step`` is not ``--steps``)
+    and names unknown flags, with close matches, before any other complaint (argparse says
+    "--channel is required" for a mistyped ``--chanel``). Subcommands' parsers are ones too;
+    the top one (``names_unknown_flags = False``) leaves their flags to them."""
+
+    names_unknown_flags = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self.names_unknown_flags and args is not None:
+            known = [flag for action in self._actions for flag in action.option_strings]
+            unknown = [_close_flags(arg.split("=", 1)[0], known) for arg in
+                       _flag_like(list(args)) if arg.split("=", 1)[0] not in known
+                       and not (arg[1] != "-" and arg[:2] in known)]  # -ofile: -o file
+            if unknown:
+                self.error(f"unrecognized arguments: {', '.join(unknown)}")
+        return super().parse_known_args(args, namespace)
+
+
+def _flag_like(args: list[str]) -> list[str]:
+    """The arguments that look like flags (up to ``--``); negative numbers are values."""
+    args = args[:args.index("--")] if "--" in args else args
+    return [arg for arg in args if len(arg) > 1 and arg[0] == "-"
+            and not (arg[1].isdigit() or arg[1] == ".")]
+
+
+def _close_flags(flag: str, known: list[str]) -> str:
+    """``flag``, and the known flags it may have meant: ``--chanel (did you mean --channel?)``."""
+    close = difflib.get_close_matches(flag, known, n=2, cutoff=0.8)
+    return f"{flag} (did you mean {' or '.join(close)}?)" if close else flag
 
 
 def _device(name: str) -> torch.device:
@@ -157,13 +196,17 @@ def _objective(args: argparse.Namespace) -> objectives.Objective:
     return obj
 
 
+def _check_png_output(output: str) -> None:
+    if Path(output).is_dir():
+        raise ValueError(f"-o {output} is a folder; give a file, e.g. {output}/unit.png")
+    if Path(output).suffix.lower() != ".png":
+        raise ValueError(f"-o {output} must end in .png, e.g. {Path(output).stem}.png")
+
+
 def _cmd_render(args: argparse.Namespace) -> int:
     if args.steps < 1 or args.size < 1 or args.batch < 1:
         raise ValueError("--steps, --size and --batch must be positive integers")
-    if Path(args.output).is_dir():
-        raise ValueError(f"-o {args.output} is a folder; give a file, e.g. {args.output}/unit.png")
-    if Path(args.output).suffix.lower() != ".png":
-        raise ValueError(f"-o {args.output} must end in .png, e.g. {Path(args.output).stem}.png")
+    _check_png_output(args.output)
     model = _load(args)
     objective = _objective(args)
     started = time.perf_counter()
@@ -190,6 +233,52 @@ def _cmd_render(args: argparse.Namespace) -> int:
         print(f"diversity score at {args.layer}: {score:.3f} (mean Gram cosine between the "
               "images; lower is more diverse)")
     return 130 if result.interrupted else 0
+
+
+def _cmd_circuit(args: argparse.Namespace) -> int:
+    from lucent_core.recipes.circuits import circuit_figure, save_circuit_figure
+    if args.steps < 1 or args.size < 1 or args.top < 1:
+        raise ValueError("--steps, --size and --top must be positive integers")
+    _check_png_output(args.output)
+    model = _load(args)
+    started = time.perf_counter()
+    figure = circuit_figure(model, args.layer, args.unit, args.source_layer, top=args.top,
+                            atlas=args.atlas, steps=args.steps, size=args.size, seed=args.seed,
+                            progress=not args.quiet)
+    path = save_circuit_figure(figure, args.output)
+    sources = [panel["extra"]["source"] for panel in figure.panels]
+    print(f"{args.layer} {args.unit} <- {args.source_layer}: "
+          f"{len(figure.connections.positive)} excitatory and "
+          f"{len(figure.connections.negative)} inhibitory inputs; {sources.count('render')} "
+          f"pictures rendered, {sources.count('atlas')} from the atlas, "
+          f"{time.perf_counter() - started:.1f}s on {next(model.parameters()).device}; saved "
+          f"{path}, {path.with_suffix('.svg')}, {path.with_suffix('.json')}")
+    return 0
+
+
+def _add_circuit_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "circuit", help="draw a unit with its strongest inputs and their weights (PNG + SVG)",
+        description="Draw LAYER's UNIT with its --top strongest excitatory inputs from the "
+                    "layer --from above it and its strongest inhibitory ones below, each with "
+                    "its expanded-weight picture; pictures come from --atlas where it has them "
+                    "and are rendered (one batch per layer) otherwise. Writes -o (a PNG), the "
+                    "same name .svg and a .json side-car.")
+    _add_model_arguments(parser)
+    parser.add_argument("--layer", required=True, help="the unit's layer, e.g. block4_conv3")
+    parser.add_argument("--unit", type=int, required=True, help="the unit's channel")
+    parser.add_argument("--from", dest="source_layer", required=True, metavar="SOURCE_LAYER",
+                        help="an earlier layer whose units feed it, e.g. block4_conv2")
+    parser.add_argument("--top", type=int, default=8, help="inputs of each sign (8)")
+    parser.add_argument("--atlas", metavar="DIR",
+                        help="a unit atlas (lucent-core atlas --out DIR) to take pictures from")
+    parser.add_argument("--steps", type=int, default=512, help="optimisation steps (512)")
+    parser.add_argument("--size", type=int, default=128, help="image size in pixels (128)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    parser.add_argument("-o", "--output", default="circuit.png",
+                        help="PNG path; the .svg and .json go beside it (default circuit.png)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_cmd_circuit)
 
 
 @contextmanager
@@ -236,6 +325,8 @@ def _add_unit_kind_arguments(parser: argparse.ArgumentParser) -> None:
 def _cmd_atlas(args: argparse.Namespace) -> int:
     from lucent_core import atlas
     series = _series(args, args.layer)
+    if args.threads is not None:  # CPU pictures depend on it: records state it
+        torch.set_num_threads(integer("--threads", args.threads, minimum=1))
     with _sigterm_as_ctrl_c():
         model = _load(args)
         summary = atlas.render_atlas(
@@ -339,6 +430,9 @@ def _add_atlas_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-index", action="store_true",
                         help="do not build the manifest and gallery at the end")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads (torch.set_num_threads); CPU pictures depend on it, "
+                             "so records state it and reproduce commands set it")
     _add_speed_arguments(parser)
     parser.set_defaults(run=_cmd_atlas)
 
@@ -350,8 +444,8 @@ def _add_atlas_parser(commands: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``lucent-core``."""
-    parser = argparse.ArgumentParser(prog="lucent-core",
-                                     description="Feature visualisation for PyTorch models.")
+    parser = _Parser(prog="lucent-core", description="Feature visualisation for PyTorch models.")
+    parser.names_unknown_flags = False  # each subcommand names its own
     commands = parser.add_subparsers(dest="command", required=True)
 
     commands.add_parser("models", help="list the registered models").set_defaults(run=_cmd_models)
@@ -365,7 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     render = commands.add_parser("render", help="render one unit to a PNG")
     _add_model_arguments(render)
     render.add_argument("--layer", required=True, help="layer name, e.g. block4_conv3")
-    render.add_argument("--channel", "--unit", type=int, required=True, help="channel index")
+    render.add_argument("--channel", "--unit", type=int, required=True,
+                        help="channel index (negative: from the last, as in Python)")
     render.add_argument("--neuron", action="store_true",
                         help="optimise one position (the centre, or --x/--y) instead of the "
                              "whole channel")
@@ -392,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(run=_cmd_render)
     _add_atlas_parser(commands)
     _add_examples_parser(commands)
+    _add_circuit_parser(commands)
     return parser
 
 

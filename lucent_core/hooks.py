@@ -24,9 +24,24 @@ OUTPUT_ALIASES = ("output", "labels", "logits")
 #: transforms), for objectives on the image: regularisers, alpha penalties.
 INPUT_LAYER = "input"
 
-__all__ = ["INPUT_LAYER", "LayerInfo", "OUTPUT_LAYER", "UnknownLayerError", "capture", "frozen",
-           "is_compiling", "list_layers", "model_device", "model_revision", "registry_name",
-           "resolve_layer", "run_to_layers", "same_layer"]
+__all__ = ["INPUT_LAYER", "LayerInfo", "OUTPUT_LAYER", "TRANSFORMER_BLOCKS", "UnknownLayerError",
+           "capture", "frozen", "is_compiling", "is_transformer_block", "list_layers",
+           "model_device", "model_revision", "registry_name", "resolve_layer", "run_to_layers",
+           "same_layer", "token_major_layers"]
+
+#: The transformer blocks, as ``{module of the class (or its package): class names}``, known
+#: by name so that no library is imported to look (subclasses count too). Every layer they
+#: contain, themselves included, gives token-major activations: ``(batch, tokens, channels)``
+#: (sequence-first ``(tokens, batch, channels)`` in older open_clip), not ``(batch,
+#: channels, ...)``. Add your own library's blocks here.
+TRANSFORMER_BLOCKS: dict[str, set[str]] = {
+    "torch.nn.modules.transformer": {"Transformer", "TransformerEncoder",
+                                     "TransformerEncoderLayer", "TransformerDecoder",
+                                     "TransformerDecoderLayer"},
+    "torch.nn.modules.activation": {"MultiheadAttention"},
+    "torchvision.models.vision_transformer": {"Encoder", "EncoderBlock"},
+    "open_clip": {"Transformer", "ResidualAttentionBlock", "CustomResidualAttentionBlock"},
+}
 
 is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # torch >= 2.3
 
@@ -51,7 +66,8 @@ _LIST_LAYERS_UP_TO = 20  # an unknown layer of a model this small: the error lis
 
 
 class UnknownLayerError(ValueError):
-    """A layer name that the model does not have; the message lists close matches.
+    """A layer name that the model does not have; the message lists close matches (layers
+    whose name ends with it first, then the closest; each once) and how to list all layers.
 
     ``describe(how_to_list)`` words the message for another audience (the command line says
     ``lucent-core layers --model M`` where Python says ``list_layers(model)``).
@@ -103,9 +119,53 @@ def resolve_layer(model: nn.Module, name: str) -> str:
         return matches[0]
     if name in OUTPUT_ALIASES:
         return OUTPUT_LAYER
-    close = difflib.get_close_matches(name, list(modules) + list(underscored), n=5, cutoff=0.6)
+    # layers whose name ends with it ("encoder_layer_2" of a ViT), then the closest first;
+    # each layer once, in the spelling that came closest
+    spellings = {**{u: dotted[0] for u, dotted in underscored.items()}, **{m: m for m in modules}}
+    ending = [m for m in modules if f".{m}".endswith(f".{name}")
+              or ("_" in name and f"_{m}".replace(".", "_").endswith(f"_{name}"))]
+    close: dict[str, str] = {}
+    for spelling in ending + difflib.get_close_matches(name, list(spellings), n=10, cutoff=0.6):
+        close.setdefault(spellings[spelling], spelling)
     small = list(modules) if len(modules) <= _LIST_LAYERS_UP_TO else []
-    raise UnknownLayerError(name, sorted(set(close)), small)
+    raise UnknownLayerError(name, list(close.values())[:5], small)
+
+
+def is_transformer_block(module: nn.Module) -> bool:
+    """Whether ``module``'s class (or a class it derives from) is one of
+    :data:`TRANSFORMER_BLOCKS`: torch's ``nn.TransformerEncoderLayer`` and
+    ``nn.MultiheadAttention``, torchvision's ViT ``EncoderBlock`` and ``Encoder``, open_clip's
+    ``ResidualAttentionBlock`` and ``Transformer``, ...
+
+    Example:
+        >>> is_transformer_block(nn.TransformerEncoderLayer(8, 2)), is_transformer_block(
+        ...     nn.Conv1d(3, 4, 3))
+        (True, False)
+    """
+    return any(cls.__name__ in names and (cls.__module__ == where
+                                          or cls.__module__.startswith(where + "."))
+               for cls in type(module).__mro__ for where, names in TRANSFORMER_BLOCKS.items())
+
+
+def _token_major(modules: dict[str, nn.Module], dotted: str) -> bool:
+    """Whether the module ``dotted`` is a transformer block or lies inside one."""
+    parts = dotted.split(".")
+    return any(is_transformer_block(modules[".".join(parts[:i])])
+               for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in modules)
+
+
+def token_major_layers(model: nn.Module, layers: Sequence[str]) -> set[str]:
+    """The names among ``layers`` whose module is a transformer block or lies inside one: their
+    activations are ``(batch, tokens, channels)``, not ``(batch, channels, ...)``.
+
+    Example:
+        >>> net = nn.Sequential(nn.TransformerEncoderLayer(8, 2), nn.Linear(8, 2))
+        >>> sorted(token_major_layers(net, ["0", "0.linear1", "1"]))
+        ['0', '0.linear1']
+    """
+    modules = _module_names(model)
+    dotted = {name: resolve_layer(model, name) for name in layers}
+    return {name for name, d in dotted.items() if d != OUTPUT_LAYER and _token_major(modules, d)}
 
 
 def same_layer(model: nn.Module, a: str, b: str) -> bool:
@@ -148,7 +208,10 @@ def capture(model: nn.Module, layers: Sequence[str], stop_early: bool = True
     Yields:
         A dict from each requested name (as given) to its activation, filled by every
         :func:`run_to_layers` call (which clears it first). Calling ``model(x)`` directly
-        inside the block does not refill layers already captured.
+        inside the block does not refill layers already captured. Its ``token_major`` is the
+        set of requested names whose module is, or lies inside, a transformer block (see
+        :func:`is_transformer_block`): their activations are ``(batch, tokens, channels)``,
+        which channel objectives refuse to read as ``(batch, channels, ...)``.
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1))
@@ -168,6 +231,7 @@ def capture(model: nn.Module, layers: Sequence[str], stop_early: bool = True
     wants_output = OUTPUT_LAYER in canonical.values()
     acts = _Activations(requested=list(canonical), stop_early=stop_early and not wants_output,
                         output_names=[n for n, d in canonical.items() if d == OUTPUT_LAYER])
+    acts.token_major = token_major_layers(model, list(canonical))
 
     def make_hook(names: list[str]):
         def hook(_module, _inputs, output):
@@ -204,6 +268,7 @@ class _Activations(dict):
         self.output_names = output_names
         self.versions: dict[str, int | None] = {}  # version counter when captured
         self.copied: set[str] = set()  # layers the forward changes in place after capture
+        self.token_major: set[str] = set()  # layers in transformer blocks: (B, tokens, C)
         self.seen_a_forward = False
 
     def changed_in_place(self) -> list[str]:

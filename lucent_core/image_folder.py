@@ -18,9 +18,14 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import signal
+import stat
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -35,13 +40,17 @@ __all__ = ["IMAGE_SUFFIXES", "ImageFiles", "collate_images", "files_sha256", "im
 
 #: File suffixes read as images (compared case-insensitively).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+PR_SET_PDEATHSIG = 1  # prctl option (<linux/prctl.h>): the signal to get when the parent dies
+_NOT_REGULAR = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a named pipe", stat.S_IFSOCK: "a socket",
+                stat.S_IFCHR: "a device", stat.S_IFBLK: "a device"}
 
 
 def image_files(folder: Path, skip: Path | None = None) -> list[str]:
     """The relative POSIX path of every image under ``folder``, sorted.
 
-    Symbolic links to folders are followed (each real folder once); a link to nothing is kept,
-    so that reading it fails and it is counted and listed as skipped. ``skip`` (the output
+    Symbolic links to folders are followed (each real folder once); any other entry is kept
+    whatever it is (a link to nothing, a named pipe, a device), so that reading it fails and it
+    is counted and listed as skipped. ``skip`` (the output
     atlas, when it lies inside the folder) is left out, so earlier crops are never scanned.
     Only the relative paths are kept (a short string per file): folders of millions of images
     are fine.
@@ -63,7 +72,7 @@ def image_files(folder: Path, skip: Path | None = None) -> list[str]:
         dirs[:] = kept
         for name in files:
             path = Path(root) / name
-            if path.suffix.lower() in IMAGE_SUFFIXES and (path.is_file() or path.is_symlink()):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
                 found.append(path.relative_to(folder).as_posix())
     if not found:
         raise ValueError(f"no images in {folder} (or below) ending in {', '.join(IMAGE_SUFFIXES)}")
@@ -85,8 +94,13 @@ def load_square(path: Path, size: int) -> np.ndarray:
     """The file as ``(size, size, 3)`` uint8 RGB: shorter side resized to ``size``, centre crop.
 
     EXIF orientation is applied, as image viewers do. Raises whatever PIL raises for a file
-    it cannot read.
+    it cannot read, and ``OSError`` for one that is not a regular file, which is never opened:
+    opening a named pipe (or a link to one) would wait for a writer for ever.
     """
+    mode = os.stat(path).st_mode  # at reading time: also right for a file replaced meanwhile
+    if not stat.S_ISREG(mode):
+        kind = _NOT_REGULAR.get(stat.S_IFMT(mode), "an unknown kind of file")
+        raise OSError(f"not a regular file but {kind}, never opened: {path}")
     picture = open_photo(path)
     (height, width), (top, left) = centre_crop_box(picture.height, picture.width, size)
     if (width, height) != picture.size:
@@ -125,10 +139,28 @@ def collate_images(items: list) -> tuple[np.ndarray, np.ndarray | None, list, in
     return numbers, images, bad, len(items)
 
 
-def leave_stopping_to_the_main_process(worker_id: int) -> None:
+def leave_stopping_to_the_main_process(worker_id: int, parent: int | None = None) -> None:
     """In a DataLoader worker: Ctrl-C and a scheduler's SIGTERM reach the whole process group;
     the main process saves the scan's progress and stops. The worker ignores Ctrl-C and leaves
     quietly on SIGTERM (the DataLoader also ends its workers with SIGTERM): killed by the
-    signal, it would make the DataLoader print its own error and traceback."""
+    signal, it would make the DataLoader print its own error and traceback.
+
+    The worker also dies with its parent: a main process killed by SIGKILL cannot stop its
+    workers, which would otherwise live on, holding its stdout open. ``parent`` is the pid of
+    the process that starts the worker, recorded there before the start: if it is no longer
+    the worker's parent, the parent has died already and the worker leaves (None: unchecked).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
+    linux = sys.platform.startswith("linux")
+    if not (linux and ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL) == 0):
+        threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
+    if parent is not None and os.getppid() != parent:  # died before the signal was asked for
+        os._exit(0)
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """Without prctl (macOS): poll the parent pid every second and exit once it changes."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(0)

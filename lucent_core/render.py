@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from lucent_core._device import release_freed_host_memory
+from lucent_core._device import check_memory, release_freed_host_memory
 from lucent_core import validate
 from lucent_core.validate import choice, flag, instance, integer, shape
 from lucent_core.hooks import INPUT_LAYER, capture, frozen, model_device, run_to_layers
@@ -32,6 +32,7 @@ TransformSpec = Union[Callable[[torch.Tensor], torch.Tensor],
 
 DEFAULT_SIZE = 128
 DEFAULT_LR = 0.05
+TRAINING_COPIES = 4  # parameters, their gradients and Adam's two moments
 _TRIM_EVERY = 32  # CPU steps between giving freed host memory back (see release_freed_host_memory)
 
 
@@ -92,8 +93,20 @@ def _build_param(param_f: ParamSpec, device: torch.device) -> nn.Module:
                              f".to({str(device)!r}) or pass a factory (lambda: param.image(128))")
         return param_f
     if callable(param_f):
-        return instance("param_f()", param_f(), nn.Module, "an nn.Module").to(device)
+        built = instance("param_f()", param_f(), nn.Module, "an nn.Module")
+        if any(p.device != device for p in built.parameters()):  # built elsewhere: will it fit?
+            _check_fits(built, device)
+        return built.to(device)
     raise TypeError(f"param_f must be an nn.Module, factory or None, got {type(param_f).__name__}")
+
+
+def _check_fits(param: nn.Module, device: torch.device) -> None:
+    """Refuse (``MemoryError``), before it moves, a parameterisation whose training state
+    (its tensors, their gradients and Adam's two moments: a lower bound) cannot fit on
+    ``device``."""
+    held = sum(t.numel() * t.element_size() for t in [*param.parameters(), *param.buffers()])
+    check_memory(f"param_f ({type(param).__name__}, {held / 1e6:.1f} MB of tensors)",
+                 held * TRAINING_COPIES, device, advice="render fewer or smaller images")
 
 
 def _build_transforms(transforms: TransformSpec) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -29,6 +29,7 @@ from torch import nn
 from lucent_core import validate
 from lucent_core.validate import choice, index
 from lucent_core.activations import run_layers
+from lucent_core.hooks import token_major_layers
 from lucent_core.preprocessing import Preprocessing
 
 __all__ = ["ChannelUnits", "DirectionUnits", "NeuronUnits", "Series", "UNIT_KINDS", "UnitKind",
@@ -290,10 +291,13 @@ def parse_units(text: str | None, count: int, clip_ranges: bool = False) -> list
         try:
             if ":" in part:
                 bits = [int(b) if b.strip() else None for b in part.split(":")]
-                for bound in bits[:2]:  # a start or stop past the end is a mistake, not "all"
-                    if not clip_ranges and bound is not None and not -count <= bound <= count:
-                        raise IndexError(f"units {part!r} reach past {count} units; use 0:{count}")
                 chosen = range(count)[slice(*bits)]
+                # past the end is a mistake, not "all": suggest the bounds clipped to the end
+                fits = [b if b is None else max(-count, min(b, count)) for b in bits[:2]]
+                shown = ":".join("" if b is None else str(b) for b in fits + bits[2:]) \
+                    if range(count)[slice(*fits, *bits[2:])] else f"0:{count}"
+                if not clip_ranges and fits != bits[:2]:
+                    raise IndexError(f"units {part!r} reach past {count} units; use {shown}")
             else:
                 unit = int(part)
                 if not -count <= unit < count:
@@ -402,6 +406,9 @@ def layer_shapes(model: nn.Module, layers: Sequence[str], size: int,
         >>> layer_shapes(net, ["0"], 10, Preprocessing())
         {'0': (4, 8, 8)}
     """
+    for layer in token_major_layers(model, layers):  # units would be tokens, not channels
+        raise ValueError(f"layer {layer!r} is in a transformer block; for its channels use "
+                         "lucent_core.recipes.clip.vit_channel")
     grey = torch.full((1, 3, size, size), 0.5)
     shapes = {}
     for layer, found in run_layers(model, grey, layers, preprocess).items():

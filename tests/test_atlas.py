@@ -7,6 +7,7 @@ test_atlas_processes.py; the HTML gallery in test_atlas_gallery.py.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import math
 import os
@@ -313,7 +314,8 @@ def test_resume_renders_only_what_is_missing(tiny, tmp_path):
     before = pictures_and_records()
     (tmp_path / "2/units/00003.json").unlink()      # as if killed between PNG and record
     (tmp_path / "2/units/00005.png").unlink()
-    summary = atlas.render_atlas(tiny, tmp_path, "2", batch=4, **FAST)
+    with pytest.warns(UserWarning, match="rendering 1 unit again .*: 2:5$"):  # not 3: no record
+        summary = atlas.render_atlas(tiny, tmp_path, "2", batch=4, **FAST)
     assert (summary.rendered, summary.skipped) == (2, 4)
     after = pictures_and_records()
     assert after.keys() == before.keys()
@@ -510,6 +512,7 @@ def test_a_unit_rendered_alone_gives_back_its_picture_from_a_batch(tmp_path, mon
     (["--shard", "x"], "shard"),
     (["--units", "99"], "unit"),
     (["--layer", "nope"], "layer"),
+    (["--threads", "0"], "--threads"),
 ])
 def test_cli_atlas_errors_are_one_clear_line(tmp_path, capsys, extra, name):
     assert main(ARGS + extra + ["--out", str(tmp_path / "atlas")]) == 2
@@ -636,8 +639,10 @@ def test_the_reproduce_command_keeps_every_digit_of_the_learning_rate():
 def test_records_come_in_unit_order_past_unit_99999(tmp_path):
     units = tmp_path / "layer" / "units"
     units.mkdir(parents=True)
+    empty = hashlib.sha256(b"").hexdigest()
     for unit in (9, 100000, 10001, 123456, 99999):
-        (units / f"{unit:05d}.json").write_text(json.dumps({"unit": unit}))
+        (units / f"{unit:05d}.json").write_text(json.dumps(
+            {"unit": unit, "image": f"layer/units/{unit:05d}.png", "sha256": empty}))
         (units / f"{unit:05d}.png").write_bytes(b"")
     order = [r["unit"] for r in atlas.AtlasStore(tmp_path).records(tmp_path / "layer")]
     assert order == [9, 10001, 99999, 100000, 123456]

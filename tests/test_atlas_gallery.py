@@ -376,6 +376,11 @@ def test_large_series(tmp_path):
     (lambda m: m["series"][0]["units"].append(dict(m["series"][0]["units"][0], unit=9)),
      ValueError, "image"),
     (lambda m: m["series"][0]["units"][0].update(examples="x.png"), ValueError, "examples"),
+    (lambda m: m["series"][0].update(connections=[]), ValueError, "connections"),
+    (lambda m: m["series"][0].update(connections={"0": {"inputs": 3}}), ValueError,
+     "connections"),
+    (lambda m: m["series"][0].update(connections={"1": {"outputs": {
+        "series": "x", "negative": [{"unit": 1, "weights": "/abs.png"}]}}}), ValueError, "weights"),
     (lambda m: m["series"][0].update(units="x"), ValueError, "units"),
     (lambda m: m.update(series={}), ValueError, "series"),
     (lambda m: m["series"].append(3), ValueError, "series"),

@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from lucent_core.hooks import (OUTPUT_LAYER, LayerInfo, capture, frozen, list_layers,
-                               model_device, resolve_layer, run_to_layers)
+from lucent_core.hooks import (OUTPUT_LAYER, LayerInfo, UnknownLayerError, capture, frozen,
+                               is_transformer_block, list_layers, model_device, resolve_layer,
+                               run_to_layers)
 
 
 # --- tiny deterministic models -------------------------------------------------------------
@@ -527,3 +528,83 @@ def test_an_input_too_small_for_the_model_is_named_with_its_size(model, layer):
 def test_frozen_refuses_bad_arguments(call, error, name):
     with pytest.raises(error, match=name):
         call()
+
+
+# --- transformer blocks: their activations are (batch, tokens, channels) --------------------
+
+def tiny_vit() -> nn.Module:
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    return torchvision.models.VisionTransformer(image_size=32, patch_size=16, num_layers=2,
+                                                num_heads=2, hidden_dim=32, mlp_dim=64)
+
+
+def open_clip_like(name: str) -> type:
+    """A class named as open_clip names its blocks, in open_clip's module (not imported)."""
+    return type(name, (nn.Identity,), {"__module__": "open_clip.transformer"})
+
+
+@pytest.mark.parametrize("module, is_block", [
+    (nn.TransformerEncoderLayer(8, 2), True),
+    (nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2), 1, enable_nested_tensor=False),
+     True),
+    (nn.MultiheadAttention(8, 2), True),
+    (open_clip_like("ResidualAttentionBlock")(), True),
+    (open_clip_like("Transformer")(), True),
+    (type("Encoder", (nn.Identity,), {"__module__": "my_autoencoder"})(), False),  # same name
+    (type("Transformer", (nn.Identity,), {"__module__": "my_models"})(), False),
+    (nn.Conv1d(3, 4, 3), False),
+    (nn.Linear(3, 4), False),
+])
+def test_transformer_blocks_are_known_by_their_class(module, is_block):
+    assert is_transformer_block(module) is is_block
+
+
+def test_capture_notes_the_layers_inside_transformer_blocks():
+    model = tiny_vit()
+    layers = ["encoder.layers.encoder_layer_1", "encoder_layers_encoder_layer_0_mlp_0",
+              "encoder.ln", "conv_proj", "heads"]
+    with torch.no_grad(), capture(model, layers) as acts:
+        run_to_layers(model, torch.zeros(1, 3, 32, 32), acts)
+    assert acts.token_major == {"encoder.layers.encoder_layer_1",
+                                "encoder_layers_encoder_layer_0_mlp_0", "encoder.ln"}
+    assert acts["encoder.layers.encoder_layer_1"].shape == (1, 5, 32)  # 4 patches + class
+
+
+def test_capture_of_convolutions_notes_no_token_major_layer():
+    model = nn.Sequential(nn.Conv1d(3, 4, 3), nn.ReLU())
+    with capture(model, ["0", "1"]) as acts:
+        run_to_layers(model, torch.zeros(1, 3, 8), acts)
+    assert acts.token_major == set()
+
+
+@pytest.mark.parametrize("name, closest", [
+    ("encoder_layer_1", "encoder.layers.encoder_layer_1"),  # the block's own name, unprefixed
+    ("ln", "encoder.ln"),
+    ("encoder.layers.encoder_layer1", "encoder.layers.encoder_layer_1"),
+    ("encoder_layers_encoder_layer1", "encoder_layers_encoder_layer_1"),  # spelt as given
+])
+def test_an_unknown_layer_lists_the_closest_layers_first_each_once(name, closest):
+    with pytest.raises(UnknownLayerError) as info:
+        resolve_layer(tiny_vit(), name)
+    matches = info.value.close_matches
+    assert matches[0] == closest, matches
+    assert len({m.replace(".", "_") for m in matches}) == len(matches)  # no layer twice
+    assert f"Close matches: {closest}" in str(info.value)
+    assert "list_layers(model)" in str(info.value)
+
+
+def test_atlas_and_examples_refuse_transformer_layers_whose_units_would_be_tokens(tmp_path):
+    from torchvision.models import VisionTransformer
+
+    from lucent_core import atlas
+    from lucent_core.preprocessing import Preprocessing
+    from lucent_core.units import layer_shapes
+    vit = VisionTransformer(image_size=32, patch_size=16, num_layers=2, num_heads=2,
+                            hidden_dim=32, mlp_dim=64)
+    layer = "encoder.layers.encoder_layer_1"
+    with pytest.raises(ValueError, match="transformer block.*vit_channel"):
+        layer_shapes(vit, [layer], 32, Preprocessing())
+    with pytest.raises(ValueError, match="transformer block"):
+        atlas.render_atlas(vit, tmp_path / "a", layer, steps=2, size=32, progress=False)
+    assert layer_shapes(vit, ["conv_proj"], 32, Preprocessing()) == {"conv_proj": (32, 2, 2)}

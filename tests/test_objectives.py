@@ -385,6 +385,7 @@ OUTSIDE = [(5, 0), (0, 3), (-1, 0), (0, -1), (4, 3)]  # positions outside the 5 
     (lambda: channel(0, 1), TypeError, "layer"),
     (lambda: channel("c", 1, batch=0.5), TypeError, "batch"),
     (lambda: value(channel("conv", 2)), IndexError, "unit"),
+    (lambda: value(channel("conv", -3)), IndexError, "unit"),
     (lambda: value(channel("conv", 0, batch=3)), IndexError, "batch"),
 ])
 def test_channel_refuses_bad_arguments(call, error, name):
@@ -395,7 +396,7 @@ def test_channel_refuses_bad_arguments(call, error, name):
 @pytest.mark.parametrize("call, error, name", [
     (lambda: neuron("c", 1, x=1.5), TypeError, r"\bx\b"),
     (lambda: neuron("c", 1, y="2"), TypeError, r"\by\b"),
-    (lambda: value(neuron("conv", -1)), IndexError, "unit"),
+    (lambda: value(neuron("conv", -3)), IndexError, "unit"),
     (lambda: value(neuron("conv", 0, batch=-4)), IndexError, "batch"),
     *[(lambda x=x, y=y: value(neuron("conv", 0, x=x, y=y)), IndexError, r"\bx\b")
       for x, y in OUTSIDE],
@@ -430,7 +431,7 @@ def test_diversity_refuses_bad_arguments(call, error, name):
     (lambda: batch_channels("c", []), ValueError, "units"),
     (lambda: value(batch_channels("conv", [0, 1])), ValueError, "units"),
     (lambda: value(batch_channels("conv", [0, 1, 2])), IndexError, "unit"),
-    (lambda: value(batch_channels("conv", [0, -1, 1])), IndexError, "unit"),
+    (lambda: value(batch_channels("conv", [0, -3, 1])), IndexError, "unit"),
 ])
 def test_batch_channels_refuses_bad_arguments(call, error, name):
     with pytest.raises(error, match=name):
@@ -615,3 +616,65 @@ def test_numpy_integers_and_integer_tensors_are_indices():
 def test_an_objective_combined_with_a_non_finite_number_is_an_error(combine):
     with pytest.raises(ValueError, match="finite numbers"):
         combine(channel("c", 0))
+
+
+# --- negative channels count from the end, as Python's indices do ----------------------------
+
+def test_a_negative_channel_is_counted_from_the_layers_last():
+    assert value(channel("conv", -1)) == value(channel("conv", 1)) == 52.0
+    assert value(channel("conv", -2, batch=0)) == value(channel("conv", 0, batch=0))
+    assert value(neuron("conv", -1)) == value(neuron("conv", 1))
+    assert value(batch_channels("conv", [-1, 0, -2])) == value(batch_channels("conv", [1, 0, 0]))
+    assert value(class_logit(-1), {"output": torch.tensor([[0.5, 2.0]])}) == 2.0
+
+
+# --- transformer blocks: (batch, tokens, channels) activations ---------------------------------
+
+@pytest.fixture(scope="module")
+def vit():
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    return torchvision.models.VisionTransformer(image_size=32, patch_size=16, num_layers=2,
+                                                num_heads=2, hidden_dim=32, mlp_dim=64).eval()
+
+
+BLOCK = "encoder.layers.encoder_layer_1"
+
+
+@pytest.mark.parametrize("make", [
+    lambda: channel(BLOCK, 3),
+    lambda: channel("encoder_layers_encoder_layer_1", 3),  # the underscore spelling too
+    lambda: channel(BLOCK, 30),   # more than the 5 tokens: once said "5 channels"
+    lambda: neuron(BLOCK, 3),
+    lambda: direction(BLOCK, torch.ones(32)),
+    lambda: batch_channels(BLOCK, [3]),
+    lambda: as_objective(f"{BLOCK}:3"),
+    lambda: channel("encoder.layers.encoder_layer_0.mlp", 3),  # inside a block
+], ids=["channel", "underscored", "past_the_tokens", "neuron", "direction", "batch_channels",
+        "shorthand", "inside_a_block"])
+def test_a_channel_of_a_transformer_block_is_refused_with_the_objective_to_use(vit, make):
+    obj = make()
+    with pytest.raises(ValueError, match="token") as info:
+        render_vis(vit, obj, param.image(32), transforms=[], thresholds=(1,), progress=False)
+    message = str(info.value)
+    assert "lucent_core.recipes.clip.vit_channel" in message and "(batch, tokens, channels)" \
+        in message
+    assert len(message.splitlines()) == 1
+
+
+def test_vit_channel_renders_a_channel_of_a_torchvision_vit(vit):
+    from lucent_core.recipes.clip import vit_channel
+    obj = vit_channel(BLOCK, 3, batch_first=True)
+    result = render_vis(vit, obj, param.image(32), transforms=[], thresholds=(20,),
+                        progress=False, seed=0)
+    assert result.history[-1] > result.history[0]
+
+
+def test_channels_of_a_conv1d_layer_are_still_channels():
+    torch.manual_seed(0)
+    model = nn.Sequential(OrderedDict(flat=nn.Flatten(2), conv=nn.Conv1d(3, 4, 5)))
+    acts = arange_acts(2, 4, 6)  # (B, C, L)
+    assert channel("conv", 1)({"conv": acts}).item() == acts[:, 1].mean().item()
+    result = render_vis(model, channel("conv", 2), param.image(16), transforms=[],
+                        thresholds=(20,), progress=False, seed=0)
+    assert result.history[-1] > result.history[0]

@@ -4,6 +4,7 @@ colour decorrelation with hand-computed values, and errors."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -318,3 +319,39 @@ def test_sizes_may_be_whole_numbers_of_other_kinds(kwargs):
     image = param.image(**kwargs)
     assert image().shape[-1] == 8 and image.size == (8, 8)
     assert all(isinstance(n, int) for n in image.size)
+
+
+# --- memory: a parameterisation larger than the machine is refused before it is allocated -----
+
+TERABYTES = [  # (call, the argument and value named): each would need terabytes
+    (lambda: param.image(10**6), "width=1000000"),
+    (lambda: param.image(10**6, fft=False), "width=1000000"),
+    (lambda: param.image(128, batch=10**9), "batch=1000000000"),
+    (lambda: param.image(128, 10**7, batch=10**3), "height=10000000"),
+    (lambda: param.image_rgba(10**6), "width=1000000"),
+    (lambda: param.cppn(10**6), "width=1000000"),
+    (lambda: param.lowres_image(10**6), "width=1000000"),
+    (lambda: param.laplacian_pyramid_image(10**6), "width=1000000"),
+    (lambda: param.maco(10**6), "width=1000000"),
+    (lambda: param.maco(128, batch=10**9), "batch=1000000000"),
+    (lambda: param.make_param("fourier", 128, batch=10**9), "batch=1000000000"),
+]
+
+
+@pytest.mark.parametrize("call, name", TERABYTES)
+def test_a_size_needing_terabytes_is_refused_before_allocating(call, name, monkeypatch):
+    def allocates(*args, **kwargs):
+        raise AssertionError("allocated before the memory check")
+    for factory in ("randn", "zeros", "empty", "sqrt", "meshgrid"):
+        monkeypatch.setattr(torch, factory, allocates)
+    with pytest.raises(MemoryError, match=name) as info:
+        call()
+    message = str(info.value)
+    assert re.search(r"needs about [\d.]+ [TP]B", message), message
+    assert "the CPU has" in message and "available" in message
+    assert len(message.splitlines()) == 1
+
+
+def test_sizes_that_fit_are_not_refused():
+    assert param.image(512, batch=4)().shape == (4, 3, 512, 512)
+    assert param.cppn(64, batch=2)().shape == (2, 3, 64, 64)

@@ -4,6 +4,7 @@ preprocessing, transforms, the optimiser factory and the progress bar."""
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 
 import numpy as np
@@ -789,3 +790,35 @@ def test_an_error_in_the_first_step_shows_no_empty_bar(capsys):
     with pytest.raises(IndexError, match="channel 9 is out of range"):
         quick(make_net(), "head:9", progress=True)
     assert capsys.readouterr().err == ""
+
+
+# --- memory: what a device has, and a render refused when its images cannot fit ---------------
+
+def test_free_memory_of_the_cpu_is_memavailable_else_the_physical_memory(monkeypatch, tmp_path):
+    from lucent_core import _device
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:  8000 kB\nMemFree:  100 kB\nMemAvailable:  2048 kB\n")
+    monkeypatch.setattr(_device, "MEMINFO", str(meminfo))
+    assert _device.free_memory(torch.device("cpu")) == 2048 * 1024
+    monkeypatch.setattr(_device, "MEMINFO", str(tmp_path / "no such file"))
+    physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert _device.free_memory(torch.device("cpu")) == physical
+    assert _device.free_memory(torch.device("meta")) is None  # unknown: never refused
+
+
+def test_free_memory_of_a_gpu_is_what_cuda_reports(monkeypatch):
+    from lucent_core import _device
+    asked = []
+    monkeypatch.setattr(torch.cuda, "mem_get_info",
+                        lambda device=None: asked.append(device) or (3 * 2**30, 80 * 2**30))
+    assert _device.free_memory(torch.device("cuda", 1)) == 3 * 2**30
+    assert asked == [torch.device("cuda", 1)]
+    with pytest.raises(MemoryError, match=r"^size needs about 4.3 GB, but cuda:1 has 3.2 GB free"):
+        _device.check_memory("size", 4 * 2**30, torch.device("cuda", 1))
+    _device.check_memory("size", 2 * 2**30, torch.device("cuda", 1))  # fits: nothing happens
+
+
+def test_images_too_large_for_the_models_gpu_are_refused_before_they_move(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2**20, 2**30))
+    with pytest.raises(MemoryError, match=r"param_f .* cuda:0"):
+        _build_param(image_factory(256, batch=4), torch.device("cuda", 0))

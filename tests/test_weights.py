@@ -117,6 +117,16 @@ def test_missing_explicit_path_is_an_error_not_a_fallback(tmp_path, hub_dir):
     assert str(missing) in str(info.value)
 
 
+def test_a_directory_as_the_weights_path_says_a_file_is_needed(tmp_path, hub_dir):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    with pytest.raises(WeightsError, match="is a directory") as info:
+        find_weights(source(url=URL), folder)
+    message = str(info.value)
+    assert str(folder) in message and "does not exist" not in message
+    assert f"{folder / FILENAME}" in message  # the file that would be looked for there
+
+
 def test_env_dir_without_the_file_falls_through(tmp_path, hub_dir, monkeypatch):
     (tmp_path / "empty_env").mkdir()
     monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path / "empty_env"))

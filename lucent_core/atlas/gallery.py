@@ -8,8 +8,8 @@ Every string from the manifest is HTML-escaped. The gallery never opens an image
 are the unit PNGs scaled by CSS and loaded lazily, so a layer of thousands of units costs only
 the text of its pages.
 
-Manifest paths (``image``, ``grid``, ``examples[].image``) are relative to the atlas root and
-use ``/``; see :func:`write_gallery` for the fields read.
+Manifest paths (``image``, ``grid``, ``examples[].image``, the ``weights`` of connections) are
+relative to the atlas root and use ``/``; see :func:`write_gallery` for the fields read.
 """
 
 from __future__ import annotations
@@ -90,6 +90,18 @@ svg.spark text { fill: var(--muted); font: 10px ui-monospace, "DejaVu Sans Mono"
 .code pre { background: var(--code); padding: .6rem 4.5rem .6rem .7rem; border-radius: 6px;
   white-space: pre-wrap; margin: 0; }
 .code button { position: absolute; top: .35rem; right: .35rem; font-size: 12px; }
+.connections .row { display: flex; gap: .8rem; align-items: flex-start; margin: .3rem 0; }
+.connections .sign { width: 6.5rem; flex: none; padding-top: .3rem; color: var(--muted); }
+.connections .strip { margin: 0; gap: 10px; }
+figure.connection { margin: 0; display: grid; grid-template-columns: 72px 40px; gap: 3px;
+  align-items: end; }
+figure.connection .unit-thumb { width: 72px; height: 72px; object-fit: contain; display: grid;
+  place-items: center; background: var(--code); border-radius: 4px; font-size: 11px;
+  text-align: center; color: var(--muted); }
+figure.connection a:hover .unit-thumb { outline: 2px solid var(--accent); }
+figure.connection img.weights { width: 40px; height: 40px; image-rendering: pixelated;
+  border: 1px solid var(--line); }
+figure.connection figcaption { grid-column: 1 / 3; white-space: nowrap; font-size: 11px; }
 """
 
 JS = """\
@@ -219,6 +231,10 @@ def _check_manifest(manifest: Any) -> tuple[dict, list[dict]]:
         units = series.get("units") or []
         if not isinstance(units, list):
             raise AtlasError(f"series {name!r}: 'units' must be a list")
+        linked = series.get("connections", {})
+        if not isinstance(linked, dict):
+            raise AtlasError(f"series {name!r}: 'connections' must map units to their "
+                             f"connections, got {type(linked).__name__}")
         records = []
         stems: dict[str, Any] = {}
         for j, record in enumerate(units):
@@ -233,6 +249,9 @@ def _check_manifest(manifest: Any) -> tuple[dict, list[dict]]:
             for k, example in enumerate(_examples(record)):
                 _link_path(example.get("image"), f"series {name!r}, unit {unit!r} "
                                                  f"examples[{k}]['image']")
+            for direction, sign, entry in _connections(linked.get(str(unit)), unit):
+                _link_path(entry.get("weights"), f"series {name!r}, unit {unit!r} connections "
+                                                 f"{direction} {sign} 'weights'")
             records.append((record, stem))
         records.sort(key=lambda pair: _sort_key(pair[0]["unit"]))
         grid = series.get("grid")
@@ -240,7 +259,8 @@ def _check_manifest(manifest: Any) -> tuple[dict, list[dict]]:
             "name": name, "dir": directory, "layer": series.get("layer"),
             "kind": series.get("kind"), "source": series.get("source"),
             "grid": None if grid is None else _link_path(grid, f"series {name!r} 'grid'"),
-            "count": len(records), "total": series.get("total"), "units": records})
+            "count": len(records), "total": series.get("total"), "units": records,
+            "connections": linked})
     return settings, all_series
 
 
@@ -257,6 +277,32 @@ def _examples(record: dict) -> list[dict]:
     if not isinstance(examples, list) or not all(isinstance(x, dict) for x in examples):
         raise AtlasError(f"unit {record['unit']!r}: 'examples' must be a list of dicts")
     return examples
+
+
+SIGNS = (("positive", "excitatory"), ("negative", "inhibitory"))
+DIRECTIONS = (("inputs", "Inputs from"), ("outputs", "Outputs to"))
+
+
+def _connections(found: Any, unit: Any) -> list[tuple[str, str, dict]]:
+    """``(direction, sign, entry)`` of each of a unit's connections (see write_gallery)."""
+    if found is None:
+        return []
+    listed = []
+    for direction, _ in DIRECTIONS:
+        side = found.get(direction) if isinstance(found, dict) else []
+        if side is None:
+            continue
+        if not isinstance(side, dict) or not isinstance(side.get("series"), str):
+            side = None
+        for sign, _ in SIGNS:
+            entries = side.get(sign, []) if side is not None else None
+            if not isinstance(entries, list) or not all(isinstance(e, dict) and "unit" in e
+                                                        for e in entries):
+                raise AtlasError(f"unit {unit!r}: its 'connections' must map 'inputs' and "
+                                 "'outputs' to {'series', 'positive': [...], 'negative': [...]}"
+                                 ", lists of dicts with 'unit' and 'weights'")
+            listed += [(direction, sign, entry) for entry in entries]
+    return listed
 
 
 # --- pages --------------------------------------------------------------------------------
@@ -281,7 +327,23 @@ def _count_text(series: dict) -> str:
     return text
 
 
-def _index_page(settings: dict, all_series: list[dict], has_manifest: bool) -> str:
+def _connections_summary(connections: Any) -> str:
+    """The overview's line on the connections between layers ('' without any)."""
+    if not isinstance(connections, dict):
+        return ""
+    if connections.get("note"):
+        return f'<p class="muted">No connections between layers: {_e(connections["note"])}</p>'
+    pairs = [p for p in connections.get("pairs") or [] if isinstance(p, dict)]
+    if not pairs:
+        return ""
+    shown = ", ".join(f"<code>{_e(p.get('source'))}</code> → <code>{_e(p.get('target'))}</code>"
+                      for p in pairs)
+    return (f"<p>Connections: {shown} <span class=\"muted\">(each unit page shows the "
+            f"{_e(connections.get('top'))} strongest inputs and outputs of each sign)</span></p>")
+
+
+def _index_page(settings: dict, all_series: list[dict], has_manifest: bool,
+                connections: Any = None) -> str:
     title = _model_title(settings)
     sha = settings.get("weights_sha256")
     subtitle = (f' <span class="muted">weights <code title="{_e(sha)}">{_e(str(sha)[:12])}'
@@ -294,6 +356,9 @@ def _index_page(settings: dict, all_series: list[dict], has_manifest: bool) -> s
     if has_manifest:
         parts.append('<p><a href="manifest.json">manifest.json</a> '
                      '<span class="muted">(every unit\'s record)</span></p>')
+    summary = _connections_summary(connections)
+    if summary:
+        parts.append(summary)
     parts.append(f"<h2>Series ({len(all_series)})</h2>")
     if not all_series:
         parts.append('<p class="empty">This atlas has no series yet.</p>')
@@ -383,7 +448,57 @@ def _code_block(key: str, value: Any, heading: str) -> str:
             f'<button type="button" class="copy" data-target="{key}">Copy</button></div>')
 
 
-def _unit_html(settings: dict, series: dict, index: int) -> str:
+def _connection_figure(entry: dict, sign: str, side: dict, here: str, pages: dict) -> str:
+    """One connection: the other unit's picture linked to its page (if rendered), its weight
+    picture, its number and its weight norm with its sign."""
+    unit = entry["unit"]
+    label = _e(f"{side.get('layer') or side['series']} unit {unit}")
+    norm = entry.get("norm")
+    signed = ("+" if sign == "positive" else "−") + (
+        f"{norm:.3g}" if isinstance(norm, (int, float)) else _number(norm))
+    found = pages.get((side["series"], str(unit)))
+    if found:
+        other_series, other_record, other_stem = found
+        href = _url(_unit_page(other_series, other_stem), here)
+        thumb = (f'<a href="{href}" title="{label}"><img class="unit-thumb" '
+                 f'src="{_url(other_record["image"], here)}" alt="{label}" loading="lazy"></a>')
+        name = f'<a href="{href}">unit {_e(unit)}</a>'
+    else:
+        thumb = f'<span class="unit-thumb" title="{label}">not rendered</span>'
+        name = f"unit {_e(unit)}"
+    weights = (f'<img class="weights" src="{_url(entry["weights"], here)}" loading="lazy" '
+               f'alt="weights, {label}" title="weights, {label}">' if entry.get("weights") else "")
+    return (f'<figure class="connection">{thumb}{weights}<figcaption><span>{name}</span>'
+            f'<span class="act" title="weight norm, with its sign">{_e(signed)}</span>'
+            f"</figcaption></figure>")
+
+
+def _connections_html(found: dict | None, here: str, pages: dict) -> str:
+    """A unit's strongest inputs and outputs ('' if the manifest lists none)."""
+    if not found:
+        return ""
+    scale = _number(found.get("scale"))
+    parts = ['<section class="connections"><h2>Connections</h2>',
+             "<p class=\"muted\">Expanded weights between the layers (ReLUs as identities, max "
+             "pools as averages): each picture shows where the other unit, at each offset, "
+             "excites (warm) or inhibits (cool) the later one"
+             + (f"; full colour at ±{_e(scale)}, one scale for this page" if scale else "")
+             + ". The number is the weight norm, with its sign.</p>"]
+    for direction, heading in DIRECTIONS:
+        side = found.get(direction)
+        if not side:
+            continue
+        parts.append(f"<h3>{heading} <code>{_e(side.get('layer') or side['series'])}</code></h3>")
+        for sign, word in SIGNS:
+            cells = "".join(_connection_figure(entry, sign, side, here, pages)
+                            for entry in side.get(sign, []))
+            parts.append(f'<div class="row {sign}"><span class="sign">{word}</span>'
+                         + (f'<div class="strip">{cells}</div>' if cells else
+                            '<span class="empty">none</span>') + "</div>")
+    return "\n".join(parts) + "\n</section>"
+
+
+def _unit_html(settings: dict, series: dict, index: int, pages: dict) -> str:
     here = f"{series['dir']}/units"
     record, stem = series["units"][index]
     unit = record["unit"]
@@ -432,6 +547,9 @@ def _unit_html(settings: dict, series: dict, index: int) -> str:
              + (f" · <code>{_e(record['objective'])}</code>" if record.get("objective") else "")
              + "</p>",
              f'<div class="unit-main">{"".join(main)}</div>']
+    connections = _connections_html(series["connections"].get(str(unit)), here, pages)
+    if connections:
+        parts.append(connections)
     spark = _sparkline(record.get("history"))
     if spark:
         parts.append(f"<h2>Objective during the render</h2>\n{spark}")
@@ -459,15 +577,23 @@ def write_gallery(out_dir: Union[str, os.PathLike], manifest: dict) -> Path:
       each linking to its unit page;
     - ``<dir>/units/<stem>.html`` per unit, beside ``<stem>.png``: the image, prev / up /
       next links, the objective's history as a sparkline, the ``command`` and ``python``
-      to reproduce it, the record's every key in a table, and its dataset ``examples``
-      when the record has them.
+      to reproduce it, the record's every key in a table, its dataset ``examples`` when the
+      record has them, and its connections when its series lists them: per direction
+      (``inputs``, ``outputs``) the other layer and the strongest ``positive`` and ``negative``
+      connections, each the other unit (its picture and page when it is in the manifest), its
+      weight picture and its weight norm and sign.
 
     Args:
         out_dir: the atlas directory; all manifest paths are relative to it.
         manifest: the parsed ``manifest.json`` (format ``"lucent-core-atlas/1"``):
             ``{"settings": {...}, "series": [{"name", "dir", "layer", "kind", "source",
-            "grid", "units": [record, ...]}, ...]}``. Only ``dir`` per series and ``unit``
-            and ``image`` per record are required; other keys are shown when present.
+            "grid", "units": [record, ...]}, ...], "connections": {...}}``. Only ``dir``
+            per series and ``unit`` and ``image`` per record are required; other keys are
+            shown when present. A series' ``connections`` maps ``str(unit)`` to ``{"inputs":
+            {"series": dir, "layer": name, "positive": [{"unit", "norm", "sign", "weights":
+            png}, ...], "negative": [...]}, "outputs": {...}, "scale": number}``; the manifest's
+            ``connections`` (the layer ``pairs`` and ``top``, or a ``note`` saying why there
+            are none) is summed up on the overview.
 
     Returns:
         Path of ``out_dir/index.html``.
@@ -491,14 +617,17 @@ def write_gallery(out_dir: Union[str, os.PathLike], manifest: dict) -> Path:
     """
     root = Path(out_dir)
     settings, all_series = _check_manifest(manifest)
+    pages = {(series["dir"], str(record["unit"])): (series, record, stem)
+             for series in all_series for record, stem in series["units"]}
     _write(root / "gallery.css", CSS)
     _write(root / "gallery.js", JS)
     for series in all_series:
         for i in range(len(series["units"])):
             _write(root / _unit_page(series, series["units"][i][1]),
-                   _unit_html(settings, series, i))
+                   _unit_html(settings, series, i, pages))
         _write(root / series["dir"] / "index.html", _series_page(settings, series))
     # The overview last: once it exists, everything it links to does too.
     index = root / "index.html"
-    _write(index, _index_page(settings, all_series, (root / "manifest.json").is_file()))
+    _write(index, _index_page(settings, all_series, (root / "manifest.json").is_file(),
+                              manifest.get("connections")))
     return index

@@ -19,7 +19,7 @@ from lucent_core.param import param_names
 from lucent_core.units import Series
 
 __all__ = ["ATLAS_FORMAT", "AtlasSettings", "Batch", "PRECISIONS", "TRANSFORMS",
-           "plan_batches", "unit_seed"]
+           "plan_batches", "record_settings", "settings_of_record", "unit_seed"]
 
 ATLAS_FORMAT = "lucent-core-atlas/1"
 TRANSFORMS = ("standard", "none")
@@ -113,6 +113,29 @@ class AtlasSettings:
         if unknown:
             raise ValueError(f"unknown atlas settings {unknown}; known: {sorted(known)}")
         return cls(**data)
+
+
+def settings_of_record(record: dict) -> AtlasSettings:
+    """The settings a unit record holds (its settings' keys, ``seed`` as ``atlas_seed``).
+
+    Example:
+        >>> s = AtlasSettings(model="tiny", weights_sha256="ab", steps=8)
+        >>> settings_of_record({"unit": 3, **record_settings(s)}) == s
+        True
+    """
+    names = [f.name for f in fields(AtlasSettings)]
+    return AtlasSettings.from_dict({name: record[_record_key(name)] for name in names
+                                    if _record_key(name) in record})
+
+
+def record_settings(settings: AtlasSettings) -> dict:
+    """The settings as every unit record holds them (``seed`` as ``atlas_seed``, since the
+    record's ``seed`` is the unit's own)."""
+    return {_record_key(k): v for k, v in settings.as_dict().items()}
+
+
+def _record_key(name: str) -> str:
+    return "atlas_seed" if name == "seed" else name
 
 
 def unit_seed(settings: AtlasSettings, series: Series, unit: int) -> int:

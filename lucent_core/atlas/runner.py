@@ -7,6 +7,7 @@ import os
 import shlex
 import signal
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,7 +22,8 @@ from tqdm.auto import tqdm
 from lucent_core import param as param_lib
 from lucent_core._device import to_device
 from lucent_core.atlas.index import build_index
-from lucent_core.atlas.plan import AtlasSettings, Batch, plan_batches, unit_seed
+from lucent_core.atlas.plan import AtlasSettings, Batch, plan_batches, record_settings, \
+    unit_seed
 from lucent_core.atlas.store import AtlasStore
 from lucent_core.hooks import model_device, model_revision, registry_name, same_layer
 from lucent_core.preprocessing import Preprocessing, preprocessing_of
@@ -97,9 +99,12 @@ class AtlasSummary:
         return "\n".join(lines)
 
 
-def reproduce_command(settings: AtlasSettings, series: Series, unit: int) -> str:
+def reproduce_command(settings: AtlasSettings, series: Series, unit: int,
+                      threads: int | None = None) -> str:
     """The ``lucent-core atlas`` command that renders this one unit again, alone (the same
-    pixels on the CPU; on GPUs up to the rounding of batch-size-dependent kernels).
+    pixels on the CPU, with the same ``threads``, torch version and CPU kind; on GPUs up to
+    the rounding of batch-size-dependent kernels). ``threads``: the CPU thread count the unit
+    was rendered with (``--threads``; None on GPUs, where it changes no picture).
 
     Example:
         >>> s = AtlasSettings(model="vgg16_hed", weights_sha256="ab", steps=64)
@@ -125,6 +130,8 @@ def reproduce_command(settings: AtlasSettings, series: Series, unit: int) -> str
         words.append("--no-redirect")
     if settings.precision != "float32":
         words += ["--precision", settings.precision]
+    if threads is not None:
+        words += ["--threads", str(threads)]
     words += ["--batch", "1", "--out", f"reproduce-{series.dir}-{unit}"]
     return shlex.join(words)
 
@@ -237,8 +244,11 @@ class _BatchRenderer:
                             preprocess=self.preprocess)
         return flat.mean(1).cpu(), flat.amax(1).cpu(), robust
 
-    def render(self, batch: Batch, units: Sequence[int]) -> list[tuple[int, np.ndarray, dict]]:
+    def render(self, batch: Batch, units: Sequence[int],
+               step_done: Callable[[int], object] = lambda units: None
+               ) -> list[tuple[int, np.ndarray, dict]]:
         """Render ``units`` (of ``batch.series``); [] if Ctrl-C interrupted the render.
+        ``step_done(len(units))`` is called after each optimisation step (a progress bar).
 
         On the CPU a lone unit is rendered beside a copy of itself (dropped after): oneDNN's
         batch-1 convolution kernels round differently from those of every larger batch,
@@ -252,10 +262,13 @@ class _BatchRenderer:
         seeds = [unit_seed(settings, series, u) for u in units]
         values_of = self._values_fn(series, units)
         history: list[torch.Tensor] = []
+        threads = torch.get_num_threads()  # CPU pictures depend on it: recorded, and set
+        command_threads = threads if self.device.type == "cpu" else None  # by the command
 
-        def objective_fn(acts: dict) -> torch.Tensor:
+        def objective_fn(acts: dict) -> torch.Tensor:  # called once per step
             values = values_of(acts)
             history.append(values.detach())
+            step_done(count)
             # a unit whose objective is no longer finite stops here (it is reported as
             # failed); the others, whose images it does not touch, render on
             return torch.where(torch.isfinite(values), values, torch.zeros_like(values)).sum()
@@ -294,7 +307,7 @@ class _BatchRenderer:
             if failure:
                 records.append((unit, None, {
                     "unit": unit, "series": series.dir, "failed": failure,
-                    "command": reproduce_command(settings, series, unit),
+                    "command": reproduce_command(settings, series, unit, command_threads),
                     "seed": seeds[i], "finished_at": finished}))
                 continue
             record = {
@@ -304,17 +317,16 @@ class _BatchRenderer:
                 "series": series.dir, "layer": series.layer, "kind": series.kind,
                 "source": series.source,
                 "objective": series.objective_name(unit), "python": series.python(unit),
-                "command": reproduce_command(settings, series, unit),
+                "command": reproduce_command(settings, series, unit, command_threads),
                 "activation": float(final[i]),
                 "peak_activation": float(peaks[i]),
                 "quality": {"robustness": _number(robust[i])},
                 "activation_during_render": float(trained[-1, i]),
                 "history": _history(trained, i),
                 "seed": seeds[i],
-                **{("atlas_seed" if k == "seed" else k): v
-                   for k, v in settings.as_dict().items()},
+                **record_settings(settings),
                 "batch": count, "seconds": round(seconds, 3),
-                "device": _device_name(self.device),
+                "device": _device_name(self.device), "threads": threads,
                 "lucent_core_version": __version__,
                 "torch_version": torch.__version__,
                 "worker": f"{self.worker[0]}/{self.worker[1]}",
@@ -322,6 +334,19 @@ class _BatchRenderer:
             }
             records.append((unit, pixels[i], record))
         return records
+
+
+def _say_rendered_again(store: AtlasStore, batches: Sequence[Batch],
+                        todos: Sequence[Sequence[int]]) -> None:
+    """Warn once of the units to render that have a record: their PNG is missing, unreadable,
+    damaged or replaced."""
+    again = [f"{b.series.dir}:{u}" for b, todo in zip(batches, todos) for u in todo
+             if store.record_path(b.series, u).is_file()]
+    if again:
+        shown = ", ".join(again[:10]) + (" ..." if len(again) > 10 else "")
+        warnings.warn(f"rendering {len(again)} unit{'s' * (len(again) > 1)} again whose PNG is "
+                      "missing, unreadable, or not the one its record's SHA256 names (damaged "
+                      f"or replaced): {shown}", stacklevel=3)
 
 
 def _distributed() -> tuple[int, int]:
@@ -406,7 +431,8 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
         units: which units of each series: ``"0:64"``, ``[3, 7]``, ... (default: all).
         batch: units optimised together.
         shard: ``(i, n)`` or ``"i/n"``: this call's share of the work.
-        progress: show a progress bar over units.
+        progress: show a progress bar over every render step of every unit to render, with
+            its ETA.
         index: build the manifest and gallery when the atlas is complete.
         preprocess: model input preprocessing (default: the model's own).
         model_name: the model's name in records (default: its registry name, else its class).
@@ -464,21 +490,25 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
     store.open(atlas_settings)
     for s, count in zip(all_series, counts):
         store.open_series(s, count)
-    todo_total = sum(not store.is_done(b.series, u) for b in mine for u in b.units)
-    skipped = sum(len(b.units) for b in mine) - todo_total
+    for s in all_series:  # a stray file in a units folder stops here, before any render
+        store.record_paths(store.root / s.dir)
 
     renderer = _BatchRenderer(model, atlas_settings, preprocess, store, worker, compile)
     rendered, interrupted, failed = 0, False, []
     with store.worker_lock(worker):  # the same share started twice fails here, at once
-        bar = tqdm(total=todo_total, unit="unit", disable=not progress or rank != 0,
+        todos = [[u for u in b.units if not store.is_done(b.series, u)] for b in mine]
+        todo_total = sum(map(len, todos))
+        skipped = sum(len(b.units) for b in mine) - todo_total
+        _say_rendered_again(store, mine, todos)
+        bar = tqdm(total=todo_total * atlas_settings.steps, unit="step",
+                   disable=not progress or rank != 0,
                    desc=f"atlas {worker[0]}/{worker[1]}" if worker[1] > 1 else "atlas")
         try:
-            for b in mine:
-                todo = [u for u in b.units if not store.is_done(b.series, u)]
+            for b, todo in zip(mine, todos):
                 if not todo:
                     continue
                 bar.set_postfix_str(f"{b.series.dir} {todo[0]}..{todo[-1]}")
-                records = renderer.render(b, todo)
+                records = renderer.render(b, todo, bar.update)
                 if not records:
                     interrupted = True
                     break
@@ -490,7 +520,6 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
                         else:
                             store.write_unit(b.series, unit, pixels, record)
                             rendered += 1
-                bar.update(len(records))
         except KeyboardInterrupt:
             interrupted = True
         finally:
@@ -501,7 +530,7 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
                          for u in chosen) - len(failed)
     index_page = None
     if index and not interrupted and missing == 0:  # the last worker (shard or rank) to finish
-        index_page = build_index(out)
+        index_page = build_index(out, model=model)  # with the connections between layers
     return AtlasSummary(out=Path(out), rendered=rendered, skipped=skipped, missing=missing,
                         seconds=time.perf_counter() - started, interrupted=interrupted,
                         index=index_page, worker=worker, failed=failed,

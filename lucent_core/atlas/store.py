@@ -5,18 +5,28 @@ Layout (paths relative to the atlas directory)::
     atlas.json                       settings every unit was rendered with
     <series>/series.json             the series (layer, kind, directions hash)
     <series>/units/00476.png         the unit's picture
-    <series>/units/00476.json        its record; written after the PNG, so it marks the unit done
+    <series>/units/00476.json        its record; written after the PNG (whose SHA256 it holds),
+                                     so it marks the unit done
     manifest.json, index.html, ...   written by :func:`~lucent_core.atlas.build_index`
     .locks/worker-0-of-4.lock        held while worker 0 of 4 renders (see worker_lock)
 
 Every file is written to a temporary name and renamed, so a crash or ``kill -9`` never leaves
 a half-written file under a real name; processes (ranks, shards) write disjoint units, so they
 can share one tree.
+
+What is read back is checked, since people, file managers and disks change files too: a
+``units/`` folder holds only files named like a unit's (``00476.png``, ``00476.json``,
+``00476.failed.json``, and the gallery's pages); a record is a JSON object whose ``unit`` is
+the number in its name and whose ``image`` is the PNG beside it; and a unit is done only while
+its PNG's SHA256 is the one its record holds (else a resume renders it again, and
+:func:`~lucent_core.atlas.build_index` refuses it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import socket
 import time
 from contextlib import contextmanager
@@ -31,7 +41,7 @@ except ImportError:  # Windows: no advisory locks; the guard below is then skipp
 
 import numpy as np
 
-from lucent_core.atlas.plan import ATLAS_FORMAT, AtlasSettings, Series
+from lucent_core.atlas.plan import ATLAS_FORMAT, AtlasSettings, Series, settings_of_record
 from lucent_core.io import save_png, unique_suffix
 from lucent_core.results import AtlasError, AtlasWriteError, check_layer_spelling, differences, \
     read_json, write_json
@@ -75,8 +85,20 @@ def _running_other_split(locks: Path, count: int) -> tuple[str, str] | None:
 
 def _unit_number(path: Path) -> tuple[int, str]:
     """Sort key of a unit's file (``00476.json``, ``123456.failed.json``): its unit number."""
-    number = path.name.split(".")[0]
-    return (int(number), path.name) if number.isdigit() else (-1, path.name)
+    return int(path.name.split(".")[0]), path.name
+
+
+# the only pictures and records of a units folder (its gallery pages and temporary files
+# end otherwise: .html, .partial, .new)
+_UNIT_FILE = re.compile(r"\d{5,}(\.failed)?\.json|\d{5,}\.png")
+# keys of a record that the index and gallery read, and their types (the first two required)
+_RECORD_KEYS = {"unit": int, "image": str, "sha256": str,
+                "peak_activation": (int, float, type(None)), "quality": dict}
+_DELETE = "delete it and its PNG to render the unit again"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class AtlasStore:
@@ -122,8 +144,29 @@ class AtlasStore:
                              ". Use the atlas's settings to resume it, or another output "
                              "directory." + empty)
 
+    def _check_records_settings(self, settings: AtlasSettings) -> None:
+        """Without ``atlas.json`` (deleted by hand), the settings every record holds guard the
+        atlas: refuse other settings rather than mix two atlases."""
+        for series_dir in self.series_dirs():
+            for path in self.record_paths(series_dir):
+                record = self.read_record(path)
+                try:
+                    found = settings_of_record(record).identity()
+                except (TypeError, ValueError) as error:
+                    raise AtlasError(f"{path} holds no valid atlas settings ({error}) and "
+                                     f"{self.root / 'atlas.json'} is missing: move the record "
+                                     "out of the atlas, or " + _DELETE) from error
+                changed = differences(found, settings.identity())
+                if changed:
+                    raise AtlasError(
+                        f"{self.root / 'atlas.json'} is missing, and {path} was rendered with "
+                        "other settings; refusing to mix two atlases. Differences: "
+                        + "; ".join(changed) + ". Use the atlas's settings to resume it, or "
+                        "another output directory.")
+
     def open(self, settings: AtlasSettings) -> None:
-        """Create the atlas, or check that an existing one has the same settings."""
+        """Create the atlas, or check that an existing one has the same settings (those of
+        ``atlas.json``, or of every record if it is missing)."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -138,6 +181,8 @@ class AtlasStore:
                                  f"model's weights are {settings.weights_sha256}: they would "
                                  "be shown beside its units and mislead. Use the examples' "
                                  "model, or another output directory.")
+        if not (self.root / "atlas.json").exists():
+            self._check_records_settings(settings)
         data = {"format": ATLAS_FORMAT, "identity": settings.identity(),
                 "settings": settings.as_dict()}
         self._claim(self.root / "atlas.json", data, "identity", "settings")
@@ -235,12 +280,59 @@ class AtlasStore:
     def failure_path(self, series: Series, unit: int) -> Path:
         return self.root / series.dir / "units" / f"{unit:05d}.failed.json"
 
+    def record_paths(self, series_dir: Path) -> list[Path]:
+        """The unit records of one series directory, in unit order; first, any other ``.json``
+        or ``.png`` in its units folder (a copy, a note) is refused, naming it."""
+        units = series_dir / "units"
+        for path in sorted([*units.glob("*.json"), *units.glob("*.png")]):
+            if not _UNIT_FILE.fullmatch(path.name):
+                raise AtlasError(f"{path} is not a file of the atlas (units are named like "
+                                 "00001.png and 00001.json; a copy or a note confuses resumes "
+                                 f"and the index): move it out of {units}")
+        return sorted((p for p in units.glob("*.json") if not p.name.endswith(".failed.json")),
+                      key=_unit_number)
+
+    def read_record(self, path: Path) -> dict:
+        """The unit record at ``path``, checked: a JSON object with an integer ``unit``, the
+        number in its file name, and the ``image`` beside it (``<series>/units/<name>.png``)."""
+        record = read_json(path)
+        if not isinstance(record, dict):
+            raise AtlasError(f"{path} is not a unit record (a JSON object), it holds "
+                             f"{type(record).__name__}: move it out of the atlas, or {_DELETE}")
+        for key, kind in _RECORD_KEYS.items():
+            value = record.get(key)
+            if (key in record or key in ("unit", "image")) and (
+                    not isinstance(value, kind) or isinstance(value, bool)):
+                raise AtlasError(f"{path} is not a unit record: its {key!r} is {value!r:.60}, "
+                                 f"not of type {getattr(kind, '__name__', 'number')}: move it "
+                                 f"out of the atlas, or {_DELETE}")
+        if record["unit"] != int(path.stem):
+            raise AtlasError(f"{path} says it is unit {record['unit']}, but its name says "
+                             f"{int(path.stem)}: a record's unit must be the number in its "
+                             f"name; {_DELETE}")
+        own = path.with_suffix(".png").relative_to(self.root).as_posix()
+        if record["image"] != own:
+            raise AtlasError(f"{path} names the image {record['image']!r}; a record may name "
+                             f"only its own picture, {own!r}, in its units folder: {_DELETE}")
+        return record
+
+    @staticmethod
+    def picture_matches(path: Path, record: dict) -> bool:
+        """Whether the PNG beside record ``path`` is there, readable, and has the SHA256 the
+        record holds (a record made before records held one never matches)."""
+        try:
+            return record.get("sha256") == _sha256(path.with_suffix(".png"))
+        except OSError:
+            return False
+
     def is_done(self, series: Series, unit: int) -> bool:
-        """True once the unit's record (written after its PNG) and PNG both exist, or once it
-        failed (a ``.failed.json`` record: delete it to try the unit again)."""
-        return (self.record_path(series, unit).is_file()
-                and self.image_path(series, unit).is_file()) or \
-            self.failure_path(series, unit).is_file()
+        """True once the unit's record (written after its PNG) exists and its PNG is the one
+        the record names, or once it failed (a ``.failed.json`` record: delete it to try the
+        unit again). A damaged, replaced or missing PNG makes its unit not done."""
+        if self.failure_path(series, unit).is_file():
+            return True
+        path = self.record_path(series, unit)
+        return path.is_file() and self.picture_matches(path, self.read_record(path))
 
     def write_failure(self, series: Series, unit: int, record: dict) -> None:
         """Record that the unit could not be rendered (no PNG)."""
@@ -256,19 +348,32 @@ class AtlasStore:
                                                key=_unit_number)]
 
     def write_unit(self, series: Series, unit: int, image: np.ndarray, record: dict) -> None:
-        """Save the unit's PNG, then its record (the record marks it finished)."""
+        """Save the unit's PNG, then its record with the PNG's ``sha256`` (the record marks it
+        finished)."""
         try:
-            save_png(image, self.image_path(series, unit))
-            write_json(self.record_path(series, unit), record)
+            picture = save_png(image, self.image_path(series, unit))
+            write_json(self.record_path(series, unit), {**record, "sha256": _sha256(picture)})
         except OSError as error:
             raise AtlasWriteError(
                 f"could not write unit {unit} of {series.dir} in {self.root}: {error}. Every "
                 "unit finished before it is kept; fix the problem (disk space, permissions) "
                 "and run the same command again to resume.") from error
 
-    def records(self, series_dir: Path) -> Iterator[dict]:
-        """The records of one series directory, in unit order (units with a PNG only)."""
-        # by unit number: names grow past five digits at unit 100000
-        for path in sorted((series_dir / "units").glob("*.json"), key=_unit_number):
-            if path.with_suffix(".png").is_file():
-                yield read_json(path)
+    def records(self, series_dir: Path) -> list[dict]:
+        """The checked records of one series directory, in unit order (by number: names grow
+        past five digits at unit 100000), of units with a PNG only. A PNG that is not the one
+        its record names (damaged or replaced) is an error naming it."""
+        found = []
+        for path in self.record_paths(series_dir):
+            picture = path.with_suffix(".png")
+            if not picture.is_file():
+                continue
+            record = self.read_record(path)
+            if not self.picture_matches(path, record):
+                raise AtlasError(
+                    f"{picture} is not the picture its record {path.name} names (unreadable, "
+                    "damaged or replaced since it was rendered: its SHA256 differs, or the "
+                    "record, from an older lucent-core, holds none): run the atlas command "
+                    "again to render the unit again (a resume does so), or delete both files")
+            found.append(record)
+        return found

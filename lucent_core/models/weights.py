@@ -148,6 +148,9 @@ def find_weights(source: WeightsSource, weights: str | os.PathLike | None = None
     """
     if weights is not None:
         path = Path(weights).expanduser()
+        if path.is_dir():
+            raise WeightsError(f"weights {path} is a directory: give the weights file itself, "
+                               f"e.g. {path / source.filename}")
         if not path.is_file():
             raise WeightsError(f"weights file {path} does not exist")
         # the published file (its name) is checked; a file of your own is loaded as it is

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 from lucent_core.validate import integer, real
-from lucent_core.objectives.catalogue import check_unit, check_arguments, check_several_images
+from lucent_core.objectives.catalogue import (check_arguments, check_several_images, check_unit,
+                                              refuse_tokens)
 from lucent_core.objectives.core import Activations, Objective, wrap_objective
 
 __all__ = ["alignment", "channel_interpolate"]
@@ -43,15 +44,16 @@ def channel_interpolate(layer1: str, unit1: int, layer2: str, unit2: int) -> Obj
     (unit2,) = check_arguments(layer2, unit2=unit2)
 
     def inner(acts: Activations) -> torch.Tensor:
+        refuse_tokens(acts, layer1, unit1)
+        refuse_tokens(acts, layer2, unit2)
         a, b = acts[layer1], acts[layer2]
-        check_unit(a, layer1, unit1)
-        check_unit(b, layer2, unit2)
+        i, j = check_unit(a, layer1, unit1), check_unit(b, layer2, unit2)
         batch = a.shape[0]
         if b.shape[0] != batch:
             raise ValueError(f"layers {layer1!r}, {layer2!r} have {batch} != {b.shape[0]} images")
         check_several_images(a, "channel_interpolate")
-        first = a[:, unit1].reshape(batch, -1).mean(1)
-        second = b[:, unit2].reshape(batch, -1).mean(1)
+        first = a[:, i].reshape(batch, -1).mean(1)
+        second = b[:, j].reshape(batch, -1).mean(1)
         w = torch.arange(batch, device=a.device, dtype=first.dtype) / (batch - 1)
         return ((1 - w) * first + w * second).sum()
     return Objective(inner, sorted({layer1, layer2}))

@@ -39,11 +39,28 @@ def check_several_images(t: torch.Tensor, what: str) -> None:
         raise ValueError(f"{what} needs 2 or more images, got 1: e.g. param.image(128, batch=4)")
 
 
-def check_unit(t: torch.Tensor, layer: str, unit: int) -> None:
+def check_unit(t: torch.Tensor, layer: str, unit: int) -> int:
+    """``unit`` as a channel of ``t`` (``(B, C, ...)``): negative ones count from the last
+    channel, as Python's indices do."""
     if t.dim() < 2:
         raise ValueError(f"layer {layer!r} gives shape {tuple(t.shape)}, not (B, C, ...)")
-    if not 0 <= unit < t.shape[1]:
-        raise IndexError(f"channel {unit} is out of range for layer {layer!r} ({t.shape[1]} units)")
+    if not -t.shape[1] <= unit < t.shape[1]:
+        raise IndexError(f"channel {unit} is out of range for layer {layer!r} ({t.shape[1]} units: "
+                         f"0..{t.shape[1] - 1}, or -{t.shape[1]}..-1 from the end)")
+    return unit % t.shape[1]
+
+
+def refuse_tokens(acts: Activations, layer: str, unit: object = "unit",
+                  what: str | None = None) -> None:
+    """Channel objectives read ``(B, C, ...)``: refuse a layer that
+    :func:`~lucent_core.hooks.capture` found in a transformer block (``acts.token_major``),
+    whose ``(B, tokens, C)`` activations would give tokens for channels."""
+    if layer in getattr(acts, "token_major", ()):
+        raise ValueError(f"layer {layer!r} is in a transformer block: its activations are "
+                         f"(batch, tokens, channels), so {what or f'channel {unit}'} would read "
+                         f"tokens, not channels; use lucent_core.recipes.clip.vit_channel("
+                         f"{layer!r}, {unit}) for a channel (mean over the patch tokens, or "
+                         "token='cls')")
 
 
 def _position(t: torch.Tensor, layer: str, x: int | None, y: int | None) -> tuple[int, int]:
@@ -100,10 +117,10 @@ def neuron(layer: str, unit: int, x: int | None = None, y: int | None = None,
     unit, x, y, batch = check_arguments(layer, unit=unit, x=x, y=y, batch=batch)
 
     def inner(acts: Activations) -> torch.Tensor:
+        refuse_tokens(acts, layer, unit)
         t = layer_output(acts, layer, batch)
-        check_unit(t, layer, unit)
         col, row = _position(t, layer, x, y)
-        return t[:, unit, row, col].mean()
+        return t[:, check_unit(t, layer, unit), row, col].mean()
     return Objective(inner, [layer])
 
 
@@ -118,9 +135,9 @@ def channel(layer: str, unit: int, batch: int | None = None) -> Objective:
     unit, batch = check_arguments(layer, unit=unit, batch=batch)
 
     def inner(acts: Activations) -> torch.Tensor:
+        refuse_tokens(acts, layer, unit)
         t = layer_output(acts, layer, batch)
-        check_unit(t, layer, unit)
-        return t[:, unit].mean()
+        return t[:, check_unit(t, layer, unit)].mean()
     return Objective(inner, [layer])
 
 
@@ -144,6 +161,7 @@ def batch_channels(layer: str, units: Sequence[int]) -> Objective:
     index = DeviceCopies(torch.tensor(units))
 
     def inner(acts: Activations) -> torch.Tensor:
+        refuse_tokens(acts, layer, what=f"units {units}")
         t = acts[layer]
         shape("units (one per image)", units, (t.shape[0],))
         for unit in (min(units), max(units)):
@@ -176,6 +194,7 @@ def direction(layer: str, vector: "torch.Tensor | np.ndarray | Sequence[float]",
     v = DeviceCopies(_as_vector(vector))
 
     def inner(acts: Activations) -> torch.Tensor:
+        refuse_tokens(acts, layer, what="a direction")
         return dot_cossim(layer_output(acts, layer, batch), v, layer, cossim_pow).mean()
     return Objective(inner, [layer])
 
@@ -197,6 +216,7 @@ def direction_neuron(layer: str, vector: "torch.Tensor | np.ndarray | Sequence[f
     v = DeviceCopies(_as_vector(vector))
 
     def inner(acts: Activations) -> torch.Tensor:
+        refuse_tokens(acts, layer, what="a direction")
         t = layer_output(acts, layer, batch)
         col, row = _position(t, layer, x, y)
         return dot_cossim(t[:, :, row:row + 1, col:col + 1], v, layer, cossim_pow).mean()

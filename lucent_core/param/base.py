@@ -6,7 +6,10 @@ part of an image, an unconstrained ``(B, 3, H, W)`` tensor). Beyond that it
 
 * knows its size: :attr:`size` is ``(height, width)`` of ``forward()``'s images;
 * can be evaluated at another size from the same parameters: :meth:`render_at`;
-* describes itself for records: :meth:`describe` (its kind, size and settings).
+* describes itself for records: :meth:`describe` (its kind, size and settings);
+* refuses, before it allocates anything, a size the machine cannot hold: its constructor
+  calls :meth:`check_fits` (a ``MemoryError`` naming the size and batch, the estimate and
+  what the device has).
 
 Example:
     >>> from lucent_core import param
@@ -20,6 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lucent_core._device import check_memory, image_bytes
+
 __all__ = ["Parameterisation"]
 
 
@@ -32,6 +37,18 @@ class Parameterisation(nn.Module):
 
     kind: str | None = None
     size: tuple[int, int]
+    #: Image-sized float32 tensors a render step keeps for this kind, per ``(batch, 3, height,
+    #: width)`` image: by default its parameters, their gradient and Adam's two moments. A
+    #: lower bound, so that a size that cannot fit is refused and one that can never is.
+    memory_factor: float = 4.0
+
+    def check_fits(self, width: int, height: int, batch: int, factor: float | None = None
+                   ) -> None:
+        """Refuse (``MemoryError``) images whose render needs more memory than torch's default
+        device has (``factor``, default :attr:`memory_factor`, image-sized tensors); called
+        by constructors once their arguments are checked, before they allocate."""
+        check_memory(f"{type(self).__name__}(width={width}, height={height}, batch={batch})",
+                     image_bytes(batch, height, width, factor or self.memory_factor))
 
     def render_at(self, size: tuple[int, int], interpolation: str | None = None
                   ) -> torch.Tensor:

@@ -186,10 +186,13 @@ class CPPNImage(Parameterisation):
         super().__init__()
         self.coordinate_range = real("coordinate_range", coordinate_range, positive=True)
         self.radius = flag("radius", radius)
+        width, height, batch, num_layers, hidden_channels = integers(
+            1, width=width, height=height, batch=batch, num_layers=num_layers,
+            hidden_channels=hidden_channels)
+        # the backward keeps each hidden layer's 2 * hidden_channels maps per pixel
+        self.check_fits(width, height, batch, 2 * hidden_channels * num_layers / 3)
         coordinates = cppn_coordinates(width, height, self.coordinate_range, self.radius)
-        self.size = tuple(coordinates.shape[-2:])  # the size as checked there
-        batch, num_layers, hidden_channels = integers(1, batch=batch, num_layers=num_layers,
-                                                      hidden_channels=hidden_channels)
+        self.size = (height, width)
         self.activation = choice("activation", activation, ACTIVATIONS)
         lr_scale = real("lr_scale", lr_scale, positive=True)
         in_channels = 3 if self.radius else 2

@@ -249,6 +249,7 @@ class MacoImage(Parameterisation):
         super().__init__()
         batch, height, width = integers(1, batch=batch, height=height, width=width)
         not_both("alpha", alpha, "magnitude", magnitude)
+        self.check_fits(width, height, batch)
         self.size = (height, width)
         self.standardize_phase = standardize_phase
         self.track_importance = track_importance

@@ -62,8 +62,10 @@ class LowResImage(Parameterisation):
     def __init__(self, width: int, height: int, batch: int = 1, scale: int = 4,
                  sd: float = 0.01, fft: bool = False):
         super().__init__()
-        # the inner image checks batch and sd
-        height, width, scale = integers(1, height=height, width=width, scale=scale)
+        # the inner image checks sd (and its own size)
+        batch, height, width, scale = integers(1, batch=batch, height=height, width=width,
+                                               scale=scale)
+        self.check_fits(width, height, batch)
         self.size = (height, width)
         self.scale = scale
         small = (math.ceil(height / scale), math.ceil(width / scale))
@@ -71,6 +73,7 @@ class LowResImage(Parameterisation):
                                  else PixelImage(small[1], small[0], batch=batch, sd=sd))
 
     kind = "lowres"
+    memory_factor = 2.0  # the upsampled image and its gradient (the inner image checks its own)
 
     def forward(self) -> torch.Tensor:
         return _upsample(self.inner(), self.size)
@@ -133,6 +136,7 @@ class LaplacianPyramid(Parameterisation):
         most = max_pyramid_levels(height, width)
         if levels > most:
             raise ValueError(f"levels must be 1..{most} for a {height}x{width} image, got {levels}")
+        self.check_fits(width, height, batch)
         self.size = (height, width)
         if real_scalar(level_weights) is not None:  # w: level k gets w ** k
             level_weights = [real("level_weights", level_weights) ** k for k in range(levels)]
@@ -153,6 +157,7 @@ class LaplacianPyramid(Parameterisation):
         return total
 
     kind = "laplacian_pyramid"
+    memory_factor = 5.0  # the levels are up to 4/3 of the image: 4 copies of them, at least
 
     def render_at(self, size: tuple[int, int], interpolation: str | None = None
                   ) -> torch.Tensor:

@@ -30,6 +30,7 @@ class PixelImage(Parameterisation):
         super().__init__()
         batch, height, width = integers(1, batch=batch, height=height, width=width)
         sd = real("sd", sd, minimum=0)
+        self.check_fits(width, height, batch)
         self.pixels = nn.Parameter(torch.randn(batch, 3, height, width) * sd)
 
     kind = "pixel"
@@ -106,6 +107,7 @@ class FourierImage(Parameterisation):
         super().__init__()
         batch, height, width = integers(1, batch=batch, height=height, width=width)
         sd = real("sd", sd, minimum=0)
+        self.check_fits(width, height, batch)
         self.size = (height, width)
         self.decay_power = real("decay_power", decay_power)
         scale = fourier_scale(height, width, self.decay_power)

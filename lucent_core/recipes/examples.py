@@ -26,6 +26,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence, Union
 
@@ -378,10 +379,14 @@ def find_examples(model: nn.Module, images: str | os.PathLike, out: str | os.Pat
                desc=f"examples {series.dir}")
     try:
         if state.processed < len(files):
+            # the workers' parent, recorded before they start (forkserver: the server, unknown)
+            parent = os.getpid() if workers and \
+                torch.multiprocessing.get_start_method() != "forkserver" else None
             loader = DataLoader(ImageFiles(folder, files, size, state.processed),
                                 batch_size=batch_size, num_workers=workers,
                                 collate_fn=collate_images, shuffle=False,
-                                worker_init_fn=leave_stopping_to_the_main_process)
+                                worker_init_fn=partial(leave_stopping_to_the_main_process,
+                                                       parent=parent))
             with torch.no_grad(), frozen(model), capture(model, [series.layer]) as acts:
                 for batch_number, (numbers, pixels, bad, count) in enumerate(loader, 1):
                     numbers = torch.from_numpy(numbers)
