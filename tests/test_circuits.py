@@ -397,3 +397,18 @@ W = torch.zeros(2, 4, 3, 3)
 def test_bad_input(call, error, name):
     with pytest.raises(error, match=name):
         call()
+
+
+def test_clip_resnet_adjacent_convolutions_through_batch_norm():
+    pytest.importorskip("open_clip")
+    from lucent_core.models import create_model
+    model = create_model("clip_rn50", pretrained=False)
+    block = model.get_submodule("visual.layer1.0")
+    with torch.no_grad():
+        block.bn1.running_var.uniform_(0.5, 2.0)
+        block.bn1.weight.normal_()
+    weights = expanded_weights(model, "visual.layer1.0.conv1", "visual.layer1.0.conv2", size=64,
+                               targets=[0, 7])
+    scale = block.bn1.weight / torch.sqrt(block.bn1.running_var + block.bn1.eps)
+    expected = (block.conv2.weight * scale[None, :, None, None]).detach()[[0, 7]]
+    torch.testing.assert_close(weights, expected)
