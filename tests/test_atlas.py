@@ -840,3 +840,12 @@ def test_an_atlas_of_an_older_model_definition_is_not_resumed(tmp_path):
                            progress=False, index=False)
     # models without a revision bump keep their identity (and unit seeds) as before
     assert "model_revision" not in AtlasSettings(model="tiny", weights_sha256="ab").identity()
+
+
+def test_an_atlas_of_a_layer_without_positions_renders_and_scores_its_units(tmp_path):
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 3))
+    summary = atlas.render_atlas(net, tmp_path, "4", steps=3, size=16, progress=False)
+    assert summary.rendered == 3 and not summary.failed
+    records = atlas.load_manifest(tmp_path)["series"][0]["units"]
+    assert [r["unit"] for r in records] == [0, 1, 2]

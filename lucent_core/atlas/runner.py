@@ -239,7 +239,8 @@ class _BatchRenderer:
         """Value, peak activation and robustness of each unit on its saved picture."""
         index, rows = self._selection(series, units)
         acts = run_layers(self.model, saved, [series.layer], self.preprocess)
-        flat = unit_maps(acts[series.layer], series, index, rows).float().flatten(1)
+        maps = unit_maps(acts[series.layer], series, index, rows).float()
+        flat = maps.reshape(maps.shape[0], -1)  # (B,) maps of a (B, C) layer too
         robust = robustness(self.model, saved, series, units, directions=rows,
                             preprocess=self.preprocess)
         return flat.mean(1).cpu(), flat.amax(1).cpu(), robust
