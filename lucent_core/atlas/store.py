@@ -8,6 +8,8 @@ Layout (paths relative to the atlas directory)::
     <series>/units/00476.json        its record; written after the PNG (whose SHA256 it holds),
                                      so it marks the unit done
     manifest.json, index.html, ...   written by :func:`~lucent_core.atlas.build_index`
+    connections/                     the units' strongest inputs and outputs between layers,
+                                     computed by the index when it has the model
     .locks/worker-0-of-4.lock        held while worker 0 of 4 renders (see worker_lock)
 
 Every file is written to a temporary name and renamed, so a crash or ``kill -9`` never leaves
