@@ -233,3 +233,16 @@ def test_the_progress_bar_counts_every_render_step_of_every_unit(tiny, out, monk
     assert bar.total == bar.n == todo * FAST["steps"]
     # batches (0, 1), (2, 3), (4, 5): one update per step, of that batch's units to render
     assert bar.updates == [1] * 8 + [1] * 8 + [2] * 8
+
+
+def test_records_older_than_hashes_are_trusted_while_their_picture_decodes(tiny, out):
+    for number in range(4):
+        record = json.loads((units(out) / f"{number:05d}.json").read_text())
+        record.pop("sha256")
+        (units(out) / f"{number:05d}.json").write_text(json.dumps(record))
+    picture = units(out) / "00002.png"
+    picture.write_bytes(picture.read_bytes()[:200])  # truncated: that unit only is rendered again
+    with pytest.warns(UserWarning, match="2:2"):
+        summary = resume(tiny, out)
+    assert (summary.rendered, summary.skipped) == (1, 3)
+    atlas.build_index(out)

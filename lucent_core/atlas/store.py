@@ -42,6 +42,7 @@ except ImportError:  # Windows: no advisory locks; the guard below is then skipp
     fcntl = None  # type: ignore[assignment]
 
 import numpy as np
+from PIL import Image
 
 from lucent_core.atlas.plan import ATLAS_FORMAT, AtlasSettings, Series, settings_of_record
 from lucent_core.io import save_png, unique_suffix
@@ -320,11 +321,17 @@ class AtlasStore:
 
     @staticmethod
     def picture_matches(path: Path, record: dict) -> bool:
-        """Whether the PNG beside record ``path`` is there, readable, and has the SHA256 the
-        record holds (a record made before records held one never matches)."""
+        """Whether the PNG beside record ``path`` is there and has the SHA256 the record holds;
+        for a record made before records held one, whether the PNG decodes whole (so older
+        atlases resume without rendering everything again)."""
+        picture = path.with_suffix(".png")
         try:
-            return record.get("sha256") == _sha256(path.with_suffix(".png"))
-        except OSError:
+            if "sha256" in record:
+                return record["sha256"] == _sha256(picture)
+            with Image.open(picture) as image:
+                image.load()
+            return True
+        except (OSError, SyntaxError, ValueError):  # missing, truncated or not a PNG
             return False
 
     def is_done(self, series: Series, unit: int) -> bool:
