@@ -355,3 +355,27 @@ def test_a_size_needing_terabytes_is_refused_before_allocating(call, name, monke
 def test_sizes_that_fit_are_not_refused():
     assert param.image(512, batch=4)().shape == (4, 3, 512, 512)
     assert param.cppn(64, batch=2)().shape == (2, 3, 64, 64)
+
+
+@pytest.mark.parametrize("fft", [True, False], ids=["fourier", "pixel"])
+@pytest.mark.parametrize("decorrelate", [True, False])
+@pytest.mark.parametrize("mode", ["sigmoid", "clamp"])
+def test_an_image_started_from_a_photo_gives_it_back_at_step_0(fft, decorrelate, mode):
+    torch.manual_seed(0)
+    photo = torch.rand(1, 3, 9, 14) * 0.98 + 0.01       # odd height, even width
+    made = param.image(14, 9, batch=2, fft=fft, decorrelate=decorrelate, mode=mode, init=photo)
+    torch.testing.assert_close(made(), photo.expand(2, -1, -1, -1), atol=2e-5, rtol=0)
+    per_image = torch.rand(2, 3, 9, 14) * 0.98 + 0.01
+    torch.testing.assert_close(param.image(14, 9, batch=2, fft=fft, decorrelate=decorrelate,
+                                           mode=mode, init=per_image)(), per_image,
+                               atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: param.image(8, init=torch.rand(3, 8, 9)), ValueError, "init"),
+    (lambda: param.image(8, batch=2, init=torch.rand(3, 3, 8, 8)), ValueError, "init"),
+    (lambda: param.image(8, init=np.zeros((8, 8, 3))), TypeError, "init"),
+])
+def test_a_start_image_of_another_shape_or_type_is_refused(call, error, name):
+    with pytest.raises(error, match=name):
+        call()

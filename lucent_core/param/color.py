@@ -65,5 +65,24 @@ class ToRGB(nn.Module):
         centre = self.color_mean.to(x.dtype).view(1, 3, 1, 1) if self.decorrelate else 0.5
         return straight_through_clamp(x + centre)
 
+    def inverse(self, images: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+        """The unconstrained tensor this module maps to ``images`` (RGB in [0, 1]); values
+        are first kept ``eps`` inside (0, 1), where the sigmoid is invertible (so the
+        round trip is exact up to that clamp).
+
+        Example:
+            >>> rgb = ToRGB()
+            >>> x = torch.rand(1, 3, 4, 4) * 0.9 + 0.05
+            >>> torch.allclose(rgb(rgb.inverse(x)), x, atol=1e-5)
+            True
+        """
+        x = images.clamp(eps, 1 - eps) if self.mode == "sigmoid" else images
+        x = torch.logit(x) if self.mode == "sigmoid" else x - (
+            self.color_mean.to(x.dtype).view(1, 3, 1, 1) if self.decorrelate else 0.5)
+        if self.decorrelate:
+            x = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(self.color_matrix.double()).to(
+                x.dtype), x)
+        return x
+
     def extra_repr(self) -> str:
         return f"decorrelate={self.decorrelate}, mode={self.mode!r}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lucent_core.validate import flag
+from lucent_core.validate import flag, instance, shape
 from lucent_core.param.base import Parameterisation
 from lucent_core.param.color import ToRGB
 from lucent_core.param.spatial import FourierImage, PixelImage
@@ -47,8 +47,8 @@ class ImageParam(Parameterisation):
 
 
 def image(w: int, h: int | None = None, batch: int = 1, sd: float = 0.01, fft: bool = True,
-          decorrelate: bool = True, mode: str = "sigmoid", decay_power: float = 1.0
-          ) -> ImageParam:
+          decorrelate: bool = True, mode: str = "sigmoid", decay_power: float = 1.0,
+          init: torch.Tensor | None = None) -> ImageParam:
     """Make a learnable image: Fourier or pixel basis, decorrelated colour, values in [0, 1].
 
     Args:
@@ -60,11 +60,17 @@ def image(w: int, h: int | None = None, batch: int = 1, sd: float = 0.01, fft: b
         decorrelate: optimise in ImageNet-decorrelated colour space.
         mode: ``"sigmoid"`` or ``"clamp"`` (straight-through) to reach [0, 1].
         decay_power: the Fourier 1/f exponent (an error with ``fft=False``).
+        init: start from these images instead of noise: ``(3, h, w)`` or ``(1 or batch, 3, h,
+            w)`` RGB in [0, 1] (e.g. ``load_image(photo, (h, w))``); ``param()`` then gives
+            them back at step 0 (up to 1e-4 where a sigmoid meets 0 or 1).
 
     Example:
         >>> param = image(128, 96, batch=4)
         >>> param().shape
         torch.Size([4, 3, 96, 128])
+        >>> photo = torch.rand(3, 8, 8)
+        >>> torch.allclose(image(8, init=photo)()[0], photo.clamp(1e-4, 1 - 1e-4), atol=1e-4)
+        True
     """
     h = w if h is None else h
     if flag("fft", fft):
@@ -73,4 +79,10 @@ def image(w: int, h: int | None = None, batch: int = 1, sd: float = 0.01, fft: b
         if decay_power != 1.0:
             raise ValueError("decay_power only applies to the Fourier parameterisation (fft=True)")
         spatial = PixelImage(w, h, batch=batch, sd=sd)
-    return ImageParam(spatial, ToRGB(decorrelate=decorrelate, mode=mode))
+    made = ImageParam(spatial, ToRGB(decorrelate=decorrelate, mode=mode))
+    if init is not None:
+        instance("init", init, torch.Tensor, "an image tensor (see lucent_core.load_image)")
+        start = init[None] if init.dim() == 3 else init
+        shape("init", start, (1, 3, made.size[0], made.size[1]), (batch, 3, *made.size))
+        made.spatial.assign(made.to_rgb.inverse(start.detach().float().cpu()))
+    return made

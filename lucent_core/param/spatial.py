@@ -42,6 +42,11 @@ class PixelImage(Parameterisation):
     def forward(self) -> torch.Tensor:
         return self.pixels
 
+    def assign(self, image: torch.Tensor) -> None:
+        """Make ``forward()`` give ``image`` (unconstrained, ``(B or 1, 3, H, W)``)."""
+        with torch.no_grad():
+            self.pixels.copy_(image.expand_as(self.pixels))
+
     def render_at(self, size: tuple[int, int], interpolation: str | None = None
                   ) -> torch.Tensor:
         """The pixels interpolated (default bicubic; antialiased when shrinking)."""
@@ -118,6 +123,14 @@ class FourierImage(Parameterisation):
 
     def forward(self) -> torch.Tensor:
         return spectrum_to_image(self.spectrum, self.scale, self.size)
+
+    def assign(self, image: torch.Tensor) -> None:
+        """Make ``forward()`` give ``image`` (unconstrained, ``(B or 1, 3, H, W)``): the
+        inverse of :func:`spectrum_to_image` (exact: ``rfft2`` inverts ``irfft2`` of a real
+        image of this size)."""
+        with torch.no_grad():
+            spectrum = torch.fft.rfft2(4.0 * image.double(), norm="ortho") / self.scale.double()
+            self.spectrum.copy_(torch.view_as_real(spectrum).expand_as(self.spectrum))
 
     def render_at(self, size: tuple[int, int], interpolation: str | None = None
                   ) -> torch.Tensor:
