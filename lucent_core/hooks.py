@@ -147,11 +147,14 @@ def is_transformer_block(module: nn.Module) -> bool:
                for cls in type(module).__mro__ for where, names in TRANSFORMER_BLOCKS.items())
 
 
-def _token_major(modules: dict[str, nn.Module], dotted: str) -> bool:
-    """Whether the module ``dotted`` is a transformer block or lies inside one."""
-    parts = dotted.split(".")
-    return any(is_transformer_block(modules[".".join(parts[:i])])
-               for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in modules)
+def _token_major(modules: dict[str, nn.Module], canonical: dict[str, str]) -> set[str]:
+    """The names whose module (``canonical``: name -> dotted module name) is a transformer
+    block or lies inside one."""
+    def inside(dotted: str) -> bool:
+        parts = dotted.split(".")
+        return any(is_transformer_block(modules[".".join(parts[:i])])
+                   for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in modules)
+    return {name for name, dotted in canonical.items() if dotted != OUTPUT_LAYER and inside(dotted)}
 
 
 def token_major_layers(model: nn.Module, layers: Sequence[str]) -> set[str]:
@@ -163,9 +166,7 @@ def token_major_layers(model: nn.Module, layers: Sequence[str]) -> set[str]:
         >>> sorted(token_major_layers(net, ["0", "0.linear1", "1"]))
         ['0', '0.linear1']
     """
-    modules = _module_names(model)
-    dotted = {name: resolve_layer(model, name) for name in layers}
-    return {name for name, d in dotted.items() if d != OUTPUT_LAYER and _token_major(modules, d)}
+    return _token_major(_module_names(model), {name: resolve_layer(model, name) for name in layers})
 
 
 def same_layer(model: nn.Module, a: str, b: str) -> bool:
@@ -231,7 +232,7 @@ def capture(model: nn.Module, layers: Sequence[str], stop_early: bool = True
     wants_output = OUTPUT_LAYER in canonical.values()
     acts = _Activations(requested=list(canonical), stop_early=stop_early and not wants_output,
                         output_names=[n for n, d in canonical.items() if d == OUTPUT_LAYER])
-    acts.token_major = token_major_layers(model, list(canonical))
+    acts.token_major = _token_major(modules, canonical)
 
     def make_hook(names: list[str]):
         def hook(_module, _inputs, output):
