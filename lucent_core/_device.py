@@ -11,8 +11,8 @@ import os
 
 import torch
 
-__all__ = ["DeviceCopies", "check_memory", "free_memory", "image_bytes",
-           "release_freed_host_memory", "to_device"]
+__all__ = ["DeviceCopies", "check_memory", "distributed_rank", "free_memory", "image_bytes",
+           "parse_shard", "release_freed_host_memory", "to_device"]
 
 MEMINFO = "/proc/meminfo"  # Linux: MemAvailable, what can be allocated without swapping
 
@@ -162,3 +162,33 @@ class DeviceCopies:
     def like(self, t: torch.Tensor) -> torch.Tensor:
         """The tensor on ``t``'s device, in ``t``'s dtype."""
         return self.on(t.device, t.dtype)
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) under torchrun (or an initialised process group), else (0, 1).
+
+    Example:
+        >>> distributed_rank()  # a plain process
+        (0, 1)
+    """
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return (int(os.environ.get("RANK", "0")), world) if world > 1 else (0, 1)
+
+
+def parse_shard(shard: "tuple[int, int] | str") -> tuple[int, int]:
+    """A share of the work, ``(i, n)`` or ``"i/n"``, as ``(i, n)`` with ``0 <= i < n``.
+
+    Example:
+        >>> parse_shard("1/4"), parse_shard((0, 1))
+        ((1, 4), (0, 1))
+    """
+    try:
+        index, count = (int(p) for p in shard.split("/")) if isinstance(shard, str) else shard
+    except (TypeError, ValueError):
+        raise ValueError(f"shard {shard!r}: write it as i/n, e.g. 0/4 (shards 0..n-1)") from None
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count}: the index must be in 0..{count - 1}")
+    return index, count

@@ -24,7 +24,8 @@ from torch import nn
 
 from lucent_core import atlas, objectives
 from lucent_core.atlas import AtlasError, AtlasSettings, AtlasWriteError, Series
-from lucent_core.atlas.runner import _finish_before_interrupt, _param_factory, _seeded_param
+from lucent_core.atlas.runner import _finish_before_interrupt, _param_factory
+from lucent_core.param import seeded_batch
 from lucent_core.cli import main
 from test_planted import OPPONENT, angle_difference, assert_renders_colour, dominant_orientation, \
     fixed_conv, gabor
@@ -211,7 +212,7 @@ def test_unit_values_equal_the_catalogue_objectives(kind):
 @pytest.mark.parametrize("name", ["fourier", "pixel", "cppn"])
 def test_each_image_starts_from_its_own_seed(name):
     factory = _param_factory(AtlasSettings(model="m", weights_sha256="ab", param=name, size=16))
-    batch = _seeded_param(factory, [11, 22, 33])()
+    batch = seeded_batch(factory, [11, 22, 33])()
     torch.manual_seed(22)
     alone = factory(1)()
     torch.testing.assert_close(batch[1:2], alone)

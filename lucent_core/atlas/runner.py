@@ -20,11 +20,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lucent_core import param as param_lib
-from lucent_core._device import to_device
+from lucent_core._device import distributed_rank, parse_shard, to_device
 from lucent_core.atlas.index import build_index
 from lucent_core.atlas.plan import AtlasSettings, Batch, plan_batches, record_settings, \
     unit_seed
 from lucent_core.atlas.store import AtlasStore
+from lucent_core.param import seeded_batch
 from lucent_core.hooks import model_device, model_revision, registry_name, same_layer
 from lucent_core.preprocessing import Preprocessing, preprocessing_of
 from lucent_core.models.weights import state_dict_sha256
@@ -139,24 +140,6 @@ def reproduce_command(settings: AtlasSettings, series: Series, unit: int,
 def _param_factory(settings: AtlasSettings) -> Callable[[int], nn.Module]:
     return lambda batch: param_lib.make_param(settings.param, settings.size, batch=batch,
                                               decorrelate=settings.decorrelate)
-
-
-def _seeded_param(factory: Callable[[int], nn.Module], seeds: Sequence[int]) -> nn.Module:
-    """A batch parameterisation whose image ``i`` starts as ``factory(1)`` seeded by seeds[i]."""
-    with torch.random.fork_rng(devices=[]):
-        batch = factory(len(seeds))
-        singles = []
-        for seed in seeds:
-            torch.manual_seed(seed)
-            singles.append(dict(factory(1).named_parameters()))
-    with torch.no_grad():
-        for name, p in batch.named_parameters():
-            for i, single in enumerate(singles):
-                q = single[name]
-                if p.shape[0] != len(seeds) or q.shape != (1, *p.shape[1:]):
-                    raise ValueError(f"parameter {name} {tuple(p.shape)} needs the batch first")
-                p[i].copy_(q[0])
-    return batch
 
 
 def _device_name(device: torch.device) -> str:
@@ -283,7 +266,7 @@ class _BatchRenderer:
             transforms = lambda x: affine(x, generators)  # noqa: E731
         started = time.perf_counter()
         result = render_vis(
-            self.model, objective, param_f=_seeded_param(self.factory, seeds),
+            self.model, objective, param_f=seeded_batch(self.factory, seeds),
             optimizer=lambda params: torch.optim.Adam(params, lr=settings.lr),
             transforms=transforms, thresholds=(settings.steps,), progress=False,
             preprocess=self.preprocess, redirected_relu=settings.redirected_relu,
@@ -350,20 +333,6 @@ def _say_rendered_again(store: AtlasStore, batches: Sequence[Batch],
                       f"or replaced): {shown}", stacklevel=3)
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size) under torchrun (or an initialised process group), else (0, 1).
-
-    Ranks never wait for one another (no barrier, whose timeout a rank that finishes hours
-    before the others would hit): like shards, each renders its share, and whichever finds
-    the atlas complete builds the index.
-    """
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return (int(os.environ.get("RANK", "0")), world) if world > 1 else (0, 1)
-
-
 def _as_series(series: SeriesSpec) -> list[Series]:
     items = [series] if isinstance(series, (str, Series)) else list(series)
     if not items:
@@ -392,16 +361,6 @@ def _select_for_each(units: "str | Sequence[int] | None", counts: Sequence[int]
         raise first_error
     return [select_units(units, count, clip_ranges=True) if chosen is None else chosen
             for chosen, count in zip(selected, counts)]
-
-
-def _shard(shard: "tuple[int, int] | str") -> tuple[int, int]:
-    try:
-        index, count = (int(p) for p in shard.split("/")) if isinstance(shard, str) else shard
-    except ValueError:
-        raise ValueError(f"shard {shard!r}: write it as i/n, e.g. 0/4 (shards 0..n-1)") from None
-    if count < 1 or not 0 <= index < count:
-        raise ValueError(f"shard {index}/{count}: the index must be in 0..{count - 1}")
-    return index, count
 
 
 def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
@@ -473,8 +432,10 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
     if atlas_settings.param == "cppn" and not atlas_settings.decorrelate:
         raise ValueError("decorrelate=False applies to fourier and pixel images, not to a cppn")
     preprocess = preprocessing_of(model, preprocess)
-    shard_index, shard_count = _shard(shard)
-    rank, world = _distributed()
+    shard_index, shard_count = parse_shard(shard)
+    # ranks never wait for one another (no barrier, whose timeout a rank that finishes hours
+    # before the others would hit): each renders its share; who finds it complete indexes
+    rank, world = distributed_rank()
     worker = (shard_index * world + rank, shard_count * world)
 
     shapes = layer_shapes(model, sorted({s.layer for s in all_series}), atlas_settings.size,

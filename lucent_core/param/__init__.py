@@ -6,7 +6,7 @@ Example:
     torch.Size([2, 3, 64, 64])
 """
 
-from lucent_core.param.base import Parameterisation
+from lucent_core.param.base import Parameterisation, seeded_batch
 from lucent_core.param.alpha import (CompositeBackground, RGBAImage, alpha_penalty,
                                      alpha_transforms, composite, image_rgba, mean_alpha,
                                      random_background)
@@ -21,7 +21,7 @@ from lucent_core.param.multiscale import (LaplacianPyramid, LowResImage, laplaci
 from lucent_core.param.spatial import FourierImage, PixelImage, fourier_frequencies
 
 __all__ = ["CPPNImage", "CompositeBackground", "Parameterisation", "RGBAImage", "alpha_penalty",
-           "alpha_transforms",
+           "alpha_transforms", "seeded_batch",
            "composite", "cppn", "image_rgba", "mean_alpha", "random_background",
            "FourierImage", "ImageParam", "LaplacianPyramid", "LowResImage", "MacoImage",
            "PixelImage", "RandomCrops", "ToRGB", "fourier_frequencies", "image",

@@ -20,12 +20,14 @@ Example:
 
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import torch
 from torch import nn
 
 from lucent_core._device import check_memory, image_bytes
 
-__all__ = ["Parameterisation"]
+__all__ = ["Parameterisation", "seeded_batch"]
 
 
 class Parameterisation(nn.Module):
@@ -61,3 +63,34 @@ class Parameterisation(nn.Module):
     def describe(self) -> dict[str, object]:
         """What records say about this parameterisation: class, kind and size ``[h, w]``."""
         return {"class": type(self).__name__, "kind": self.kind, "size": list(self.size)}
+
+
+def seeded_batch(factory: Callable[[int], nn.Module], seeds: Sequence[int]) -> nn.Module:
+    """A batch parameterisation whose image ``i`` starts exactly as ``factory(1)`` seeded by
+    ``seeds[i]``: a picture then does not depend on the batch (or shard) it is rendered in.
+
+    ``factory(n)`` builds a parameterisation of ``n`` images whose every parameter has the batch
+    first; the caller's random state is left as it was.
+
+    Example:
+        >>> from lucent_core import param
+        >>> batch = seeded_batch(lambda n: param.image(8, batch=n), [3, 5])
+        >>> torch.manual_seed(5); alone = param.image(8)  # doctest: +ELLIPSIS
+        <...>
+        >>> torch.equal(batch()[1], alone()[0])
+        True
+    """
+    with torch.random.fork_rng(devices=[]):
+        batch = factory(len(seeds))
+        singles = []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            singles.append(dict(factory(1).named_parameters()))
+    with torch.no_grad():
+        for name, p in batch.named_parameters():
+            for i, single in enumerate(singles):
+                q = single[name]
+                if p.shape[0] != len(seeds) or q.shape != (1, *p.shape[1:]):
+                    raise ValueError(f"parameter {name} {tuple(p.shape)} needs the batch first")
+                p[i].copy_(q[0])
+    return batch
