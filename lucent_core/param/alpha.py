@@ -56,6 +56,8 @@ BACKGROUNDS = ("fourier", "color", "noise")
 #: The recipe's background: Fourier noise of this standard deviation and spectral decay.
 BACKGROUND_SD = 0.2
 BACKGROUND_DECAY_POWER = 1.5
+#: How far inside (0, 1) a start alpha is kept, where the sigmoid can be inverted.
+ALPHA_EPS = 1e-4
 
 
 class RGBAImage(ImageParam):
@@ -89,8 +91,8 @@ def _one_channel(spatial: nn.Module) -> nn.Module:
 
 
 def image_rgba(w: int, h: int | None = None, batch: int = 1, sd: float = 0.01, fft: bool = True,
-               decorrelate: bool = True, mode: str = "sigmoid", decay_power: float = 1.0
-               ) -> RGBAImage:
+               decorrelate: bool = True, mode: str = "sigmoid", decay_power: float = 1.0,
+               init: torch.Tensor | None = None, init_alpha: float | None = None) -> RGBAImage:
     """Make a learnable RGBA image: :func:`~lucent_core.param.image` plus an alpha channel.
 
     The alpha channel has the same basis as the colour (Fourier or pixels) and goes through a
@@ -107,16 +109,39 @@ def image_rgba(w: int, h: int | None = None, batch: int = 1, sd: float = 0.01, f
         decorrelate: optimise colour in ImageNet-decorrelated colour space.
         mode: ``"sigmoid"`` or ``"clamp"`` (straight-through) for the colour.
         decay_power: the Fourier 1/f exponent (an error with ``fft=False``).
+        init: start from these images instead of noise, values in [0, 1]: RGB, ``(3, h, w)``
+            or ``(1 or batch, 3, h, w)``, as :func:`~lucent_core.param.image` takes them
+            (alpha then starts at ``init_alpha``), or RGBA, ``(4, h, w)`` or ``(1 or batch,
+            4, h, w)``. ``param()`` gives them back at step 0, each channel up to 1e-4 where
+            a sigmoid meets 0 or 1 (an opaque alpha starts at ``1 - 1e-4``).
+        init_alpha: the opacity everywhere at step 0, in [0, 1]; default 1 (opaque) with an
+            RGB ``init``, and the usual noise around 0.5 without one. An RGBA ``init`` brings
+            its own alpha.
 
     Example:
         >>> rgba = image_rgba(64, 48, batch=2)()
         >>> rgba.shape, round(rgba[:, 3].mean().item(), 2)
         (torch.Size([2, 4, 48, 64]), 0.5)
+        >>> photo = torch.rand(3, 8, 8)
+        >>> start = image_rgba(8, init=photo, init_alpha=0.25)()
+        >>> torch.allclose(start[0, :3], photo, atol=1e-4), round(start[0, 3].mean().item(), 4)
+        (True, 0.25)
     """
+    init = init[None] if isinstance(init, torch.Tensor) and init.dim() == 3 else init
+    rgba = isinstance(init, torch.Tensor) and init.dim() == 4 and init.shape[1] == 4
     colour = image(w, h, batch=batch, sd=sd, fft=fft, decorrelate=decorrelate, mode=mode,
-                   decay_power=decay_power)
-    alpha = image(w, h, batch=batch, sd=sd, fft=fft, decay_power=decay_power).spatial
-    return RGBAImage(colour.spatial, colour.to_rgb, _one_channel(alpha))
+                   decay_power=decay_power, init=init[:, :3] if rgba else init)
+    if rgba and not 0 <= init[:, 3].min() <= init[:, 3].max() <= 1:  # False for NaN too
+        raise ValueError("init values must lie in [0, 1], alpha included")
+    if init_alpha is not None and (rgba or not 0 <= real("init_alpha", init_alpha) <= 1):
+        raise ValueError(f"init_alpha must be in [0, 1], and is for an RGB init only (an RGBA "
+                         f"init brings its own alpha), got {init_alpha!r}")
+    alpha = _one_channel(image(w, h, batch=batch, sd=sd, fft=fft, decay_power=decay_power).spatial)
+    if init is not None or init_alpha is not None:
+        start = init[:, 3:] if rgba else torch.full(
+            (1, 1, *colour.size), 1.0 if init_alpha is None else float(init_alpha))
+        alpha.assign(torch.logit(start.detach().float().cpu(), eps=ALPHA_EPS))
+    return RGBAImage(colour.spatial, colour.to_rgb, alpha)
 
 
 def _check_rgba(rgba: torch.Tensor, name: str) -> None:

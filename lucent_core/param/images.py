@@ -10,7 +10,7 @@ from lucent_core.param.base import Parameterisation
 from lucent_core.param.color import ToRGB
 from lucent_core.param.spatial import FourierImage, PixelImage
 
-__all__ = ["ImageParam", "image"]
+__all__ = ["ImageParam", "image", "start_images"]
 
 
 class ImageParam(Parameterisation):
@@ -81,8 +81,21 @@ def image(w: int, h: int | None = None, batch: int = 1, sd: float = 0.01, fft: b
         spatial = PixelImage(w, h, batch=batch, sd=sd)
     made = ImageParam(spatial, ToRGB(decorrelate=decorrelate, mode=mode))
     if init is not None:
-        instance("init", init, torch.Tensor, "an image tensor (see lucent_core.load_image)")
-        start = init[None] if init.dim() == 3 else init
-        shape("init", start, (1, 3, made.size[0], made.size[1]), (batch, 3, *made.size))
-        made.spatial.assign(made.to_rgb.inverse(start.detach().float().cpu()))
+        made.spatial.assign(made.to_rgb.inverse(start_images(init, batch, made.size)))
     return made
+
+
+def start_images(init: torch.Tensor, batch: int, size: tuple[int, int]) -> torch.Tensor:
+    """``init`` as the image factories take it (``(3, H, W)`` or ``(1 or batch, 3, H, W)``,
+    values in [0, 1]) as a float32 ``(1 or batch, 3, H, W)`` CPU tensor.
+
+    Example:
+        >>> start_images(torch.zeros(3, 4, 6), batch=2, size=(4, 6)).shape
+        torch.Size([1, 3, 4, 6])
+    """
+    instance("init", init, torch.Tensor, "an image tensor (see lucent_core.load_image)")
+    start = (init[None] if init.dim() == 3 else init).detach().float().cpu()
+    shape("init", start, (1, 3, *size), (batch, 3, *size))
+    if not 0 <= start.min() <= start.max() <= 1:  # False for NaN too
+        raise ValueError(f"init values must lie in [0, 1], got {start.min():g}..{start.max():g}")
+    return start

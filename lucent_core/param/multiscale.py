@@ -5,6 +5,10 @@ Both give an unconstrained ``(B, 3, H, W)`` tensor (the ``spatial`` part) that t
 [0, 1]. Upsampling is bilinear with ``align_corners=False`` (pixel centres line up the way
 ``F.interpolate`` and image libraries resize).
 
+Both factories can start from a photo (``init=``), as :func:`~lucent_core.param.image` does:
+the pyramid gives it back exactly, the low-resolution image as closely as its resolution
+allows (see :func:`lowres_image`).
+
 Example:
     >>> lowres_image(64, 48, scale=4)().shape
     torch.Size([1, 3, 48, 64])
@@ -24,7 +28,7 @@ from torch import nn
 from lucent_core.validate import integers, real, real_scalar, reals
 from lucent_core.param.base import Parameterisation
 from lucent_core.param.color import ToRGB
-from lucent_core.param.images import ImageParam
+from lucent_core.param.images import ImageParam, start_images
 from lucent_core.param.resample import only_pixels_interpolate, resize
 from lucent_core.param.spatial import FourierImage, PixelImage
 
@@ -159,6 +163,21 @@ class LaplacianPyramid(Parameterisation):
     kind = "laplacian_pyramid"
     memory_factor = 5.0  # the levels are up to 4/3 of the image: 4 copies of them, at least
 
+    def assign(self, image: torch.Tensor) -> None:
+        """Make ``forward()`` give ``image`` (unconstrained, ``(B or 1, 3, H, W)``), exactly:
+        all of it in the finest level (divided by its weight), the coarser levels zero.
+
+        Any other split giving the same image would render the same way: the gradient of each
+        level depends on the image only, and Adam's steps on the gradients only.
+        """
+        weight = self.level_weights[0].item()
+        if weight == 0:
+            raise ValueError("level_weights[0] is 0: the finest level cannot hold an image")
+        with torch.no_grad():
+            self.pyramid[0].copy_((image / weight).expand_as(self.pyramid[0]))
+            for level in self.pyramid[1:]:
+                level.zero_()
+
     def render_at(self, size: tuple[int, int], interpolation: str | None = None
                   ) -> torch.Tensor:
         """Every level upsampled (bilinear) to the new size and summed with its weight."""
@@ -173,7 +192,7 @@ class LaplacianPyramid(Parameterisation):
 
 def lowres_image(w: int, h: int | None = None, batch: int = 1, scale: int = 4,
                  sd: float = 0.01, fft: bool = False, decorrelate: bool = True,
-                 mode: str = "sigmoid") -> ImageParam:
+                 mode: str = "sigmoid", init: torch.Tensor | None = None) -> ImageParam:
     """A learnable image optimised at ``1/scale`` resolution and upsampled: smooth by design.
 
     Args:
@@ -185,6 +204,12 @@ def lowres_image(w: int, h: int | None = None, batch: int = 1, scale: int = 4,
         fft: parameterise the small image by its Fourier spectrum (else by pixels).
         decorrelate: optimise in ImageNet-decorrelated colour space.
         mode: ``"sigmoid"`` or ``"clamp"`` (straight-through) to reach [0, 1].
+        init: start from these images instead of noise: ``(3, h, w)`` or ``(1 or batch, 3, h,
+            w)`` RGB in [0, 1], as :func:`~lucent_core.param.image` takes them. What is exact
+            is the small image: through the colour map it is ``init`` resized (antialiased
+            bilinear) to its size, up to 1e-4 where a sigmoid meets 0 or 1. ``param()`` is
+            its upsampling, so it differs from ``init`` by the detail finer than ``scale``
+            pixels; with ``scale=1`` it is ``init``.
 
     Returns:
         An :class:`~lucent_core.param.ImageParam` whose ``spatial`` is a :class:`LowResImage`.
@@ -193,15 +218,23 @@ def lowres_image(w: int, h: int | None = None, batch: int = 1, scale: int = 4,
         >>> param = lowres_image(100, 60, batch=2, scale=8)
         >>> param().shape, tuple(param.spatial.inner.pixels.shape)
         (torch.Size([2, 3, 60, 100]), (2, 3, 8, 13))
+        >>> flat = torch.full((3, 16, 16), 0.25)   # no detail to lose: given back whole
+        >>> torch.allclose(lowres_image(16, init=flat)(), flat, atol=1e-5)
+        True
     """
     h = w if h is None else h
-    return ImageParam(LowResImage(w, h, batch=batch, scale=scale, sd=sd, fft=fft),
+    made = ImageParam(LowResImage(w, h, batch=batch, scale=scale, sd=sd, fft=fft),
                       ToRGB(decorrelate=decorrelate, mode=mode))
+    if init is not None:
+        small = resize(start_images(init, batch, made.size), made.spatial.inner.size, "bilinear")
+        made.spatial.inner.assign(made.to_rgb.inverse(small))
+    return made
 
 
 def laplacian_pyramid_image(w: int, h: int | None = None, batch: int = 1, levels: int = 4,
                             sd: float = 0.01, level_weights: "float | Sequence[float]" = 1.0,
-                            decorrelate: bool = True, mode: str = "sigmoid") -> ImageParam:
+                            decorrelate: bool = True, mode: str = "sigmoid",
+                            init: torch.Tensor | None = None) -> ImageParam:
     """A learnable image that is a sum of upsampled levels, coarse to fine.
 
     Args:
@@ -215,6 +248,10 @@ def laplacian_pyramid_image(w: int, h: int | None = None, batch: int = 1, levels
             a sequence with one weight per level, finest first.
         decorrelate: optimise in ImageNet-decorrelated colour space.
         mode: ``"sigmoid"`` or ``"clamp"`` (straight-through) to reach [0, 1].
+        init: start from these images instead of noise: ``(3, h, w)`` or ``(1 or batch, 3, h,
+            w)`` RGB in [0, 1], as :func:`~lucent_core.param.image` takes them; ``param()``
+            gives them back at step 0 (up to 1e-4 where a sigmoid meets 0 or 1). They go
+            into the finest level (:meth:`LaplacianPyramid.assign`), whose weight must not be 0.
 
     Returns:
         An :class:`~lucent_core.param.ImageParam` whose ``spatial`` is a
@@ -224,8 +261,15 @@ def laplacian_pyramid_image(w: int, h: int | None = None, batch: int = 1, levels
         >>> param = laplacian_pyramid_image(64, 32, levels=3, level_weights=2.0)
         >>> param().shape, param.spatial.level_weights.tolist()
         (torch.Size([1, 3, 32, 64]), [1.0, 2.0, 4.0])
+        >>> photo = torch.rand(3, 9, 13)
+        >>> start = laplacian_pyramid_image(13, 9, init=photo)()
+        >>> torch.allclose(start[0], photo.clamp(1e-4, 1 - 1e-4), atol=1e-5)
+        True
     """
     h = w if h is None else h
-    return ImageParam(LaplacianPyramid(w, h, batch=batch, levels=levels, sd=sd,
+    made = ImageParam(LaplacianPyramid(w, h, batch=batch, levels=levels, sd=sd,
                                        level_weights=level_weights),
                       ToRGB(decorrelate=decorrelate, mode=mode))
+    if init is not None:
+        made.spatial.assign(made.to_rgb.inverse(start_images(init, batch, made.size)))
+    return made
