@@ -36,7 +36,7 @@ from torch.utils.data import Dataset
 from lucent_core.io import centre_crop_box, open_photo
 
 __all__ = ["IMAGE_SUFFIXES", "ImageFiles", "collate_images", "files_sha256", "image_files",
-           "leave_stopping_to_the_main_process", "load_square"]
+           "leave_stopping_to_the_main_process", "load_square", "scan_lines"]
 
 #: File suffixes read as images (compared case-insensitively).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -78,6 +78,28 @@ def image_files(folder: Path, skip: Path | None = None) -> list[str]:
         raise ValueError(f"no images in {folder} (or below) ending in {', '.join(IMAGE_SUFFIXES)}")
     found.sort()
     return found
+
+
+def scan_lines(files: int, processed: int, seconds: float, resumed: int, outcome: str,
+               skipped: Sequence[str], reasons: dict[str, str]) -> list[str]:
+    """The lines a folder scan's summary opens with: files read, rate, resume point,
+    ``outcome`` (what the scan kept), and the first unreadable files with their reasons.
+
+    Example:
+        >>> for line in scan_lines(3, 3, 1.5, 0, "9 kept", ["b.png"], {"b.png": "no image"}):
+        ...     print(line)
+        3 image files: 3 read in 1.5s (2.0 files/s); 9 kept, 1 skipped
+        skipped (unreadable): b.png (no image)
+    """
+    rate = f" ({processed / seconds:.1f} files/s)" if processed and seconds > 0 else ""
+    again = f", resumed after {resumed}" if resumed else ""
+    lines = [f"{files} image files: {processed} read in {seconds:.1f}s{rate}{again}; "
+             f"{outcome}, {len(skipped)} skipped"]
+    if skipped:
+        shown = [f"{name} ({reasons[name]})" if name in reasons else name for name in skipped[:5]]
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        lines.append("skipped (unreadable): " + ", ".join(shown) + more)
+    return lines
 
 
 def files_sha256(folder: Path, files: Sequence[str]) -> str:

@@ -43,7 +43,8 @@ from lucent_core.hooks import (capture, frozen, model_device, model_revision, re
 from lucent_core.io import save_png, write_atomically
 from lucent_core.preprocessing import preprocessing_of
 from lucent_core.image_folder import (ImageFiles, collate_images, files_sha256, image_files,
-                                      leave_stopping_to_the_main_process, load_square)
+                                      leave_stopping_to_the_main_process, load_square,
+                                      scan_lines)
 from lucent_core.models.weights import state_dict_sha256
 from lucent_core.receptive_field import ReceptiveField, measure_receptive_field
 from lucent_core.units import Series, layer_shapes, layer_unit_maps, select_units
@@ -151,16 +152,8 @@ class ExamplesSummary:
         if self.already_complete:
             return (f"already complete: {self.units} units, {self.files} files; nothing to do "
                     f"({self.path})")
-        rate = f" ({self.processed / self.seconds:.1f} files/s)" if self.processed and \
-            self.seconds > 0 else ""
-        resumed = f", resumed after {self.resumed}" if self.resumed else ""
-        lines = [f"{self.files} image files: {self.processed} read in {self.seconds:.1f}s"
-                 f"{rate}{resumed}; {self.scanned} scanned, {len(self.skipped)} skipped"]
-        if self.skipped:
-            shown = [f"{name} ({self.reasons[name]})" if name in self.reasons else name
-                     for name in self.skipped[:5]]
-            more = f" and {len(self.skipped) - 5} more" if len(self.skipped) > 5 else ""
-            lines.append("skipped (unreadable): " + ", ".join(shown) + more)
+        lines = scan_lines(self.files, self.processed, self.seconds, self.resumed,
+                           f"{self.scanned} scanned", self.skipped, self.reasons)
         if self.interrupted:
             lines.append("interrupted: the progress is saved; run the same command again to "
                          "resume")

@@ -62,7 +62,7 @@ from lucent_core.validate import flag, integers
 from lucent_core.activations import run_layers
 from lucent_core.hooks import frozen, model_device, model_revision, registry_name, resolve_layer
 from lucent_core.image_folder import (ImageFiles, collate_images, files_sha256, image_files,
-                                      leave_stopping_to_the_main_process)
+                                      leave_stopping_to_the_main_process, scan_lines)
 from lucent_core.models.weights import state_dict_sha256
 from lucent_core.preprocessing import preprocessing_of
 from lucent_core.results import AtlasError, AtlasWriteError, differences, read_json, write_json
@@ -119,16 +119,8 @@ class CollectSummary:
         kept = f"{self.count} vectors kept (capacity {self.samples})"
         if self.already_complete:
             return f"already complete: {kept} from {self.files} files; nothing to do ({self.out})"
-        rate = f" ({self.processed / self.seconds:.1f} files/s)" if self.processed and \
-            self.seconds > 0 else ""
-        resumed = f", resumed after {self.resumed}" if self.resumed else ""
-        lines = [f"{self.files} image files: {self.processed} read in {self.seconds:.1f}s{rate}"
-                 f"{resumed}; {kept}, {len(self.skipped)} files skipped"]
-        if self.skipped:
-            shown = [f"{name} ({self.reasons[name]})" if name in self.reasons else name
-                     for name in self.skipped[:5]]
-            more = f" and {len(self.skipped) - 5} more" if len(self.skipped) > 5 else ""
-            lines.append("skipped (unreadable): " + ", ".join(shown) + more)
+        lines = scan_lines(self.files, self.processed, self.seconds, self.resumed, kept,
+                           self.skipped, self.reasons)
         if self.stopped_early:
             lines.append(f"stopped early: the capacity of {self.samples} vectors was reached "
                          "before the last file; raise samples= to keep more")
