@@ -56,6 +56,8 @@ from lucent_core.version import __version__
 
 __all__ = ["default_target", "explain_photo"]
 
+DICTIONARY_UNITS = 27  # unit pictures listed under the semantic dictionary (3 rows of 9)
+
 CSS = """\
 :root { color-scheme: light dark; --fg: #1d1d1f; --bg: #fafafa; --muted: #6b6b70;
   --card: #ffffff; --line: #d9d9de; }
@@ -200,11 +202,13 @@ def explain_photo(model: nn.Module, image: ImageSource, layer: str, out: str | o
 
     counts = torch.bincount(dictionary.channels[..., 0].flatten(),
                             minlength=dictionary.activations.shape[0])
-    shown = [int(c) for c in counts.argsort(descending=True) if counts[c] > 0]
+    leading = [int(c) for c in counts.argsort(descending=True) if counts[c] > 0]
+    shown = leading[:DICTIONARY_UNITS]
     sections.append(
         f"<h2>Semantic dictionary</h2><p class=muted>The {k} strongest units at each position "
-        f"of {html.escape(layer)}; the figure shows each position's first. Below, every unit "
-        "that comes first somewhere, with the number of positions it leads.</p>"
+        f"of {html.escape(layer)}, each drawn by its feature visualisation, its area by its "
+        f"activation. Below, the {len(shown)} units that come first at the most positions "
+        f"(of {len(leading)} that come first somewhere), with how many they lead.</p>"
         + _figure(_save(dictionary.figure(photo[0]), out / "dictionary.png"), "semantic dictionary")
         + _units(out, dictionary.pictures, shown,
                  {c: f"{layer}:{c}, {int(counts[c])} positions" for c in shown}))
