@@ -45,7 +45,7 @@ from torch import nn
 
 from lucent_core.activations import ImageSource, load_image, run_layers
 from lucent_core.hooks import OUTPUT_LAYER, list_layers, resolve_layer
-from lucent_core.io import write_atomically
+from lucent_core.io import save_png, write_atomically
 from lucent_core.recipes.activation_grid import activation_grid
 from lucent_core.recipes.attribution import ATTRIBUTION_METHODS, attribution, attribution_overlay
 from lucent_core.recipes.groups import groups_overlay, neuron_groups, render_groups
@@ -107,12 +107,7 @@ def default_target(model: nn.Module, layer: str, photo: torch.Tensor) -> str:
 
 
 def _save(image: Image.Image | np.ndarray | torch.Tensor, path: Path) -> str:
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().float().permute(1, 2, 0).numpy()
-    if isinstance(image, np.ndarray):
-        image = Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8))
-    write_atomically(path, lambda temporary: image.save(temporary, format="PNG"))
-    return path.name
+    return save_png(image, path).name
 
 
 def _link(*parts: str) -> str:
