@@ -7,6 +7,7 @@ returns), tensors are ``(C, H, W)`` or ``(B, C, H, W)``; values are floats in [0
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import socket
@@ -22,8 +23,8 @@ from lucent_core.validate import integer, integers
 
 ImageLike = Union[np.ndarray, torch.Tensor, Image.Image]
 
-__all__ = ["centre_crop_box", "image_grid", "open_photo", "save_png", "show", "to_numpy", "to_pil",
-           "unique_suffix", "write_atomically"]
+__all__ = ["centre_crop_box", "image_grid", "open_photo", "save_png", "sha256sum", "show",
+           "to_numpy", "to_pil", "unique_suffix", "write_atomically"]
 
 _OTHER_IMAGE_SUFFIXES = {suffix for suffix, kind in Image.registered_extensions().items()
                          if kind != "PNG"}  # ".jpg", ".webp", ...; "layer1.0.conv1" is fine
@@ -215,6 +216,23 @@ def save_png(images: ImageLike, path: Union[str, os.PathLike], labels: Sequence[
     picture = to_pil(array) if array.shape[0] == 1 and labels is None else \
         image_grid(array, labels=labels)
     return write_atomically(path, lambda partial: picture.save(partial, format="PNG"))
+
+
+def sha256sum(path: str | os.PathLike) -> str:
+    """SHA256 hex digest of a file, read in chunks.
+
+    Example:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "empty"; p.write_bytes(b"")
+        0
+        >>> sha256sum(p)[:12]
+        'e3b0c44298fc'
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def unique_suffix() -> str:

@@ -19,10 +19,12 @@ import json
 from pathlib import Path
 from typing import Callable, Sequence
 
-from lucent_core.io import write_atomically
+from PIL import Image
 
-__all__ = ["AtlasError", "AtlasWriteError", "check_layer_spelling", "differences", "read_json",
-           "write_json"]
+from lucent_core.io import sha256sum, write_atomically
+
+__all__ = ["AtlasError", "AtlasWriteError", "check_layer_spelling", "differences",
+           "finished_picture", "read_json", "write_json"]
 
 
 class AtlasError(ValueError):
@@ -46,6 +48,27 @@ def read_json(path: Path) -> dict:
     except json.JSONDecodeError as error:
         raise AtlasError(f"{path} is not valid JSON ({error}); it was not written by "
                          "lucent-core (whose writes are atomic): move it away") from error
+
+
+def finished_picture(record_path: Path, weights_sha256: str) -> tuple[Image.Image, dict] | None:
+    """A unit atlas's finished picture of one unit, as RGB, with its record; None where the
+    record or its PNG is missing, or the PNG is not the one whose SHA256 the record holds.
+
+    A picture rendered with other weights than ``weights_sha256`` is an :class:`AtlasError`:
+    it would show another network's unit.
+    """
+    png = record_path.with_suffix(".png")
+    if not (record_path.is_file() and png.is_file()):
+        return None
+    record = read_json(record_path)
+    if record.get("sha256") != sha256sum(png):
+        return None
+    if record.get("weights_sha256") != weights_sha256:
+        raise AtlasError(f"{record_path} was rendered with other weights (sha256 "
+                         f"{str(record.get('weights_sha256'))[:12]}...) than the model's "
+                         f"({weights_sha256[:12]}...): use that model's atlas, or none")
+    with Image.open(png) as picture:
+        return picture.convert("RGB"), record
 
 
 def differences(found: dict, wanted: dict) -> list[str]:

@@ -26,7 +26,6 @@ its PNG's SHA256 is the one its record holds (else a resume renders it again, an
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import socket
@@ -45,7 +44,7 @@ import numpy as np
 from PIL import Image
 
 from lucent_core.atlas.plan import ATLAS_FORMAT, AtlasSettings, Series, settings_of_record
-from lucent_core.io import save_png, unique_suffix
+from lucent_core.io import save_png, sha256sum, unique_suffix
 from lucent_core.results import AtlasError, AtlasWriteError, check_layer_spelling, differences, \
     read_json, write_json
 
@@ -98,10 +97,6 @@ _UNIT_FILE = re.compile(r"\d{5,}(\.failed)?\.json|\d{5,}\.png")
 _RECORD_KEYS = {"unit": int, "image": str, "sha256": str,
                 "peak_activation": (int, float, type(None)), "quality": dict}
 _DELETE = "delete it and its PNG to render the unit again"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class AtlasStore:
@@ -327,7 +322,7 @@ class AtlasStore:
         picture = path.with_suffix(".png")
         try:
             if "sha256" in record:
-                return record["sha256"] == _sha256(picture)
+                return record["sha256"] == sha256sum(picture)
             with Image.open(picture) as image:
                 image.load()
             return True
@@ -361,7 +356,7 @@ class AtlasStore:
         finished)."""
         try:
             picture = save_png(image, self.image_path(series, unit))
-            write_json(self.record_path(series, unit), {**record, "sha256": _sha256(picture)})
+            write_json(self.record_path(series, unit), {**record, "sha256": sha256sum(picture)})
         except OSError as error:
             raise AtlasWriteError(
                 f"could not write unit {unit} of {series.dir} in {self.root}: {error}. Every "

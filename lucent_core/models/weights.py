@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from lucent_core.io import unique_suffix
+from lucent_core.io import sha256sum, unique_suffix  # sha256sum: re-exported here too
 
 __all__ = ["WEIGHTS_ENV", "WeightsError", "WeightsFileError", "WeightsSource", "find_weights",
            "load_weights", "sha256sum", "state_dict_sha256"]
@@ -78,23 +78,6 @@ class WeightsSource:
     locate: Callable[[], Path | None] | None = None
     install_hint: str = ""
     reader: Callable[[Path], dict[str, torch.Tensor]] = _torch_state_dict
-
-
-def sha256sum(path: str | os.PathLike) -> str:
-    """SHA256 hex digest of a file, read in chunks.
-
-    Example:
-        >>> import tempfile
-        >>> p = Path(tempfile.mkdtemp()) / "empty"; p.write_bytes(b"")
-        0
-        >>> sha256sum(p)[:12]
-        'e3b0c44298fc'
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def state_dict_sha256(model: torch.nn.Module) -> str:

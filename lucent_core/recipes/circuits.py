@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import hashlib
 import json
 import os
 import platform
@@ -48,7 +47,7 @@ from torch import nn
 
 from lucent_core.hooks import (OUTPUT_LAYER, capture, frozen, model_device, registry_name,
                                resolve_layer, run_to_layers)
-from lucent_core.io import ImageLike, to_numpy, to_pil, write_atomically
+from lucent_core.io import ImageLike, sha256sum, to_numpy, to_pil, write_atomically
 from lucent_core.models.inceptionv1 import LocalResponseNorm, PaddedMaxPool2d
 from lucent_core.models.weights import state_dict_sha256
 from lucent_core.objectives import batch_channels
@@ -56,7 +55,7 @@ from lucent_core.param import image as image_param
 from lucent_core.preprocessing import preprocessing_of
 from lucent_core.relu import RedirectedReLU
 from lucent_core.render import render_vis
-from lucent_core.results import AtlasError, read_json
+from lucent_core.results import finished_picture
 from lucent_core.units import Series
 from lucent_core.validate import index, instance, integer, integers, real, shape, size_pair
 from lucent_core.validate import seed as validate_seed
@@ -628,18 +627,10 @@ def _from_atlas(atlas: Path, layer: str, unit: int, weights_sha256: str) -> dict
     """``{(layer, unit): (picture, record)}`` from a unit atlas, or ``{}`` where it has no
     finished picture of the unit (no record, or a PNG that is not the record's)."""
     record_path = atlas / Series(layer).dir / "units" / f"{unit:05d}.json"
-    png = record_path.with_suffix(".png")
-    if not (record_path.is_file() and png.is_file()):
+    found = finished_picture(record_path, weights_sha256)
+    if found is None:
         return {}
-    record = read_json(record_path)
-    if record.get("sha256") != hashlib.sha256(png.read_bytes()).hexdigest():
-        return {}
-    if record.get("weights_sha256") != weights_sha256:
-        raise AtlasError(f"{record_path} was rendered with other weights (sha256 "
-                         f"{str(record.get('weights_sha256'))[:12]}...) than the model's "
-                         f"({weights_sha256[:12]}...): use that model's atlas, or none")
-    with Image.open(png) as picture:
-        image = picture.convert("RGB")
+    image, record = found
     return {(layer, unit): (image, {
         "objective_value": record.get("activation"),
         "param": {"kind": record.get("param"), "decorrelate": record.get("decorrelate")},
@@ -833,14 +824,14 @@ def save_circuit_figure(figure: CircuitFigure, path: "str | os.PathLike") -> Pat
     write_atomically(svg, lambda partial: partial.write_text(figure.svg, encoding="utf-8"))
     record = {
         "format": FIGURE_FORMAT, "format_version": FIGURE_FORMAT_VERSION, "image": path.name,
-        "png_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "png_sha256": sha256sum(path),
         "size": {"width": figure.image.width, "height": figure.image.height},
         "mode": figure.image.mode, "layout": None,
         "versions": figure.metadata["versions"],
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "panels": figure.panels,
         "metadata": {**figure.metadata, "svg": svg.name,
-                     "svg_sha256": hashlib.sha256(svg.read_bytes()).hexdigest()}}
+                     "svg_sha256": sha256sum(svg)}}
     text = json.dumps(record, indent=2, allow_nan=False) + "\n"
     write_atomically(path.with_suffix(".json"), lambda partial: partial.write_text(text))
     return path

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import datetime
 import difflib
-import hashlib
 import json
 import math
 import os
@@ -48,7 +47,7 @@ from lucent_core.validate import instance, integer, size_pair
 from lucent_core.drawing import (DEFAULT_FONT_SIZE, INTERPOLATIONS, LAYOUT_INFO_KEY, FigureLayout,
                                  figure_grid, fourier_resample, render_at, save_high_res)
 from lucent_core.hooks import registry_name
-from lucent_core.io import ImageLike, to_numpy, to_pil, write_atomically
+from lucent_core.io import ImageLike, sha256sum, to_numpy, to_pil, write_atomically
 from lucent_core.models.weights import state_dict_sha256
 from lucent_core.render import RenderResult, describe_transforms
 from lucent_core.version import __version__
@@ -325,7 +324,7 @@ def save_figure(image: "Image.Image | ImageLike", path: PathLike,
         "panels": _panels(panels, layout), "metadata": _json_safe(metadata, "metadata")}
     json.dumps(record, allow_nan=False)  # any problem shows here, before a file is written
     write_atomically(path, lambda partial: picture.save(partial, format="PNG"))
-    record["png_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    record["png_sha256"] = sha256sum(path)
     text = json.dumps(record, indent=2, allow_nan=False) + "\n"
     write_atomically(path.with_suffix(".json"), lambda partial: partial.write_text(text))
     return path

@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from lucent_core.objectives import batch_channels
 from lucent_core.param import image as image_param
 from lucent_core.preprocessing import Preprocessing
 from lucent_core.render import render_vis
-from lucent_core.results import AtlasError, read_json
+from lucent_core.results import finished_picture
 from lucent_core.units import Series
 from lucent_core.validate import flag, instance, integer, integers, shape
 from lucent_core.validate import seed as validate_seed
@@ -137,17 +136,9 @@ def _from_atlas(folder: Path, layer: str, channels: Sequence[int], weights_sha25
     found = {}
     for channel in channels:
         record_path = folder / Series(layer).dir / "units" / f"{channel:05d}.json"
-        png = record_path.with_suffix(".png")
-        if not (record_path.is_file() and png.is_file()):
-            continue
-        record = read_json(record_path)
-        if record.get("sha256") != hashlib.sha256(png.read_bytes()).hexdigest():
-            continue
-        if record.get("weights_sha256") != weights_sha256:
-            raise AtlasError(f"{record_path} was rendered with other weights than the model's: "
-                             "use that model's atlas, or none")
-        with Image.open(png) as picture:
-            found[channel] = (picture.convert("RGB"), f"atlas:{png}")
+        picture = finished_picture(record_path, weights_sha256)
+        if picture is not None:
+            found[channel] = (picture[0], f"atlas:{record_path.with_suffix('.png')}")
     return found
 
 

@@ -44,7 +44,7 @@ import torch
 
 from lucent_core import validate
 from lucent_core.results import AtlasError, differences, read_json, write_json
-from lucent_core.io import write_atomically
+from lucent_core.io import sha256sum, write_atomically
 from lucent_core.validate import index, integer, real, shape
 
 __all__ = ["CELLS_FORMAT", "NEAREST", "TOP_CLASSES", "Cells", "bin_cells", "cell_done",
@@ -150,10 +150,6 @@ def plan_dir(out: "str | os.PathLike", subdir: "str | None" = None) -> Path:
     return root / subdir
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def cell_done(directory: Path, name: str, settings: dict | None = None) -> bool:
     """Whether the cell ``name`` of the plan in ``directory`` is rendered: its record exists,
     names its PNG's SHA256 and (when given) holds these render ``settings``.
@@ -166,7 +162,7 @@ def cell_done(directory: Path, name: str, settings: dict | None = None) -> bool:
     record_path = directory / "cells" / f"{name}.json"
     try:
         record = read_json(record_path)
-        matches = record.get("sha256") == _sha256(directory / "cells" / f"{name}.png")
+        matches = record.get("sha256") == sha256sum(directory / "cells" / f"{name}.png")
     except (OSError, AtlasError):
         return False
     return matches and (settings is None or record.get("settings") == settings)

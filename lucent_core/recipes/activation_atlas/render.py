@@ -22,7 +22,6 @@ patches (:mod:`.page`) crop with.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 import warnings
@@ -39,7 +38,7 @@ from tqdm.auto import tqdm
 from lucent_core import param as param_lib
 from lucent_core._device import distributed_rank, parse_shard
 from lucent_core.hooks import model_device, registry_name, resolve_layer
-from lucent_core.io import save_png
+from lucent_core.io import save_png, sha256sum
 from lucent_core.models.weights import state_dict_sha256
 from lucent_core.objectives import Objective, direction
 from lucent_core.param import seeded_batch
@@ -174,7 +173,7 @@ class _Renderer:
         base = self.directory / "cells" / self.names[j]
         try:
             picture = save_png(image, base.with_suffix(".png"))
-            digest = hashlib.sha256(picture.read_bytes()).hexdigest()
+            digest = sha256sum(picture)
             write_json(base.with_suffix(".json"), {**record, "sha256": digest})
         except OSError as error:
             raise AtlasWriteError(f"could not write cell {self.names[j]} in {self.directory}: "
