@@ -23,8 +23,8 @@ from lucent_core.validate import integer, integers
 
 ImageLike = Union[np.ndarray, torch.Tensor, Image.Image]
 
-__all__ = ["centre_crop_box", "image_grid", "open_photo", "save_png", "sha256sum", "show",
-           "to_numpy", "to_pil", "unique_suffix", "write_atomically"]
+__all__ = ["centre_crop_box", "image_grid", "open_photo", "save_npy", "save_png", "sha256sum",
+           "show", "to_numpy", "to_pil", "unique_suffix", "write_atomically"]
 
 _OTHER_IMAGE_SUFFIXES = {suffix for suffix, kind in Image.registered_extensions().items()
                          if kind != "PNG"}  # ".jpg", ".webp", ...; "layer1.0.conv1" is fine
@@ -233,6 +233,21 @@ def sha256sum(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def save_npy(path: Union[str, os.PathLike], array: np.ndarray) -> Path:
+    """Save ``array`` as a ``.npy`` file, atomically (see :func:`write_atomically`).
+
+    Example:
+        >>> import tempfile
+        >>> path = save_npy(Path(tempfile.mkdtemp()) / "eye.npy", np.eye(2))
+        >>> np.load(path).tolist()
+        [[1.0, 0.0], [0.0, 1.0]]
+    """
+    def write(partial: Path) -> None:
+        with open(partial, "wb") as stream:  # a file object: np.save would append ".npy" to a name
+            np.save(stream, array)
+    return write_atomically(path, write)
 
 
 def unique_suffix() -> str:

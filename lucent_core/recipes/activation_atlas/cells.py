@@ -44,7 +44,7 @@ import torch
 
 from lucent_core import validate
 from lucent_core.results import AtlasError, differences, read_json, write_json
-from lucent_core.io import sha256sum, write_atomically
+from lucent_core.io import save_npy, sha256sum
 from lucent_core.validate import index, integer, real, shape
 
 __all__ = ["CELLS_FORMAT", "NEAREST", "TOP_CLASSES", "Cells", "bin_cells", "cell_done",
@@ -494,14 +494,9 @@ def plan_cells(out: "str | os.PathLike", grid: int = 20, min_count: int = 3,
     cells = bin_cells(points, vectors, grid, min_count, class_ids, class_scores,
                       indices=indices)
     cells = replace(cells, seed=seed, settings=settings)
-    write_atomically(directory / "cell_vectors.npy", lambda tmp: _save_npy(tmp, cells.vectors))
+    save_npy(directory / "cell_vectors.npy", cells.vectors)
     write_json(directory / "cells.json", cells.to_json())
     return cells
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as file:  # a path would get ".npy" appended to its temporary name
-        np.save(file, array)
 
 
 def _check_replan(directory: Path, settings: dict) -> None:

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from lucent_core.validate import choice, flag, instance, integer, real, shape
-from lucent_core.io import write_atomically
+from lucent_core.io import save_npy
 from lucent_core.results import AtlasError, AtlasWriteError, read_json, write_json
 from lucent_core.recipes.activation_atlas.collect import load_vectors
 
@@ -189,13 +189,6 @@ def _vectors_sha256(vectors: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as stream:  # a file object: np.save would append ".npy" to a name
-            np.save(stream, array)
-    write_atomically(path, write)
-
-
 def layout_atlas(out: str | os.PathLike, method: str = "umap", *, seed: int = 0,
                  progress: bool = True, **options) -> np.ndarray:
     """Lay out the activation vectors collected under ``out``; write ``layout.npy`` and
@@ -246,7 +239,7 @@ def layout_atlas(out: str | os.PathLike, method: str = "umap", *, seed: int = 0,
     started = time.perf_counter()
     points = layout(collected.vectors, method, seed=seed, **options)
     try:
-        _save_npy(npy_path, points)
+        save_npy(npy_path, points)
         write_json(json_path, settings)
     except OSError as error:
         raise AtlasWriteError(f"could not write the layout in {out}: {error}") from error
