@@ -6,6 +6,7 @@ Run from the repository root (Lucent 0.1.8 beside lucent_core, see benchmarks/RE
     python benchmarks/quality.py                        # 16 units, 512 steps, all configs
     python benchmarks/quality.py --quick                # 2 units, 16 steps, lucent + fourier
     python benchmarks/quality.py --configs lucent,fourier,pixel --units 8 --json q.json
+    python benchmarks/quality.py --merge a.json b.json  # one table from runs split by config
 
 Model: the offline VGG16 with HED weights (``vgg16_hed``, the one trained network available
 without a download).
@@ -62,6 +63,12 @@ one library: each picture keeps its best size.
              copy), after one short untimed render of Lucent and of ours (first-call costs).
 
 ``--device cuda`` (the default where CUDA is available) renders and scores on the GPU.
+
+``--merge`` renders nothing: it makes one table from the records of several ``--json`` runs
+that split the configurations between them (e.g. one process per CPU core); they must have
+rendered the same units with the same steps, seed and sizes (checked). Scores do not depend
+on the process; *s / render* then compares runs made under their own loads (each run's
+machine and threads are kept in the merged JSON).
 """
 
 from __future__ import annotations
@@ -85,8 +92,9 @@ from torch import nn
 from lucent_core import objectives, param, render_vis
 from lucent_core.activations import run_layers
 from lucent_core.models import create_model
-from lucent_core.param import make_param, param_names
+from lucent_core.param import DEFAULT_PARAM, make_param, param_names
 from lucent_core.recipes import render_maco
+from lucent_core.param.maco import MACO_CROP_SCALE, MACO_STEPS
 from lucent_core.recipes.quality import apply_held_out, held_out_transforms
 
 LAYERS = ("block3_conv3", "block4_conv1", "block4_conv3", "block5_conv1", "block5_conv3")
@@ -178,12 +186,13 @@ def lucent_render(wrapped, layer, unit, thresholds, seed):
             for i in images]
 
 
-def ours_render(model, config, layer, unit, thresholds, seed, maco=(256, 4, 128)):
+def ours_render(model, config, layer, unit, thresholds, seed, maco=(256, 4, 128, MACO_CROP_SCALE)):
     """Our render of ``config`` at our defaults: one ``(1, 3, H, W)`` per threshold."""
     objective = objectives.channel(layer, unit)
     if config == "maco":
-        size, crops, crop_size = maco
+        size, crops, crop_size, crop_scale = maco
         result = render_maco(model, objective, w=size, thresholds=tuple(thresholds),
+                             crop_scale=crop_scale,
                              n_crops=crops, crop_size=crop_size, seed=seed, progress=False)
     else:
         result = render_vis(model, objective, lambda: make_param(config, 128),
@@ -191,16 +200,16 @@ def ours_render(model, config, layer, unit, thresholds, seed, maco=(256, 4, 128)
     return [torch.from_numpy(i).permute(0, 3, 1, 2).float() for i in result.images]
 
 
-def render(model, config, layer, unit, steps, seed, maco=(256, 4, 128)):
-    """One picture of ``config`` after ``steps`` steps and the render's wall time (the call to
-    the library's render function only)."""
+def render(model, config, layer, unit, thresholds, seed, maco=(256, 4, 128, MACO_CROP_SCALE)):
+    """The pictures of ``config`` after each of ``thresholds`` steps (one render) and the
+    render's wall time (the call to the library's render function only)."""
     wrapped = lucent_model(model) if config == "lucent" else None
     started = time.perf_counter()
     if config == "lucent":
-        pictures = lucent_render(wrapped, layer, unit, (steps,), seed)
+        pictures = lucent_render(wrapped, layer, unit, thresholds, seed)
     else:
-        pictures = ours_render(model, config, layer, unit, (steps,), seed, maco)
-    return pictures[-1], time.perf_counter() - started
+        pictures = ours_render(model, config, layer, unit, thresholds, seed, maco)
+    return pictures, time.perf_counter() - started
 
 
 # --- scoring --------------------------------------------------------------------------------
@@ -287,8 +296,9 @@ def table(rows: list[dict]) -> str:
              "(median, units) | s / render |", "|" + "---|" * 10]
     for r in rows:
         sizes = " ".join(f"{s}:{n}" for s, n in r["sizes"].items())
+        name = r["config"] + (" (default)" if r["config"] == DEFAULT_PARAM else "")
         lines.append(
-            f"| {r['config']} | {_g(r['plain_median'])} | {_g(r['plain_mean'])} | "
+            f"| {name} | {_g(r['plain_median'])} | {_g(r['plain_mean'])} | "
             f"{_g(r['held_out_median'])} | {_g(r['held_out_mean'])} | "
             f"{_g(r['robustness_median'])} | {r['positive']:.2f} | {sizes} | "
             f"{_g(r['vs_lucent_median'])} ({r['vs_lucent_units']}) | "
@@ -310,6 +320,54 @@ def kind_table(records: list[dict], configs) -> str:
     return "\n".join(lines)
 
 
+def report(records: list[dict], configs, units: int, steps: int, sizes) -> str:
+    text = (f"vgg16_hed, {units} units, {steps} steps (MACO: its own step count); scored at "
+            f"{tuple(sizes)} px, best size per picture, 16 held-out transforms\n\n"
+            f"{table(summarise(records, configs))}\n\n{kind_table(records, configs)}")
+    first = [r for r in records if "first_step_held_out" in r]
+    if first:
+        rise = [r["held_out"] / r["first_step_held_out"] for r in first
+                if r["first_step_held_out"] > 0]
+        text += (f"\n\nMACO, held-out median after 1 step "
+                 f"{_g(statistics.median(r['first_step_held_out'] for r in first))}, after "
+                 f"{first[0]['steps']} steps {_g(statistics.median(r['held_out'] for r in first))}"
+                 f"; per unit, final over first: median {_g(_stat(rise, statistics.median))}"
+                 f" ({len(rise)} units with a positive first value)")
+    return text
+
+
+def merge(paths: list[str], out: str | None) -> None:
+    """One table from several runs' ``--json`` files (see the module docstring)."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    units = max((r["units"] for r in runs), key=len)
+    key = [(r["args"]["steps"], r["args"]["seed"], r["args"]["sizes"]) for r in runs]
+    if any(k != key[0] or r["units"] != units[:len(r["units"])] for k, r in zip(key, runs)):
+        raise SystemExit("the runs rendered other units, steps, seeds or sizes: not merged")
+    records = [rec for run in runs for rec in run["records"]]
+    configs = [c for c in CONFIGS if any(rec["config"] == c for rec in records)]
+    sizes = [int(s) for s in _list(runs[0]["args"]["sizes"])]
+    text = report(records, configs, len(units), runs[0]["args"]["steps"], sizes)
+    print(text)
+    if out:
+        Path(out).write_text(json.dumps(
+            {"merged": paths, "machines": [r["machine"] for r in runs],
+             "args": [r["args"] for r in runs], "units": units, "records": records,
+             "summary": summarise(records, configs), "table": text}, indent=1, default=str))
+
+
+def resumed(path: str | None, units: list[dict], args) -> list[dict]:
+    """The records of an earlier (interrupted) run in ``path``, if it rendered the same units
+    with the same steps, seed and sizes; none when there is no such file."""
+    if not path or not Path(path).exists():
+        return []
+    earlier = json.loads(Path(path).read_text())
+    same = (earlier["units"] == units and all(earlier["args"][k] == getattr(args, k) for k in
+                                              ("steps", "seed", "sizes", "maco_steps")))
+    if not same:
+        raise SystemExit(f"{path} holds another run (units, steps, seed or sizes differ)")
+    return earlier["records"]
+
+
 def _list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
@@ -326,15 +384,31 @@ def main() -> None:
     parser.add_argument("--maco-size", type=int, default=256)
     parser.add_argument("--maco-crops", type=int, default=4)
     parser.add_argument("--maco-crop-size", type=int, default=128)
+    parser.add_argument("--maco-crop-scale", default=",".join(map(str, MACO_CROP_SCALE)),
+                        help="MACO's crop side range over the image side (paper's: 0.05,0.5)")
+    parser.add_argument("--maco-steps", type=int, default=MACO_STEPS,
+                        help=f"MACO's steps (its own default, {MACO_STEPS})")
     parser.add_argument("--quick", action="store_true",
                         help="2 units, 16 steps, configs lucent and fourier")
     parser.add_argument("--seed", type=int, default=0, help="unit sample and render seeds")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", help="write units, every score and the table here")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the pictures already scored in --json (same units and "
+                             "settings) and render the rest")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="render nothing: one table from these earlier --json runs")
     args = parser.parse_args()
+    if args.merge:
+        return merge(args.merge, args.json)
+
+    def save(content: dict) -> None:
+        partial = Path(args.json + ".partial")
+        partial.write_text(json.dumps(content, indent=1, default=str))
+        partial.replace(args.json)
     if args.quick:
-        args.units, args.steps, args.configs = 2, 16, "lucent,fourier"
+        args.units, args.steps, args.maco_steps, args.configs = 2, 16, 16, "lucent,fourier"
     if args.threads:
         torch.set_num_threads(args.threads)
     configs = _list(args.configs)
@@ -342,7 +416,8 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown configs {sorted(unknown)}; choose from {CONFIGS}")
     sizes = tuple(int(s) for s in _list(args.sizes))
-    maco = (args.maco_size, args.maco_crops, args.maco_crop_size)
+    maco = (args.maco_size, args.maco_crops, args.maco_crop_size,
+            tuple(float(s) for s in _list(args.maco_crop_scale)))
 
     info = machine()
     print(f"# {info}", flush=True)
@@ -352,28 +427,37 @@ def main() -> None:
           flush=True)
     rows_t = held_out_transforms()
     first = units[0]
-    render(model, "lucent", first["layer"], first["unit"], 2, 0)   # warm-up, untimed
-    render(model, "fourier", first["layer"], first["unit"], 2, 0)
-    records = []
+    render(model, "lucent", first["layer"], first["unit"], (2,), 0)   # warm-up, untimed
+    render(model, "fourier", first["layer"], first["unit"], (2,), 0)
+    records = resumed(args.json, units, args) if args.resume else []
+    done = {(r["index"], r["config"]) for r in records}
     for index, u in enumerate(units):
         for config in configs:  # each unit by every config in turn: load drift hits all alike
-            picture, seconds = render(model, config, u["layer"], u["unit"], args.steps,
-                                      args.seed + index, maco)
+            if (index, config) in done:
+                continue
+            steps = args.maco_steps if config == "maco" else args.steps
+            # MACO also after its first step: how far the render raises the unit
+            thresholds = (1, steps) if config == "maco" else (steps,)
+            pictures, seconds = render(model, config, u["layer"], u["unit"], thresholds,
+                                       args.seed + index, maco)
+            picture = pictures[-1]
             s = score(model, picture, u["layer"], u["unit"], sizes, rows_t)
-            records.append({"index": index, **u, "config": config, "seconds": seconds,
+            if config == "maco":
+                s["first_step_held_out"] = score(model, pictures[0], u["layer"], u["unit"],
+                                                 sizes, rows_t)["held_out"]
+            records.append({"index": index, **u, "config": config, "steps": steps,
+                            "seconds": seconds,
                             "picture_size": list(picture.shape[2:]), **s})
             print(f"  {u['layer']}:{u['unit']} {config}: plain {s['plain']:.3g}, held-out "
                   f"{s['held_out']:.3g} at {s['size']} px, {seconds:.1f} s", flush=True)
+            if args.json:   # after every picture: an interrupted run keeps what it scored
+                save({"machine": info, "args": vars(args), "units": units, "records": records})
 
-    summary = summarise(records, configs)
-    text = (f"vgg16_hed, {len(units)} units, {args.steps} steps; scored at {sizes} px, "
-            f"best size per picture, 16 held-out transforms\n\n{table(summary)}\n\n"
-            f"{kind_table(records, configs)}")
+    text = report(records, configs, len(units), args.steps, sizes)
     print("\n" + text)
     if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"machine": info, "args": vars(args), "units": units, "records": records,
-             "summary": summary, "table": text}, indent=1, default=str))
+        save({"machine": info, "args": vars(args), "units": units, "records": records,
+              "summary": summarise(records, configs), "table": text})
 
 
 if __name__ == "__main__":

@@ -5,14 +5,16 @@ Run from the repository root (Lucent 0.1.8 beside lucent_core, see benchmarks/RE
     python benchmarks/quality_curve.py                   # 4 units, checkpoints 4 .. 512 steps
     python benchmarks/quality_curve.py --quick           # 1 unit, checkpoints 2, 4, 8
     python benchmarks/quality_curve.py --json curve.json --plot curve.png
+    python benchmarks/quality_curve.py --lucent-from old.json   # Lucent's curves from a run
 
 For each unit (the first ``--units`` ordinary, post-ReLU units of the sample of
-``benchmarks/quality.py``), one render with lucent_core's defaults (``render_vis``: 128 px
-Fourier, our transforms, Adam 0.05) and one with Lucent 0.1.8's defaults (``render_vis``:
-``param.image(128)``, its transforms, upsampled to 224) take a picture at every checkpoint
-(``thresholds``) of the same render. Both run in this process, one after the other, with the
-same torch threads; the order alternates from unit to unit, and one short untimed render of
-each library comes first so that neither pays the process's first-call costs.
+``benchmarks/quality.py``), one render with lucent_core's defaults (``render_vis``: a 128 px
+``DEFAULT_PARAM`` image, our transforms, Adam 0.05) and one with Lucent 0.1.8's defaults
+(``render_vis``: ``param.image(128)``, its transforms, upsampled to 224) take a picture at
+every checkpoint (``thresholds``) of the same render. Both run in this process, one after the
+other, with the same torch threads; the order alternates from unit to unit, and one short
+untimed render of each library comes first so that neither pays the process's first-call
+costs.
 
 Seconds: a global optimizer step hook (``torch.optim.optimizer.
 register_optimizer_step_post_hook``) records the wall clock after every optimiser step; the
@@ -28,6 +30,10 @@ reaches it at the first checkpoint whose score is at least the target, its time 
 interpolated linearly in score from the checkpoint before ("<=" when already at the first
 checkpoint, "not reached" when never). The ratio is that time over Lucent's time to its last
 checkpoint; the summary is the median over units (target: at most 1/10).
+
+``--lucent-from`` takes Lucent's curves from an earlier run's ``--json`` instead of rendering
+them again (Lucent's renders do not change with lucent_core's defaults); the run must have
+used the same units, seed, checkpoints and sizes (checked), and its machine is recorded.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from quality import (LAYERS, SIZES, _list, lucent_model, lucent_render, machine, ours_render,
                      sample_units, score)
 from lucent_core.models import create_model
+from lucent_core.param import DEFAULT_PARAM
 from lucent_core.recipes.quality import held_out_transforms
 
 THRESHOLDS = (4, 8, 16, 32, 64, 128, 256, 512)
@@ -75,8 +82,8 @@ def curve(model, library, u, thresholds, seed, device, rows, sizes) -> dict:
         pictures, stamps = timed(lambda: lucent_render(wrapped, u["layer"], u["unit"],
                                                        thresholds, seed), device)
     else:
-        pictures, stamps = timed(lambda: ours_render(model, "fourier", u["layer"], u["unit"],
-                                                     thresholds, seed), device)
+        pictures, stamps = timed(lambda: ours_render(model, DEFAULT_PARAM, u["layer"],
+                                                     u["unit"], thresholds, seed), device)
     assert len(stamps) == max(thresholds), (library, len(stamps))
     points = []
     for steps, picture in zip(thresholds, pictures):
@@ -84,6 +91,25 @@ def curve(model, library, u, thresholds, seed, device, rows, sizes) -> dict:
         points.append({"steps": steps, "seconds": stamps[steps - 1], "held_out": s["held_out"],
                        "plain": s["plain"], "size": s["size"]})
     return {"points": points}
+
+
+def earlier_lucent(path, units, thresholds, sizes, seed) -> dict | None:
+    """The earlier run at ``path`` (None without one), refused unless it rendered the same
+    units with the same seed, checkpoints and sizes."""
+    if path is None:
+        return None
+    earlier = json.loads(Path(path).read_text())
+    args = earlier["args"]
+    same = ([(r["layer"], r["unit"]) for r in earlier["results"]]
+            == [(u["layer"], u["unit"]) for u in units]
+            and sorted(int(t) for t in _list(args["thresholds"])) == list(thresholds)
+            and tuple(int(s) for s in _list(args["sizes"])) == tuple(sizes)
+            and args["seed"] == seed)
+    if not same:
+        raise SystemExit(f"{path} rendered other units, seed, checkpoints or sizes; run "
+                         "without --lucent-from")
+    print(f"# Lucent's curves from {path} ({earlier['machine']})", flush=True)
+    return earlier
 
 
 def reach(points: list[dict], target: float) -> dict:
@@ -172,6 +198,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", help="write every point and the tables here")
     parser.add_argument("--plot", default="quality_curve.png", help="PNG of score vs seconds")
+    parser.add_argument("--lucent-from", help="reuse Lucent's curves from this earlier --json")
     args = parser.parse_args()
     if args.quick:
         args.units, args.thresholds = 1, "2,4,8"
@@ -189,14 +216,19 @@ def main() -> None:
              if u["kind"] == "relu"][:args.units]   # unit i is ordinary when i % 3 == 0
     print("# units: " + ", ".join(f"{u['layer']}:{u['unit']}" for u in units), flush=True)
     rows = held_out_transforms()
-    lucent_render(lucent_model(model), units[0]["layer"], units[0]["unit"], (2,), 0)  # warm-up
-    ours_render(model, "fourier", units[0]["layer"], units[0]["unit"], (2,), 0)
+    earlier = earlier_lucent(args.lucent_from, units, thresholds, sizes, args.seed)
+    if earlier is None:
+        lucent_render(lucent_model(model), units[0]["layer"], units[0]["unit"], (2,), 0)
+    ours_render(model, DEFAULT_PARAM, units[0]["layer"], units[0]["unit"], (2,), 0)  # warm-up
 
     results = []
     for index, u in enumerate(units):
         order = ("ours", "lucent") if index % 2 == 0 else ("lucent", "ours")
         r = dict(u)
         for library in order:
+            if library == "lucent" and earlier is not None:
+                r["lucent"] = earlier["results"][index]["lucent"]
+                continue
             r[library] = curve(model, library, u, thresholds, args.seed + index, device,
                                rows, sizes)
             last = r[library]["points"][-1]
@@ -217,7 +249,8 @@ def main() -> None:
         print(f"\nplot: {args.plot}")
     if args.json:
         Path(args.json).write_text(json.dumps(
-            {"machine": info, "args": vars(args), "results": results, "table": text},
+            {"machine": info, "args": vars(args), "results": results, "table": text,
+             "lucent_machine": earlier and earlier["machine"]},
             indent=1, default=str))
 
 

@@ -1,0 +1,105 @@
+"""The search behind the render defaults: one variant of the default recipe, scored on a few units.
+
+Run from the repository root, one variant per call (see benchmarks/README.md, "Tuning")::
+
+    python benchmarks/tune_defaults.py --lucent lucent16.json --param fourier   # the old default
+    python benchmarks/tune_defaults.py --lucent lucent16.json --lr 0.2 --scales 0.8,1.25 --angle 20
+    python benchmarks/tune_defaults.py --lucent lucent16.json --param laplacian_pyramid
+
+Each unit (``--units``: indices into the sample of ``benchmarks/quality.py``) is rendered once
+with ``render_vis`` and the variant (parameterisation at 128 px, Adam at ``--lr`` with an
+optional ``--schedule``, ``RandomAffine`` with the given ranges: 11 scales evenly over
+``--scales``, whole-degree angles uniform in ``-angle..angle``; the library's
+``standard_affine`` draws 0 degrees more often); the pictures at ``--steps``
+get ``quality.py``'s best-scale held-out score, divided by Lucent's 512-step score of the same
+unit from a ``quality.py --configs lucent --json`` run (``--lucent``). Printed: per unit and
+the medians over units.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from pathlib import Path
+
+import torch
+
+from quality import _list, sample_units, score
+from lucent_core import objectives, render_vis
+from lucent_core.models import create_model
+from lucent_core.param import laplacian_pyramid_image, make_param
+from lucent_core.recipes.quality import held_out_transforms
+from lucent_core.transforms import RandomAffine
+
+SCHEDULES = {"constant": lambda f: 1.0, "cosine": lambda f: 0.5 * (1 + math.cos(math.pi * f)),
+             "linear": lambda f: 1 - f}
+
+
+def scheduled_adam(lr: float, total: int, schedule: str):
+    """An optimiser factory: Adam whose rate after step ``s`` is ``lr`` times
+    ``SCHEDULES[schedule](s / total)``, at least 2% of ``lr``."""
+    def make(params):
+        opt = torch.optim.Adam(params, lr)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: max(SCHEDULES[schedule](s / total), 0.02))
+        opt.register_step_post_hook(lambda *_: scheduler.step())
+        return opt
+    return make
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--lucent", required=True, help="quality.py --configs lucent --json file")
+    p.add_argument("--param", default="fourier", help="a registered parameterisation")
+    p.add_argument("--levels", type=int, default=4, help="laplacian_pyramid levels")
+    p.add_argument("--level-weight", type=float, default=1.0, help="laplacian_pyramid")
+    p.add_argument("--mode", default="sigmoid", help="laplacian_pyramid: sigmoid or clamp")
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--schedule", default="constant", choices=sorted(SCHEDULES))
+    p.add_argument("--scales", default="0.9,1.1", help="min,max of the random scale")
+    p.add_argument("--angle", type=int, default=10, help="largest rotation, degrees")
+    p.add_argument("--steps", default="128,256", help="checkpoints")
+    p.add_argument("--units", default="0,1,2,3,6,9", help="indices into quality.py's sample")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    lucent = json.loads(Path(args.lucent).read_text())
+    targets = {r["index"]: r["held_out"] for r in lucent["records"] if r["config"] == "lucent"}
+    model = create_model("vgg16_hed").eval()
+    units = sample_units(model, max(int(i) for i in _list(args.units)) + 1)
+    steps = sorted(int(s) for s in _list(args.steps))
+    low, high = (float(s) for s in _list(args.scales))
+    transforms = RandomAffine(scales=[low + (high - low) * i / 10 for i in range(11)],
+                              angles=list(range(-args.angle, args.angle + 1)))
+    if args.param == "laplacian_pyramid":
+        def make():
+            return laplacian_pyramid_image(128, levels=args.levels,
+                                           level_weights=args.level_weight, mode=args.mode)
+    else:
+        def make():
+            return make_param(args.param, 128)
+    rows, ratios = held_out_transforms(), {s: [] for s in steps}
+    for i in (int(i) for i in _list(args.units)):
+        u = units[i]
+        result = render_vis(model, objectives.channel(u["layer"], u["unit"]), make,
+                            optimizer=scheduled_adam(args.lr, steps[-1], args.schedule),
+                            transforms=transforms, thresholds=steps, seed=i, progress=False)
+        cells = []
+        for n, image in zip(result.thresholds, result.images):
+            s = score(model, torch.from_numpy(image).permute(0, 3, 1, 2).float(), u["layer"],
+                      u["unit"], rows=rows)
+            ratio = s["held_out"] / targets[i] if targets.get(i, 0) > 0 else math.nan
+            ratios[n].append(ratio)
+            cells.append(f"{n}: {s['held_out']:.3g} ({ratio:.2f} of Lucent's, robustness "
+                         f"{s['robustness']:.2f})")
+        print(f"{u['layer']}:{u['unit']} ({u['kind']}) " + "; ".join(cells), flush=True)
+    for n in steps:
+        finite = [r for r in ratios[n] if not math.isnan(r)]
+        print(f"{n} steps: held-out / Lucent's 512-step score, median "
+              f"{statistics.median(finite):.3f} over {len(finite)} units")
+
+
+if __name__ == "__main__":
+    main()
