@@ -515,8 +515,8 @@ def _add_atlas_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, default=512, help="optimisation steps (512)")
     parser.add_argument("--size", type=int, default=128, help="image size in pixels (128)")
     parser.add_argument("--batch", type=int, default=64, help="units optimised together (64)")
-    parser.add_argument("--param", choices=param.param_names(), default="fourier",
-                        help="image parameterisation (fourier)")
+    parser.add_argument("--param", choices=param.param_names(), default=param.DEFAULT_PARAM,
+                        help=f"image parameterisation ({param.DEFAULT_PARAM})")
     parser.add_argument("--no-decorrelate", action="store_true",
                         help="plain RGB instead of decorrelated colour (fourier/pixel)")
     parser.add_argument("--transforms", choices=TRANSFORMS, default="standard",
@@ -575,8 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="weight of the diversity penalty between the batch's images")
     render.add_argument("--lr", type=_learning_rate, default=0.05, help="Adam learning rate (0.05)")
     render.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    render.add_argument("--param", choices=param.param_names(), default="fourier",
-                        help="image parameterisation (fourier)")
+    render.add_argument("--param", choices=param.param_names(), default=param.DEFAULT_PARAM,
+                        help=f"image parameterisation ({param.DEFAULT_PARAM})")
     render.add_argument("--no-decorrelate", action="store_true",
                         help="optimise plain RGB instead of decorrelated colour")
     render.add_argument("--no-transforms", action="store_true",

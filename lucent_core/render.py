@@ -20,7 +20,7 @@ from lucent_core.hooks import INPUT_LAYER, capture, frozen, model_device, run_to
 from lucent_core.preprocessing import Preprocessing, preprocessing_of
 from lucent_core.relu import redirecting
 from lucent_core.objectives import Objective, as_objective
-from lucent_core.param import image
+from lucent_core.param import DEFAULT_PARAM, make_param
 from lucent_core.transforms import Compose, standard_affine
 
 __all__ = ["RenderResult", "describe_transforms", "render_vis"]
@@ -84,7 +84,7 @@ def _check_thresholds(thresholds: "Sequence[int] | int") -> list[int]:
 
 def _build_param(param_f: ParamSpec, device: torch.device) -> nn.Module:
     if param_f is None:
-        return image(DEFAULT_SIZE).to(device)
+        return make_param(DEFAULT_PARAM, DEFAULT_SIZE).to(device)
     if isinstance(param_f, nn.Module):
         devices = {p.device for p in param_f.parameters()}
         if devices and devices != {device}:
@@ -214,7 +214,8 @@ def render_vis(model: nn.Module, objective: "Objective | str", param_f: ParamSpe
             pseudo-layer ``"input"`` is the rendered image itself, before transforms (for
             regularisers); an objective that reads only ``"input"`` never runs the model.
         param_f: the parameterisation: an ``nn.Module`` on the model's device, a function
-            returning one (built on the model's device), or None for a 128 px Fourier image.
+            returning one (built on the model's device), or None for the default, a 128 px
+            Laplacian-pyramid image (``make_param(DEFAULT_PARAM, 128)``).
         optimizer: a function from parameters to a torch optimiser
             (default: Adam, lr 0.05).
         transforms: a callable on image batches, a list of them, ``[]`` for none, or None

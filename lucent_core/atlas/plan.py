@@ -15,7 +15,7 @@ from typing import Sequence
 
 
 from lucent_core.validate import choice, flag, integer, real, seed
-from lucent_core.param import param_names
+from lucent_core.param import DEFAULT_PARAM, param_names
 from lucent_core.units import Series
 
 __all__ = ["ATLAS_FORMAT", "AtlasSettings", "Batch", "PRECISIONS", "TRANSFORMS",
@@ -64,7 +64,7 @@ class AtlasSettings:
     weights: str = "pretrained"
     steps: int = 512
     size: int = 128
-    param: str = "fourier"
+    param: str = DEFAULT_PARAM
     decorrelate: bool = True
     transforms: str = "standard"
     lr: float = 0.05

@@ -111,7 +111,8 @@ def reproduce_command(settings: AtlasSettings, series: Series, unit: int,
         >>> s = AtlasSettings(model="vgg16_hed", weights_sha256="ab", steps=64)
         >>> reproduce_command(s, Series("block4_conv3"), 7).split(" --out")[0]
         'lucent-core atlas --model vgg16_hed --layer block4_conv3 --units 7 --steps 64 \
---size 128 --param fourier --transforms standard --lr 0.05 --seed 0 --batch 1'
+--size 128 --param laplacian_pyramid --transforms standard --lr 0.05 --seed 0 \
+--batch 1'
     """
     words = ["lucent-core", "atlas", "--model", settings.model]
     if settings.weights == "random":

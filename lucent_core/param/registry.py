@@ -23,7 +23,12 @@ from lucent_core.param.images import image
 from lucent_core.param.maco import maco
 from lucent_core.param.multiscale import laplacian_pyramid_image, lowres_image
 
-__all__ = ["make_param", "param_names", "register_param"]
+__all__ = ["DEFAULT_PARAM", "make_param", "param_names", "register_param"]
+
+#: What ``render_vis``, ``lucent-core render`` and atlases use unless told otherwise: the
+#: parameterisation that drove the quality benchmark's units hardest per step
+#: (``benchmarks/quality.py``; the README's "Defaults" section has the figures).
+DEFAULT_PARAM = "laplacian_pyramid"
 
 ParamFactory = Callable[..., Parameterisation]
 _PARAMS: dict[str, ParamFactory] = {}
