@@ -4,6 +4,7 @@ Run from the repository root (Lucent 0.1.8 beside lucent_core, see benchmarks/RE
 
     pip install --no-deps torch-lucent==0.1.8 && pip install ipython decorator
     python benchmarks/quality.py                        # 16 units, 512 steps, all configs
+    python benchmarks/quality.py --json q.json --resume # go on after an interruption
     python benchmarks/quality.py --quick                # 2 units, 16 steps, lucent + fourier
     python benchmarks/quality.py --configs lucent,fourier,pixel --units 8 --json q.json
     python benchmarks/quality.py --merge a.json b.json  # one table from runs split by config
@@ -36,11 +37,15 @@ Configurations (all rendered in one run, each unit by every configuration in tur
               not know this model); its hooks die with the copy.
   fourier, pixel, cppn, lowres, laplacian_pyramid
               ``render_vis`` at our defaults with ``make_param(name, 128)`` (our standard
-              transforms, Adam 0.05, redirected ReLU).
-  maco        ``render_maco`` (its NAdam recipe, natural spectrum, random crops). Its defaults
-              are sized for a GPU (512 px, 32 crops of 512 px per step, several hundred times a
-              Fourier step); here ``--maco-size`` px (256) with ``--maco-crops`` (4) crops of
-              ``--maco-crop-size`` px (128) per step unless changed.
+              transforms, Adam 0.05, redirected ReLU); ``DEFAULT_PARAM`` is what
+              ``render_vis`` uses when given no parameterisation (marked in the table).
+  maco        ``render_maco`` (its NAdam recipe, natural spectrum, random crops, its own
+              ``--maco-steps``, 256). Its defaults are sized for a GPU (512 px, 32 crops at the
+              model's input size per step, several hundred times a Fourier step); here
+              ``--maco-size`` px (256) with ``--maco-crops`` (4) crops of ``--maco-crop-size``
+              px (128) per step, crop sides ``--maco-crop-scale`` of the image side
+              (``render_maco``'s default; the paper's is 0.05,0.5), unless changed. Its
+              picture after the first step is scored too: how far the render raises the unit.
 
 Scoring, the same for every picture whichever library made it: the saved picture (rounded to
 8 bits) is resized (bilinear, antialiased) to each model-input size of ``--sizes`` (128, 160,
