@@ -166,7 +166,7 @@ def panel_record(result: RenderResult, *, model: "nn.Module | str | None" = None
         >>> result = render_vis(net, "0:1", thresholds=(2,), progress=False, seed=0)
         >>> record = panel_record(result, model=net, label="unit 1")
         >>> record["objective"], record["steps"], record["param"]["kind"], record["seed"]
-        ("channel('0', 1)", 2, 'fourier', 0)
+        ("channel('0', 1)", 2, 'laplacian_pyramid', 0)
     """
     instance("result", result, RenderResult, "what render_vis returns")
     row = None if row is None else integer("row", row, minimum=0)
