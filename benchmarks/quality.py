@@ -325,10 +325,12 @@ def kind_table(records: list[dict], configs) -> str:
     return "\n".join(lines)
 
 
-def report(records: list[dict], configs, units: int, steps: int, sizes) -> str:
+def report(records: list[dict], summary: list[dict], configs, units: int, steps: int,
+           sizes) -> str:
+    """The printed tables: ``summary`` (from :func:`summarise`), by kind, MACO's rise."""
     text = (f"vgg16_hed, {units} units, {steps} steps (MACO: its own step count); scored at "
             f"{tuple(sizes)} px, best size per picture, 16 held-out transforms\n\n"
-            f"{table(summarise(records, configs))}\n\n{kind_table(records, configs)}")
+            f"{table(summary)}\n\n{kind_table(records, configs)}")
     first = [r for r in records if "first_step_held_out" in r]
     if first:
         rise = [r["held_out"] / r["first_step_held_out"] for r in first
@@ -351,13 +353,14 @@ def merge(paths: list[str], out: str | None) -> None:
     records = [rec for run in runs for rec in run["records"]]
     configs = [c for c in CONFIGS if any(rec["config"] == c for rec in records)]
     sizes = [int(s) for s in _list(runs[0]["args"]["sizes"])]
-    text = report(records, configs, len(units), runs[0]["args"]["steps"], sizes)
+    summary = summarise(records, configs)
+    text = report(records, summary, configs, len(units), runs[0]["args"]["steps"], sizes)
     print(text)
     if out:
         Path(out).write_text(json.dumps(
             {"merged": paths, "machines": [r["machine"] for r in runs],
              "args": [r["args"] for r in runs], "units": units, "records": records,
-             "summary": summarise(records, configs), "table": text}, indent=1, default=str))
+             "summary": summary, "table": text}, indent=1, default=str))
 
 
 def resumed(path: str | None, units: list[dict], args) -> list[dict]:
@@ -458,11 +461,12 @@ def main() -> None:
             if args.json:   # after every picture: an interrupted run keeps what it scored
                 save({"machine": info, "args": vars(args), "units": units, "records": records})
 
-    text = report(records, configs, len(units), args.steps, sizes)
+    summary = summarise(records, configs)
+    text = report(records, summary, configs, len(units), args.steps, sizes)
     print("\n" + text)
     if args.json:
         save({"machine": info, "args": vars(args), "units": units, "records": records,
-              "summary": summarise(records, configs), "table": text})
+              "summary": summary, "table": text})
 
 
 if __name__ == "__main__":
