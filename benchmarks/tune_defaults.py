@@ -10,7 +10,8 @@ Each unit (``--units``: indices into the sample of ``benchmarks/quality.py``) is
 with ``render_vis`` and the variant (parameterisation at 128 px, Adam at ``--lr`` with an
 optional ``--schedule``, ``RandomAffine`` with the given ranges: 11 scales evenly over
 ``--scales``, whole-degree angles uniform in ``-angle..angle``; the library's
-``standard_affine`` draws 0 degrees more often); the pictures at ``--steps``
+``standard_affine`` draws 0 degrees more often; ``--copies`` draws of it per step, the
+result resized by ``--upsample`` before the model); the pictures at ``--steps``
 get ``quality.py``'s best-scale held-out score, divided by Lucent's 512-step score of the same
 unit from a ``quality.py --configs lucent --json`` run (``--lucent``). Printed: per unit and
 the medians over units.
@@ -25,6 +26,7 @@ import statistics
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from quality import _list, sample_units, score
 from lucent_core import objectives, render_vis
@@ -60,6 +62,11 @@ def main() -> None:
     p.add_argument("--schedule", default="constant", choices=sorted(SCHEDULES))
     p.add_argument("--scales", default="0.9,1.1", help="min,max of the random scale")
     p.add_argument("--angle", type=int, default=10, help="largest rotation, degrees")
+    p.add_argument("--upsample", type=float, default=1.0,
+                   help="resize the transformed picture by this factor before the model "
+                        "(Lucent's 128 -> 224 px is 1.75)")
+    p.add_argument("--copies", type=int, default=1,
+                   help="transform draws of the picture per step (the objective averages them)")
     p.add_argument("--steps", default="128,256", help="checkpoints")
     p.add_argument("--units", default="0,1,2,3,6,9", help="indices into quality.py's sample")
     p.add_argument("--threads", type=int, default=1)
@@ -71,8 +78,14 @@ def main() -> None:
     units = sample_units(model, max(int(i) for i in _list(args.units)) + 1)
     steps = sorted(int(s) for s in _list(args.steps))
     low, high = (float(s) for s in _list(args.scales))
-    transforms = RandomAffine(scales=[low + (high - low) * i / 10 for i in range(11)],
-                              angles=list(range(-args.angle, args.angle + 1)))
+    affine = RandomAffine(scales=[low + (high - low) * i / 10 for i in range(11)],
+                          angles=list(range(-args.angle, args.angle + 1)))
+
+    def transforms(x):
+        x = affine(x.repeat(args.copies, 1, 1, 1))
+        if args.upsample == 1:
+            return x
+        return F.interpolate(x, scale_factor=args.upsample, mode="bilinear", antialias=True)
     if args.param == "laplacian_pyramid":
         def make():
             return laplacian_pyramid_image(128, levels=args.levels,
@@ -81,6 +94,7 @@ def main() -> None:
         def make():
             return make_param(args.param, 128)
     rows, ratios = held_out_transforms(), {s: [] for s in steps}
+    robust = {s: [] for s in steps}
     for i in (int(i) for i in _list(args.units)):
         u = units[i]
         result = render_vis(model, objectives.channel(u["layer"], u["unit"]), make,
@@ -92,13 +106,15 @@ def main() -> None:
                       u["unit"], rows=rows)
             ratio = s["held_out"] / targets[i] if targets.get(i, 0) > 0 else math.nan
             ratios[n].append(ratio)
+            robust[n].append(s["robustness"])
             cells.append(f"{n}: {s['held_out']:.3g} ({ratio:.2f} of Lucent's, robustness "
                          f"{s['robustness']:.2f})")
         print(f"{u['layer']}:{u['unit']} ({u['kind']}) " + "; ".join(cells), flush=True)
     for n in steps:
         finite = [r for r in ratios[n] if not math.isnan(r)]
         print(f"{n} steps: held-out / Lucent's 512-step score, median "
-              f"{statistics.median(finite):.3f} over {len(finite)} units")
+              f"{statistics.median(finite):.3f} over {len(finite)} units; robustness, median "
+              f"{statistics.median(r for r in robust[n] if not math.isnan(r)):.2f}")
 
 
 if __name__ == "__main__":

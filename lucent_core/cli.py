@@ -518,7 +518,7 @@ def _add_atlas_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--param", choices=param.param_names(), default=param.DEFAULT_PARAM,
                         help=f"image parameterisation ({param.DEFAULT_PARAM})")
     parser.add_argument("--no-decorrelate", action="store_true",
-                        help="plain RGB instead of decorrelated colour (fourier/pixel)")
+                        help="plain RGB instead of decorrelated colour (all but cppn)")
     parser.add_argument("--transforms", choices=TRANSFORMS, default="standard",
                         help="robustness transforms, drawn per unit (standard)")
     parser.add_argument("--lr", type=_learning_rate, default=0.05, help="Adam learning rate (0.05)")
