@@ -96,6 +96,7 @@ from torch import nn
 
 from lucent_core import objectives, param, render_vis
 from lucent_core.activations import run_layers
+from lucent_core.io import write_atomically
 from lucent_core.models import create_model
 from lucent_core.param import DEFAULT_PARAM, make_param, param_names
 from lucent_core.recipes import render_maco
@@ -412,9 +413,8 @@ def main() -> None:
         return merge(args.merge, args.json)
 
     def save(content: dict) -> None:
-        partial = Path(args.json + ".partial")
-        partial.write_text(json.dumps(content, indent=1, default=str))
-        partial.replace(args.json)
+        text = json.dumps(content, indent=1, default=str)
+        write_atomically(args.json, lambda tmp: tmp.write_text(text))
     if args.quick:
         args.units, args.steps, args.maco_steps, args.configs = 2, 16, 16, "lucent,fourier"
     if args.threads:
