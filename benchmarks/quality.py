@@ -188,6 +188,11 @@ def lucent_render(wrapped, layer, unit, thresholds, seed):
     images = lrender.render_vis(wrapped, lobj.channel("net_" + layer, unit),
                                 lambda: lparam.image(128), thresholds=tuple(thresholds),
                                 progress=False, show_image=False, preprocess=False)
+    return as_pictures(images)
+
+
+def as_pictures(images) -> list[torch.Tensor]:
+    """Rendered ``(1, H, W, 3)`` arrays (either library's) as ``(1, 3, H, W)`` float tensors."""
     return [torch.from_numpy(np.ascontiguousarray(i)).permute(0, 3, 1, 2).float()
             for i in images]
 
@@ -203,7 +208,7 @@ def ours_render(model, config, layer, unit, thresholds, seed, maco=(256, 4, 128,
     else:
         result = render_vis(model, objective, lambda: make_param(config, 128),
                             thresholds=tuple(thresholds), seed=seed, progress=False)
-    return [torch.from_numpy(i).permute(0, 3, 1, 2).float() for i in result.images]
+    return as_pictures(result.images)
 
 
 def render(model, config, layer, unit, thresholds, seed, maco=(256, 4, 128, MACO_CROP_SCALE)):

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from quality import _list, sample_units, score
+from quality import _list, as_pictures, sample_units, score
 from lucent_core import objectives, render_vis
 from lucent_core.models import create_model
 from lucent_core.param import laplacian_pyramid_image, make_param
@@ -101,9 +101,8 @@ def main() -> None:
                             optimizer=scheduled_adam(args.lr, steps[-1], args.schedule),
                             transforms=transforms, thresholds=steps, seed=i, progress=False)
         cells = []
-        for n, image in zip(result.thresholds, result.images):
-            s = score(model, torch.from_numpy(image).permute(0, 3, 1, 2).float(), u["layer"],
-                      u["unit"], rows=rows)
+        for n, picture in zip(result.thresholds, as_pictures(result.images)):
+            s = score(model, picture, u["layer"], u["unit"], rows=rows)
             ratio = s["held_out"] / targets[i] if targets.get(i, 0) > 0 else math.nan
             ratios[n].append(ratio)
             robust[n].append(s["robustness"])
