@@ -44,6 +44,13 @@ def test_names_are_checked_where_they_enter(call, error, name):
         call()
 
 
+def test_decorrelate_false_is_refused_where_there_is_no_decorrelation_to_turn_off():
+    with pytest.raises(ValueError, match="decorrelate=False .* not to a cppn"):
+        param.make_param("cppn", 8, decorrelate=False)
+    for name in set(param.param_names()) - param_registry.PLAIN_RGB:  # the others take it
+        assert param.make_param(name, 8, decorrelate=False)().shape == (1, 3, 8, 8)
+
+
 def test_an_unknown_name_lists_the_known_ones():
     with pytest.raises(ValueError, match="fourrier.*choose one of.*'fourier'"):
         param.make_param("fourrier", 8)

@@ -430,8 +430,7 @@ def render_atlas(model: nn.Module, out: str | os.PathLike, series: SeriesSpec,
                                                                "model_revision"})
         raise ValueError(f"unknown atlas setting(s) {unknown}; valid settings: {valid}")
     atlas_settings = AtlasSettings(weights_sha256=state_dict_sha256(model), **settings)
-    if atlas_settings.param == "cppn" and not atlas_settings.decorrelate:
-        raise ValueError("decorrelate=False applies to fourier and pixel images, not to a cppn")
+    param_lib.check_param(atlas_settings.param, atlas_settings.decorrelate)
     preprocess = preprocessing_of(model, preprocess)
     shard_index, shard_count = parse_shard(shard)
     # ranks never wait for one another (no barrier, whose timeout a rank that finishes hours

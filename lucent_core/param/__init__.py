@@ -15,13 +15,14 @@ from lucent_core.param.cppn import CPPNImage, cppn
 from lucent_core.param.images import ImageParam, image
 from lucent_core.param.maco import (MacoImage, RandomCrops, maco, maco_transforms,
                                     magnitude_from_images, natural_magnitude)
-from lucent_core.param.registry import DEFAULT_PARAM, make_param, param_names, register_param
+from lucent_core.param.registry import (DEFAULT_PARAM, check_param, make_param, param_names,
+                                        register_param)
 from lucent_core.param.multiscale import (LaplacianPyramid, LowResImage, laplacian_pyramid_image,
                                           lowres_image)
 from lucent_core.param.spatial import FourierImage, PixelImage, fourier_frequencies
 
 __all__ = ["CPPNImage", "CompositeBackground", "Parameterisation", "RGBAImage", "alpha_penalty",
-           "DEFAULT_PARAM", "alpha_transforms", "seeded_batch",
+           "DEFAULT_PARAM", "alpha_transforms", "check_param", "seeded_batch",
            "composite", "cppn", "image_rgba", "mean_alpha", "random_background",
            "FourierImage", "ImageParam", "LaplacianPyramid", "LowResImage", "MacoImage",
            "PixelImage", "RandomCrops", "ToRGB", "fourier_frequencies", "image",

@@ -23,7 +23,7 @@ from lucent_core.param.images import image
 from lucent_core.param.maco import maco
 from lucent_core.param.multiscale import laplacian_pyramid_image, lowres_image
 
-__all__ = ["DEFAULT_PARAM", "make_param", "param_names", "register_param"]
+__all__ = ["DEFAULT_PARAM", "check_param", "make_param", "param_names", "register_param"]
 
 #: What ``render_vis``, ``lucent-core render`` and atlases use unless told otherwise: the
 #: parameterisation that drove the quality benchmark's units hardest per step
@@ -53,13 +53,39 @@ def param_names() -> tuple[str, ...]:
     return tuple(_PARAMS)
 
 
+#: Registered parameterisations that draw plain RGB: no colour decorrelation to turn off.
+PLAIN_RGB = frozenset({"cppn"})
+
+
+def check_param(name: str, decorrelate: bool = True) -> str:
+    """``name`` if it is registered and ``decorrelate=False`` means something for it.
+
+    Example:
+        >>> check_param("laplacian_pyramid", decorrelate=False)
+        'laplacian_pyramid'
+        >>> check_param("cppn", decorrelate=False)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: decorrelate=False applies to the parameterisations with a colour \
+decorrelation (fourier, pixel, ...), not to a cppn (plain RGB)
+    """
+    name = choice("param", name, _PARAMS)
+    if not decorrelate and name in PLAIN_RGB:
+        others = ", ".join(n for n in _PARAMS if n not in PLAIN_RGB)
+        raise ValueError(f"decorrelate=False applies to the parameterisations with a colour "
+                         f"decorrelation ({others}), not to a {name} (plain RGB)")
+    return name
+
+
 def make_param(name: str, w: int, h: int | None = None, batch: int = 1,
                decorrelate: bool = True) -> Parameterisation:
     """The parameterisation registered as ``name``, ``w`` x ``h`` pixels (``h`` default ``w``).
 
-    ``decorrelate`` is the colour decorrelation of those that have one (a CPPN draws RGB).
+    ``decorrelate=False`` turns off the colour decorrelation of those that have one and is
+    refused for those that draw plain RGB (:data:`PLAIN_RGB`, the CPPN).
     """
-    return _PARAMS[choice("param", name, _PARAMS)](w, h, batch=batch, decorrelate=decorrelate)
+    factory = _PARAMS[check_param(name, decorrelate)]
+    return factory(w, h, batch=batch, decorrelate=decorrelate)
 
 
 register_param("fourier", lambda w, h=None, batch=1, decorrelate=True:
