@@ -51,7 +51,7 @@ from lucent_core.io import ImageLike, sha256sum, to_numpy, to_pil, write_atomica
 from lucent_core.models.inceptionv1 import LocalResponseNorm, PaddedMaxPool2d
 from lucent_core.models.weights import state_dict_sha256
 from lucent_core.objectives import batch_channels
-from lucent_core.param import image as image_param
+from lucent_core.param import DEFAULT_PARAM, make_param
 from lucent_core.preprocessing import preprocessing_of
 from lucent_core.relu import RedirectedReLU
 from lucent_core.render import render_vis
@@ -530,8 +530,8 @@ def circuit_figure(model: nn.Module, layer: str, unit: int, source_layer: str, *
     Each picture is taken from ``images``, else from the unit atlas ``atlas`` (the PNG of a
     channel series, ``<atlas>/<layer>/units/00012.png``, when its record is there, names this
     PNG's SHA256 and the model's weights), else rendered: the missing units of each layer in
-    one seeded :func:`~lucent_core.render_vis` call (``batch_channels``, ``size`` px Fourier
-    images, ``steps`` steps).
+    one seeded :func:`~lucent_core.render_vis` call (``batch_channels``, ``size`` px images
+    of the default parameterisation, as in an atlas, ``steps`` steps).
 
     Args:
         model: the network.
@@ -645,7 +645,7 @@ def _rendered(model: nn.Module, layer: str, units: list[int], steps: int, size: 
               progress: bool) -> dict:
     """``{(layer, unit): (picture, record)}``: ``units`` rendered in one batch."""
     result = render_vis(model, batch_channels(layer, units),
-                        param_f=lambda: image_param(size, batch=len(units)),
+                        param_f=lambda: make_param(DEFAULT_PARAM, size, batch=len(units)),
                         thresholds=(steps,), seed=seed, progress=progress)
     if result.interrupted:
         raise KeyboardInterrupt

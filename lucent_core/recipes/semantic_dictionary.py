@@ -35,7 +35,7 @@ from lucent_core.activations import ImageSource, image_activations, load_image
 from lucent_core.io import to_pil
 from lucent_core.models.weights import state_dict_sha256
 from lucent_core.objectives import batch_channels
-from lucent_core.param import image as image_param
+from lucent_core.param import DEFAULT_PARAM, make_param
 from lucent_core.preprocessing import Preprocessing
 from lucent_core.render import render_vis
 from lucent_core.results import finished_picture
@@ -147,7 +147,7 @@ def _rendered(model: nn.Module, layer: str, channels: list[int], steps: int, siz
               ) -> dict[int, tuple[Image.Image, str]]:
     """``{channel: (picture, "rendered")}``: all of ``channels`` in one batched render."""
     result = render_vis(model, batch_channels(layer, channels),
-                        param_f=lambda: image_param(size, batch=len(channels)),
+                        param_f=lambda: make_param(DEFAULT_PARAM, size, batch=len(channels)),
                         thresholds=(steps,), seed=seed, progress=progress, preprocess=preprocess)
     if result.interrupted:
         raise KeyboardInterrupt
@@ -169,8 +169,8 @@ def semantic_dictionary(model: nn.Module, image: ImageSource, layer: str, k: int
     given, highest first (ties: the lower channel first). A channel's picture comes from the
     unit atlas ``atlas`` when it holds a finished picture of that channel of ``layer`` (a
     ``lucent-core atlas`` directory of the same model and weights), else it is rendered: all
-    the missing channels in one seeded batched render (``batch_channels``, ``size`` px Fourier
-    images, ``steps`` steps).
+    the missing channels in one seeded batched render (``batch_channels``, ``size`` px images
+    of the default parameterisation, as in an atlas, ``steps`` steps).
 
     Args:
         model: the network.
