@@ -349,12 +349,21 @@ def report(records: list[dict], summary: list[dict], configs, units: int, steps:
     return text
 
 
+def comparable(a: dict, b: dict) -> bool:
+    """Whether two runs' ``args`` score alike: the same steps, seed and sizes, and the same
+    MACO steps where both rendered MACO (runs from before ``--maco-steps`` lack it)."""
+    def key(args: dict) -> tuple:
+        return args["steps"], args["seed"], args["sizes"]
+    both_maco = all("maco" in _list(args["configs"]) for args in (a, b))
+    return key(a) == key(b) and (not both_maco or a.get("maco_steps") == b.get("maco_steps"))
+
+
 def merge(paths: list[str], out: str | None) -> None:
     """One table from several runs' ``--json`` files (see the module docstring)."""
     runs = [json.loads(Path(p).read_text()) for p in paths]
     units = max((r["units"] for r in runs), key=len)
-    key = [(r["args"]["steps"], r["args"]["seed"], r["args"]["sizes"]) for r in runs]
-    if any(k != key[0] or r["units"] != units[:len(r["units"])] for k, r in zip(key, runs)):
+    if any(not comparable(r["args"], runs[0]["args"]) or r["units"] != units[:len(r["units"])]
+           for r in runs):
         raise SystemExit("the runs rendered other units, steps, seeds or sizes: not merged")
     records = [rec for run in runs for rec in run["records"]]
     configs = [c for c in CONFIGS if any(rec["config"] == c for rec in records)]
@@ -375,9 +384,7 @@ def resumed(path: str | None, units: list[dict], args) -> list[dict]:
     if not path or not Path(path).exists():
         return []
     earlier = json.loads(Path(path).read_text())
-    same = (earlier["units"] == units and all(earlier["args"][k] == getattr(args, k) for k in
-                                              ("steps", "seed", "sizes", "maco_steps")))
-    if not same:
+    if earlier["units"] != units or not comparable(earlier["args"], vars(args)):
         raise SystemExit(f"{path} holds another run (units, steps, seed or sizes differ)")
     return earlier["records"]
 
