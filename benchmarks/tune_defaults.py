@@ -11,10 +11,11 @@ with ``render_vis`` and the variant (parameterisation at 128 px, Adam at ``--lr`
 optional ``--schedule``, ``RandomAffine`` with the given ranges: 11 scales evenly over
 ``--scales``, whole-degree angles uniform in ``-angle..angle``; the library's
 ``standard_affine`` draws 0 degrees more often; ``--copies`` draws of it per step, the
-result resized by ``--upsample`` before the model); the pictures at ``--steps``
-get ``quality.py``'s best-scale held-out score, divided by Lucent's 512-step score of the same
-unit from a ``quality.py --configs lucent --json`` run (``--lucent``). Printed: per unit and
-the medians over units.
+result resized by ``--upsample`` before the model; ``--no-decorrelate``, ``--plain-relu``;
+``--ema`` also scores the picture of a moving average of the parameters); the pictures at
+``--steps`` get ``quality.py``'s best-scale held-out score, divided by Lucent's 512-step score
+of the same unit from a ``quality.py --configs lucent --json`` run (``--lucent``). Printed:
+per unit and the medians over units.
 """
 
 from __future__ import annotations
@@ -58,6 +59,11 @@ def main() -> None:
     p.add_argument("--levels", type=int, default=4, help="laplacian_pyramid levels")
     p.add_argument("--level-weight", type=float, default=1.0, help="laplacian_pyramid")
     p.add_argument("--mode", default="sigmoid", help="laplacian_pyramid: sigmoid or clamp")
+    p.add_argument("--no-decorrelate", action="store_true",
+                   help="laplacian_pyramid: plain RGB instead of decorrelated colour")
+    p.add_argument("--sd", type=float, default=0.01, help="laplacian_pyramid: start noise")
+    p.add_argument("--plain-relu", action="store_true",
+                   help="ReLU's own gradient instead of Lucid's redirected ReLU")
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--schedule", default="constant", choices=sorted(SCHEDULES))
     p.add_argument("--scales", default="0.9,1.1", help="min,max of the random scale")
@@ -70,6 +76,9 @@ def main() -> None:
     p.add_argument("--steps", default="128,256", help="checkpoints")
     p.add_argument("--units", default="0,1,2,3,6,9", help="indices into quality.py's sample")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--ema", default="",
+                   help="comma-separated decays: also score, at the last checkpoint, the "
+                        "picture of an exponential moving average of the parameters (same render)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     lucent = json.loads(Path(args.lucent).read_text())
@@ -86,19 +95,53 @@ def main() -> None:
         if args.upsample == 1:
             return x
         return F.interpolate(x, scale_factor=args.upsample, mode="bilinear", antialias=True)
-    if args.param == "laplacian_pyramid":
-        def make():
-            return laplacian_pyramid_image(128, levels=args.levels,
-                                           level_weights=args.level_weight, mode=args.mode)
-    else:
-        def make():
-            return make_param(args.param, 128)
-    rows, ratios = held_out_transforms(), {s: [] for s in steps}
-    robust = {s: [] for s in steps}
+    decays = [float(d) for d in _list(args.ema)]
+    made = []   # the parameterisation of the current render, for its averaged picture
+
+    def make():
+        if args.param == "laplacian_pyramid":
+            param = laplacian_pyramid_image(128, levels=args.levels, sd=args.sd,
+                                            level_weights=args.level_weight, mode=args.mode,
+                                            decorrelate=not args.no_decorrelate)
+        else:
+            param = make_param(args.param, 128)
+        made[:] = [param]
+        return param
+
+    def optimiser(params):
+        opt = scheduled_adam(args.lr, steps[-1], args.schedule)(params)
+        tensors = [t for group in opt.param_groups for t in group["params"]]
+        averages.clear()
+        averages.update({d: [t.detach().clone() for t in tensors] for d in decays})
+
+        def update(*_):
+            with torch.no_grad():
+                for d, average in averages.items():
+                    for a, t in zip(average, tensors):
+                        a.mul_(d).add_(t, alpha=1 - d)
+        opt.register_step_post_hook(update)
+        return opt
+    averages: dict[float, list[torch.Tensor]] = {}
+
+    def averaged_picture(decay: float) -> torch.Tensor:
+        """The picture of the averaged parameters (the parameters themselves put back)."""
+        param = made[0]
+        tensors = [t for t in param.parameters() if t.requires_grad]
+        kept = [t.detach().clone() for t in tensors]
+        with torch.no_grad():
+            for t, a in zip(tensors, averages[decay]):
+                t.copy_(a)
+            picture = param().detach().float().cpu()
+            for t, k in zip(tensors, kept):
+                t.copy_(k)
+        return picture
+    kinds = steps + [f"ema {d}" for d in decays]
+    rows, ratios = held_out_transforms(), {k: [] for k in kinds}
+    robust = {k: [] for k in kinds}
     for i in (int(i) for i in _list(args.units)):
         u = units[i]
         result = render_vis(model, objectives.channel(u["layer"], u["unit"]), make,
-                            optimizer=scheduled_adam(args.lr, steps[-1], args.schedule),
+                            optimizer=optimiser, redirected_relu=not args.plain_relu,
                             transforms=transforms, thresholds=steps, seed=i, progress=False)
         cells = []
         for n, picture in zip(result.thresholds, as_pictures(result.images)):
@@ -108,8 +151,15 @@ def main() -> None:
             robust[n].append(s["robustness"])
             cells.append(f"{n}: {s['held_out']:.3g} ({ratio:.2f} of Lucent's, robustness "
                          f"{s['robustness']:.2f})")
+        for d in decays:
+            s = score(model, averaged_picture(d), u["layer"], u["unit"], rows=rows)
+            ratio = s["held_out"] / targets[i] if targets.get(i, 0) > 0 else math.nan
+            ratios[f"ema {d}"].append(ratio)
+            robust[f"ema {d}"].append(s["robustness"])
+            cells.append(f"{steps[-1]}, average {d}: {s['held_out']:.3g} ({ratio:.2f} of "
+                         f"Lucent's, robustness {s['robustness']:.2f})")
         print(f"{u['layer']}:{u['unit']} ({u['kind']}) " + "; ".join(cells), flush=True)
-    for n in steps:
+    for n in kinds:
         finite = [r for r in ratios[n] if not math.isnan(r)]
         print(f"{n} steps: held-out / Lucent's 512-step score, median "
               f"{statistics.median(finite):.3f} over {len(finite)} units; robustness, median "
