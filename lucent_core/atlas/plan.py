@@ -8,14 +8,13 @@ unit can be rendered again, alone or in any batch, and give the same picture.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, fields
 from typing import Sequence
 
 
 from lucent_core.validate import choice, flag, integer, real, seed
 from lucent_core.param import DEFAULT_PARAM, param_names
+from lucent_core.results import derived_seed
 from lucent_core.units import Series
 
 __all__ = ["ATLAS_FORMAT", "AtlasSettings", "Batch", "PRECISIONS", "TRANSFORMS",
@@ -148,8 +147,7 @@ def unit_seed(settings: AtlasSettings, series: Series, unit: int) -> int:
         >>> unit_seed(s, Series("conv"), 3) == unit_seed(s, Series("conv"), 4)
         False
     """
-    key = json.dumps([settings.identity(), series.identity(), int(unit)], sort_keys=True)
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") >> 1
+    return derived_seed(settings.identity(), series.identity(), int(unit))
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,7 +41,7 @@ import numpy as np
 import torch
 
 from lucent_core import validate
-from lucent_core.results import AtlasError, differences, read_json, write_json
+from lucent_core.results import AtlasError, derived_seed, differences, read_json, write_json
 from lucent_core.io import save_npy, sha256sum
 from lucent_core.validate import index, integer, real, shape
 
@@ -119,8 +117,7 @@ def cell_seed(seed: int, row: int, col: int) -> int:
         >>> cell_seed(0, 1, 2) == cell_seed(0, 1, 2), cell_seed(0, 1, 2) == cell_seed(0, 2, 1)
         (True, False)
     """
-    key = json.dumps(["activation_atlas", int(seed), int(row), int(col)]).encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
+    return derived_seed("activation_atlas", int(seed), int(row), int(col))
 
 
 def cell_name(row: int, col: int) -> str:
