@@ -21,8 +21,9 @@ from torch import nn
 from lucent_core import objectives
 from lucent_core.objectives import Objective
 from lucent_core.param.color import ToRGB
-from lucent_core.param.maco import (MacoImage, RandomCrops, crop_resize, maco, maco_transforms,
-                                    magnitude_from_images, natural_magnitude)
+from lucent_core.param.maco import (PAPER_CROP_DECAY, MacoImage, RandomCrops, ShrinkingCrops,
+                                    crop_resize, maco, maco_transforms, magnitude_from_images,
+                                    natural_magnitude)
 from lucent_core.recipes.maco import render_maco
 from lucent_core.param.spatial import fourier_frequencies
 
@@ -342,6 +343,43 @@ def test_random_crops_boxes_within_scale_and_image():
     assert (boxes[:, 2] <= 60 + 1e-4).all() and (boxes[:, 3] <= 40 + 1e-4).all()
 
 
+def test_shrinking_crops_average_side_goes_from_start_to_end_then_stays():
+    crops = ShrinkingCrops(500, start=0.5, end=0.05, steps=10)
+    g, x = torch.Generator().manual_seed(0), torch.zeros(1, 3, 40, 60)
+    averages = []
+    for _ in range(12):     # two calls past the render's steps
+        boxes = crops.sample(x, g)["boxes"]
+        side = (boxes[:, 2] - boxes[:, 0]) / 60
+        torch.testing.assert_close(side, (boxes[:, 3] - boxes[:, 1]) / 40)   # aspect kept
+        assert side.min() >= 0.05 - 1e-6 and side.max() <= 1
+        averages.append(float(side.mean()))
+    expected = [0.5 - 0.45 * min(i, 9) / 9 for i in range(12)]
+    # normal around the average (spread 0.05), clipped at 0.05: exact in the middle
+    assert averages[0] == pytest.approx(0.5, abs=0.01)
+    assert averages[4] == pytest.approx(expected[4], abs=0.01)
+    assert all(a > b for a, b in zip(averages[:9], averages[1:9]))
+    assert averages[9] == pytest.approx(averages[11], abs=0.01) and averages[9] < 0.09
+
+
+def test_maco_transforms_with_decay_counts_from_a_fresh_start():
+    first = maco_transforms(4, decay=PAPER_CROP_DECAY, steps=4, size=8)
+    again = maco_transforms(4, decay=PAPER_CROP_DECAY, steps=4, size=8)
+    x = torch.rand(1, 3, 32, 32)
+    for _ in range(3):
+        first(x)
+    assert first.steps[0].calls == 3 and again.steps[0].calls == 0
+    assert again(x).shape == (4, 3, 8, 8)
+
+
+def test_render_maco_with_the_papers_shrinking_crops():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    result = render_maco(net, "0:1", w=32, steps=6, n_crops=2, crop_decay=PAPER_CROP_DECAY,
+                         crop_size=16, progress=False, seed=0)
+    assert result.image.shape == (1, 32, 32, 3)
+    assert "ShrinkingCrops" in result.settings["transforms"]
+    assert "steps=6" in result.settings["transforms"]
+
+
 def test_random_crops_reproducible_with_a_generator_and_replayable():
     x = torch.rand(2, 3, 24, 24)
     crops = RandomCrops(3, scale=(0.4, 0.9), noise=0.1, size=12)
@@ -452,6 +490,11 @@ def test_magnitude_from_images_rejects_bad_arguments(call, error, name):
     (lambda: RandomCrops(2, scale=0.5), ValueError, "scale"),
     (lambda: RandomCrops(2, noise=-0.1), ValueError, "noise"),
     (lambda: RandomCrops(2, size=(8,)), ValueError, "size"),
+    (lambda: ShrinkingCrops(2, start=0.5, end=1.5), ValueError, "start and end"),
+    (lambda: ShrinkingCrops(2, steps=0), ValueError, "steps"),
+    (lambda: ShrinkingCrops(2, spread=-1), ValueError, "spread"),
+    (lambda: maco_transforms(2, decay=(0.5, 0.2, 0.1)), ValueError, "decay"),
+    (lambda: maco_transforms(2, scale=(0.3, 1.0), decay=(0.5, 0.05)), ValueError, "decay"),
     (lambda: crop_resize(torch.rand(2, 3, 8, 8), torch.zeros(3, 4), (4, 4)), ValueError,
      "boxes"),
 ])
@@ -469,6 +512,10 @@ def test_random_crops_reject_bad_arguments(call, error, name):
                                 progress=False), ValueError, "thresholds"),
     (lambda render, net: render(net, "0:1", w=16, steps=0, transforms=[], progress=False),
      ValueError, "steps"),
+    (lambda render, net: render(net, "0:1", w=16, steps=1, crop_scale=(0.3, 1.0),
+                                crop_decay=(0.5, 0.05), progress=False), ValueError, "crop_decay"),
+    (lambda render, net: render(net, "0:1", w=16, steps=1, crop_decay=(0.5, 0.05),
+                                transforms=[], progress=False), ValueError, "crop_decay"),
 ])
 def test_render_maco_rejects_bad_input(call, error, name):
     from lucent_core.recipes.maco import render_maco

@@ -13,8 +13,8 @@ from lucent_core.param.alpha import (CompositeBackground, RGBAImage, alpha_penal
 from lucent_core.param.color import ToRGB, straight_through_clamp
 from lucent_core.param.cppn import CPPNImage, cppn
 from lucent_core.param.images import ImageParam, image
-from lucent_core.param.maco import (MacoImage, RandomCrops, maco, maco_transforms,
-                                    magnitude_from_images, natural_magnitude)
+from lucent_core.param.maco import (MacoImage, RandomCrops, ShrinkingCrops, maco,
+                                    maco_transforms, magnitude_from_images, natural_magnitude)
 from lucent_core.param.registry import (DEFAULT_PARAM, check_param, make_param, param_names,
                                         register_param)
 from lucent_core.param.multiscale import (LaplacianPyramid, LowResImage, laplacian_pyramid_image,
@@ -25,7 +25,7 @@ __all__ = ["CPPNImage", "CompositeBackground", "Parameterisation", "RGBAImage", 
            "DEFAULT_PARAM", "alpha_transforms", "check_param", "seeded_batch",
            "composite", "cppn", "image_rgba", "mean_alpha", "random_background",
            "FourierImage", "ImageParam", "LaplacianPyramid", "LowResImage", "MacoImage",
-           "PixelImage", "RandomCrops", "ToRGB", "fourier_frequencies", "image",
+           "PixelImage", "RandomCrops", "ShrinkingCrops", "ToRGB", "fourier_frequencies", "image",
            "laplacian_pyramid_image", "lowres_image", "maco", "maco_transforms",
            "magnitude_from_images", "make_param", "natural_magnitude", "param_names",
            "register_param", "straight_through_clamp"]

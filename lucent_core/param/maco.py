@@ -13,17 +13,20 @@ The pieces:
   spectrum (no ImageNet spectrum file is needed); :func:`magnitude_from_images` builds one
   from any photos. The module records the transparency map itself (a gradient hook on its
   output), so it works with the ordinary :func:`~lucent_core.render_vis`.
-* :class:`RandomCrops` and :func:`maco_transforms`: many random crops per step, plus noise.
+* :class:`RandomCrops` and :func:`maco_transforms`: many random crops per step, plus noise;
+  :class:`ShrinkingCrops` (``decay=PAPER_CROP_DECAY``): the paper's crops, shrinking over the
+  render.
 * :func:`render_maco`: :func:`~lucent_core.render_vis` with the paper's recipe (NAdam at
   learning rate 1.0 on the phase, 256 steps, 32 crops per step, noise); the transparency map
   comes back in ``result.extra``.
 
 Recipe constants (from the authors' reference implementation): NAdam, lr 1.0, 256 steps,
 32 crops per step, crop side drawn around an average that decays linearly from 50% to 5% of
-the image side, Gaussian noise of standard deviation 0.08 plus uniform noise of width 0.08 in a
-[-1, 1] value range (0.04 in the [0, 1] range used here); the phase is standardised and the
-image normalised to zero mean and unit standard deviation before the colour recorrelation and
-the sigmoid.
+the image side (``render_maco`` defaults to crops of 30-100% instead: ``MACO_CROP_SCALE``),
+Gaussian noise of standard deviation 0.08 plus uniform noise of width 0.08 in a [-1, 1] value
+range (0.04 in the [0, 1] range used here); the phase is standardised and the image
+normalised to zero mean and unit standard deviation before the colour recorrelation and the
+sigmoid.
 
 Example:
     >>> image = maco(32, 24, batch=2)
@@ -49,7 +52,7 @@ from lucent_core.param.resample import fourier_resample, only_pixels_interpolate
 from lucent_core.param.spatial import fourier_frequencies
 from lucent_core.transforms.random import Compose, RandomTransform
 
-__all__ = ["DEFAULT_ALPHA", "MacoImage", "RandomCrops", "crop_resize", "maco",
+__all__ = ["DEFAULT_ALPHA", "MacoImage", "RandomCrops", "ShrinkingCrops", "crop_resize", "maco",
            "maco_transforms", "magnitude_from_images", "natural_magnitude"]
 
 # Natural images have an amplitude spectrum falling off as 1/f^alpha with alpha close to 1
@@ -60,11 +63,13 @@ DEFAULT_ALPHA = 1.0
 MACO_STEPS = 256
 MACO_LR = 1.0
 MACO_CROPS = 32
-# Crop side / image side. The paper's schedule spans (0.05, 0.5) (PAPER_CROP_SCALE): zooms of up
-# to 10x, detail that a view of the whole picture does not show. benchmarks/quality.py measured
-# twice the held-out score for the whole picture with (0.3, 1.0) (README, "Defaults").
+# Crop side / image side. The paper's crops shrink over the render, their average side going
+# linearly from 50% to 5% (PAPER_CROP_DECAY): zooms of up to 10x, detail that a view of the
+# whole picture does not show. benchmarks/quality.py measured a higher held-out score for the
+# whole picture with crops uniform in (0.3, 1.0) (README, "Defaults").
 MACO_CROP_SCALE = (0.3, 1.0)
-PAPER_CROP_SCALE = (0.05, 0.5)
+PAPER_CROP_DECAY = (0.5, 0.05)
+PAPER_CROP_SPREAD = 0.05        # standard deviation of a crop's side around the average
 MACO_NOISE = 0.04               # 0.08 in a [-1, 1] value range is 0.04 in [0, 1]
 MACO_SIZE = 512
 _EPS = 1e-5
@@ -455,11 +460,15 @@ class RandomCrops(RandomTransform):
         self.noise = real("noise", noise, minimum=0)
         self.size = None if size is None else size_pair("size", size)
 
+    def sides(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        """``n`` crop sides (float64, fractions of the image side) for this call."""
+        low, high = self.scale
+        return low + (high - low) * torch.rand(n, generator=generator, dtype=torch.float64)
+
     def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict:
         batch, _, height, width = x.shape
         n = batch * self.n_crops
-        low, high = self.scale
-        side = low + (high - low) * torch.rand(n, generator=generator, dtype=torch.float64)
+        side = self.sides(n, generator)
         crop_w, crop_h = side * width, side * height
         left = torch.rand(n, generator=generator, dtype=torch.float64) * (width - crop_w)
         top = torch.rand(n, generator=generator, dtype=torch.float64) * (height - crop_h)
@@ -481,26 +490,81 @@ class RandomCrops(RandomTransform):
         return f"n_crops={self.n_crops}, scale={self.scale}, noise={self.noise}, size={self.size}"
 
 
-def maco_transforms(n_crops: int = MACO_CROPS, scale: tuple[float, float] = MACO_CROP_SCALE,
-                    noise: float = MACO_NOISE, size: "int | tuple[int, int] | None" = None
+class ShrinkingCrops(RandomCrops):
+    """:class:`RandomCrops` whose average side shrinks linearly from ``start`` to ``end`` (fractions
+    of the image side) over ``steps`` calls, one call per render step, as in the MACO paper:
+    each crop's side is normal around the average with standard deviation ``spread``, clipped
+    to ``[min(start, end), 1]``; after ``steps`` calls the average stays at ``end``.
+
+    It counts its calls: make a new one for every render (:func:`maco_transforms` does).
+
+    Example:
+        >>> crops = ShrinkingCrops(2, start=0.5, end=0.1, steps=3, spread=0.0, size=8)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> [crops.sides(2, g).tolist() for _ in range(4)]
+        [[0.5, 0.5], [0.3, 0.3], [0.1, 0.1], [0.1, 0.1]]
+    """
+
+    def __init__(self, n_crops: int = MACO_CROPS, start: float = PAPER_CROP_DECAY[0],
+                 end: float = PAPER_CROP_DECAY[1], steps: int = MACO_STEPS,
+                 spread: float = PAPER_CROP_SPREAD, noise: float = 0.0,
+                 size: "int | tuple[int, int] | None" = None):
+        low, high = sorted((real("start", start), real("end", end)))
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"start and end must be crop sides in (0, 1], got {start!r}, {end!r}")
+        super().__init__(n_crops, scale=(low, high), noise=noise, size=size)
+        self.start, self.end = float(start), float(end)
+        self.steps = integer("steps", steps, minimum=1)
+        self.spread = real("spread", spread, minimum=0)
+        self.calls = 0
+
+    def sides(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        done = min(self.calls, self.steps - 1) / max(self.steps - 1, 1)
+        self.calls += 1
+        average = self.start + (self.end - self.start) * done
+        side = average + self.spread * torch.randn(n, generator=generator, dtype=torch.float64)
+        return side.clamp(self.scale[0], 1.0)
+
+    def extra_repr(self) -> str:
+        return (f"n_crops={self.n_crops}, start={self.start}, end={self.end}, "
+                f"steps={self.steps}, spread={self.spread}, noise={self.noise}, size={self.size}")
+
+
+def maco_transforms(n_crops: int = MACO_CROPS, scale: tuple[float, float] | None = None,
+                    noise: float = MACO_NOISE, size: "int | tuple[int, int] | None" = None,
+                    *, decay: tuple[float, float] | None = None, steps: int = MACO_STEPS
                     ) -> Compose:
     """MACO's robustness transforms: many random crops per step, plus noise.
 
-    The paper draws each step's crops around an average side that decays linearly from 50% to
-    5% of the image over the render (with the image at 512 px and crops resized to the model's
-    224 px); crops uniform in ``scale=PAPER_CROP_SCALE`` ``(0.05, 0.5)`` cover that range with
-    the same average, zooming up to 10x: detail for a close look, which a view of the whole
-    picture loses. The default ``(0.3, 1.0)`` keeps the zoom near 1 and, in
-    ``benchmarks/quality.py``, doubled the whole picture's held-out score.
+    The paper draws each step's crops around an average side that shrinks linearly from 50%
+    to 5% of the image over the render (``decay=PAPER_CROP_DECAY``, :class:`ShrinkingCrops`;
+    with the image at 512 px and crops resized to the model's 224 px), zooming up to 10x:
+    detail for a close look, which a view of the whole picture loses. The default, crops
+    uniform in ``scale=MACO_CROP_SCALE`` ``(0.3, 1.0)``, keeps the zoom near 1 and, in
+    ``benchmarks/quality.py``, scored higher on the whole picture.
 
     Args:
         n_crops: crops per image and step.
-        scale: ``(min, max)`` crop side as a fraction of the image side.
+        scale: ``(min, max)`` crop side as a fraction of the image side (default
+            ``MACO_CROP_SCALE``).
         noise: noise level in the [0, 1] value range (see :class:`RandomCrops`).
         size: crop output size (default: the image's size).
+        decay: ``(start, end)``: shrinking crops instead (not with ``scale``), over ``steps``.
+        steps: the render's steps, for ``decay``.
 
     Example:
         >>> maco_transforms(n_crops=4, size=32)(torch.rand(1, 3, 64, 64)).shape
         torch.Size([4, 3, 32, 32])
+        >>> maco_transforms(n_crops=2, decay=PAPER_CROP_DECAY, steps=100, size=8)(
+        ...     torch.rand(1, 3, 64, 64)).shape
+        torch.Size([2, 3, 8, 8])
     """
+    not_both("scale", scale, "decay", decay)
+    if decay is not None:
+        decay = reals("decay", decay, positive=True)
+        if len(decay) != 2:
+            raise ValueError(f"decay must be (start, end), got {decay!r}")
+        start, end = decay
+        return Compose([ShrinkingCrops(n_crops, start, end, steps, noise=noise, size=size)])
+    scale = MACO_CROP_SCALE if scale is None else scale
     return Compose([RandomCrops(n_crops, scale=scale, noise=noise, size=size)])

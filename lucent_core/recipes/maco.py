@@ -13,9 +13,9 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from lucent_core.validate import steps_or_thresholds
+from lucent_core.validate import not_both, steps_or_thresholds
 from lucent_core.objectives import Objective
-from lucent_core.param.maco import (MACO_CROP_SCALE, MACO_CROPS, MACO_LR, MACO_NOISE, MACO_SIZE,
+from lucent_core.param.maco import (MACO_CROPS, MACO_LR, MACO_NOISE, MACO_SIZE,
                                     MACO_STEPS, MacoImage, maco, maco_transforms)
 from lucent_core.preprocessing import Preprocessing, preprocessing_of
 from lucent_core.render import RenderResult, render_vis
@@ -26,7 +26,8 @@ __all__ = ["render_maco"]
 def render_maco(model: nn.Module, objective: "Objective | str", w: int = MACO_SIZE,
                 h: int | None = None, batch: int = 1, steps: int | None = None,
                 lr: float = MACO_LR, n_crops: int | None = None,
-                crop_scale: tuple[float, float] | None = None, noise: float | None = None,
+                crop_scale: tuple[float, float] | None = None,
+                crop_decay: tuple[float, float] | None = None, noise: float | None = None,
                 crop_size: "int | tuple[int, int] | None" = None,
                 magnitude: torch.Tensor | None = None, thresholds: Sequence[int] | None = None,
                 transforms: "Callable[[torch.Tensor], torch.Tensor] | None" = None,
@@ -51,12 +52,16 @@ def render_maco(model: nn.Module, objective: "Objective | str", w: int = MACO_SI
         lr: NAdam learning rate on the phase.
         n_crops, crop_scale, noise: see :func:`maco_transforms` (defaults
             ``MACO_CROPS``, ``MACO_CROP_SCALE``, ``MACO_NOISE``).
+        crop_decay: ``(start, end)``: crops that shrink over the render instead of
+            ``crop_scale`` (``PAPER_CROP_DECAY``, the paper's, is ``(0.5, 0.05)``; see
+            :class:`~lucent_core.param.maco.ShrinkingCrops`).
         crop_size: size the crops are resized to; default the model's input size
             (``preprocess.input_size``) if it has one, else the image size.
         magnitude: the amplitude spectrum (default :func:`natural_magnitude`).
         thresholds: steps at which to take images (instead of ``steps``).
         transforms: replace :func:`maco_transforms` by these (then ``n_crops``,
-            ``crop_scale``, ``noise`` and ``crop_size``, which only shape those, are errors).
+            ``crop_scale``, ``crop_decay``, ``noise`` and ``crop_size``, which only shape
+            those, are errors).
         seed, progress, preprocess, redirected_relu: as in :func:`~lucent_core.render_vis`.
 
     Returns:
@@ -74,20 +79,21 @@ def render_maco(model: nn.Module, objective: "Objective | str", w: int = MACO_SI
 
     h = w if h is None else h
     thresholds = steps_or_thresholds(steps, thresholds, MACO_STEPS)
-    crop_options = {"n_crops": n_crops, "crop_scale": crop_scale, "noise": noise,
-                    "crop_size": crop_size}
+    crop_options = {"n_crops": n_crops, "crop_scale": crop_scale, "crop_decay": crop_decay,
+                    "noise": noise, "crop_size": crop_size}
+    not_both("crop_scale", crop_scale, "crop_decay", crop_decay)
     if transforms is not None:
         given = [name for name, value in crop_options.items() if value is not None]
         if given:
             raise ValueError(f"transforms= replaces {given}; pass them to maco_transforms")
     else:
         n_crops = MACO_CROPS if n_crops is None else n_crops
-        crop_scale = MACO_CROP_SCALE if crop_scale is None else crop_scale
         noise = MACO_NOISE if noise is None else noise
         if crop_size is None:
             own = preprocessing_of(model, preprocess)
             crop_size = getattr(own, "input_size", None) or (h, w)
-        transforms = maco_transforms(n_crops, scale=crop_scale, noise=noise, size=crop_size)
+        transforms = maco_transforms(n_crops, scale=crop_scale, noise=noise, size=crop_size,
+                                     decay=crop_decay, steps=max(thresholds))
 
     def make_param() -> MacoImage:
         return maco(w, h, batch=batch, magnitude=magnitude)
