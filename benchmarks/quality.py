@@ -44,8 +44,10 @@ Configurations (all rendered in one run, each unit by every configuration in tur
               model's input size per step, several hundred times a Fourier step); here
               ``--maco-size`` px (256) with ``--maco-crops`` (4) crops of ``--maco-crop-size``
               px (128) per step, crop sides ``--maco-crop-scale`` of the image side
-              (``render_maco``'s default; the paper's is 0.05,0.5), unless changed. Its
-              picture after the first step is scored too: how far the render raises the unit.
+              (``render_maco``'s default), unless changed. Its picture after the first step
+              is scored too: how far the render raises the unit.
+  maco_paper  the same, with the paper's crops instead: their average side shrinking from
+              50% to 5% of the image over the render (``crop_decay=PAPER_CROP_DECAY``).
 
 Scoring, the same for every picture whichever library made it: the saved picture (rounded to
 8 bits) is resized (bilinear, antialiased) to each model-input size of ``--sizes`` (128, 160,
@@ -100,13 +102,14 @@ from lucent_core.io import write_atomically
 from lucent_core.models import create_model
 from lucent_core.param import DEFAULT_PARAM, make_param, param_names
 from lucent_core.recipes import render_maco
-from lucent_core.param.maco import MACO_CROP_SCALE, MACO_STEPS
+from lucent_core.param.maco import MACO_CROP_SCALE, MACO_STEPS, PAPER_CROP_DECAY
 from lucent_core.recipes.quality import apply_held_out, held_out_transforms
 
 LAYERS = ("block3_conv3", "block4_conv1", "block4_conv3", "block5_conv1", "block5_conv3")
 KINDS = ("relu", "pre_relu", "dead")
 SIZES = (128, 160, 192, 224)
-CONFIGS = ("lucent",) + tuple(param_names())
+MACO_CONFIGS = ("maco", "maco_paper")
+CONFIGS = ("lucent",) + tuple(param_names()) + ("maco_paper",)
 
 
 # --- the unit sample ------------------------------------------------------------------------
@@ -200,11 +203,13 @@ def as_pictures(images) -> list[torch.Tensor]:
 def ours_render(model, config, layer, unit, thresholds, seed, maco=(256, 4, 128, MACO_CROP_SCALE)):
     """Our render of ``config`` at our defaults: one ``(1, 3, H, W)`` per threshold."""
     objective = objectives.channel(layer, unit)
-    if config == "maco":
+    if config in MACO_CONFIGS:
         size, crops, crop_size, crop_scale = maco
+        crop_sides = ({"crop_scale": crop_scale} if config == "maco"
+                      else {"crop_decay": PAPER_CROP_DECAY})
         result = render_maco(model, objective, w=size, thresholds=tuple(thresholds),
-                             crop_scale=crop_scale,
-                             n_crops=crops, crop_size=crop_size, seed=seed, progress=False)
+                             n_crops=crops, crop_size=crop_size, seed=seed, progress=False,
+                             **crop_sides)
     else:
         result = render_vis(model, objective, lambda: make_param(config, 128),
                             thresholds=tuple(thresholds), seed=seed, progress=False)
@@ -337,11 +342,13 @@ def report(records: list[dict], summary: list[dict], configs, units: int, steps:
     text = (f"vgg16_hed, {units} units, {steps} steps (MACO: its own step count); scored at "
             f"{tuple(sizes)} px, best size per picture, 16 held-out transforms\n\n"
             f"{table(summary)}\n\n{kind_table(records, configs)}")
-    first = [r for r in records if "first_step_held_out" in r]
-    if first:
+    for config in MACO_CONFIGS:
+        first = [r for r in records if "first_step_held_out" in r and r["config"] == config]
+        if not first:
+            continue
         rise = [r["held_out"] / r["first_step_held_out"] for r in first
                 if r["first_step_held_out"] > 0]
-        text += (f"\n\nMACO, held-out median after 1 step "
+        text += (f"\n\n{config}, held-out median after 1 step "
                  f"{_g(statistics.median(r['first_step_held_out'] for r in first))}, after "
                  f"{first[0]['steps']} steps {_g(statistics.median(r['held_out'] for r in first))}"
                  f"; per unit, final over first: median {_g(_stat(rise, statistics.median))}"
@@ -354,7 +361,7 @@ def comparable(a: dict, b: dict) -> bool:
     MACO steps where both rendered MACO (runs from before ``--maco-steps`` lack it)."""
     def key(args: dict) -> tuple:
         return args["steps"], args["seed"], args["sizes"]
-    both_maco = all("maco" in _list(args["configs"]) for args in (a, b))
+    both_maco = all(set(_list(args["configs"])) & set(MACO_CONFIGS) for args in (a, b))
     return key(a) == key(b) and (not both_maco or a.get("maco_steps") == b.get("maco_steps"))
 
 
@@ -455,14 +462,14 @@ def main() -> None:
         for config in configs:  # each unit by every config in turn: load drift hits all alike
             if (index, config) in done:
                 continue
-            steps = args.maco_steps if config == "maco" else args.steps
+            steps = args.maco_steps if config in MACO_CONFIGS else args.steps
             # MACO also after its first step: how far the render raises the unit
-            thresholds = (1, steps) if config == "maco" else (steps,)
+            thresholds = (1, steps) if config in MACO_CONFIGS else (steps,)
             pictures, seconds = render(model, config, u["layer"], u["unit"], thresholds,
                                        args.seed + index, maco)
             picture = pictures[-1]
             s = score(model, picture, u["layer"], u["unit"], sizes, rows_t)
-            if config == "maco":
+            if config in MACO_CONFIGS:
                 s["first_step_held_out"] = score(model, pictures[0], u["layer"], u["unit"],
                                                  sizes, rows_t)["held_out"]
             records.append({"index": index, **u, "config": config, "steps": steps,
