@@ -556,6 +556,7 @@ def circuit_figure(model: nn.Module, layer: str, unit: int, source_layer: str, *
         IndexError: a unit out of range.
 
     Example:
+        >>> _ = torch.manual_seed(0)   # weights with an excitatory and an inhibitory input
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
         ...                     nn.Conv2d(4, 2, 3, padding=1))
         >>> figure = circuit_figure(net, "2", 0, "0", top=1, steps=2, size=16, cell=32)
