@@ -56,12 +56,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--lucent", required=True, help="quality.py --configs lucent --json file")
     p.add_argument("--param", default="fourier", help="a registered parameterisation")
-    p.add_argument("--levels", type=int, default=4, help="laplacian_pyramid levels")
-    p.add_argument("--level-weight", type=float, default=1.0, help="laplacian_pyramid")
-    p.add_argument("--mode", default="sigmoid", help="laplacian_pyramid: sigmoid or clamp")
+    p.add_argument("--levels", type=int, help="laplacian_pyramid levels (its default)")
+    p.add_argument("--level-weight", type=float, help="laplacian_pyramid (its default)")
+    p.add_argument("--mode", help="laplacian_pyramid: sigmoid or clamp (its default)")
+    p.add_argument("--sd", type=float, help="laplacian_pyramid: start noise (its default)")
     p.add_argument("--no-decorrelate", action="store_true",
-                   help="laplacian_pyramid: plain RGB instead of decorrelated colour")
-    p.add_argument("--sd", type=float, default=0.01, help="laplacian_pyramid: start noise")
+                   help="plain RGB instead of decorrelated colour")
     p.add_argument("--plain-relu", action="store_true",
                    help="ReLU's own gradient instead of Lucid's redirected ReLU")
     p.add_argument("--lr", type=float, default=0.05)
@@ -80,6 +80,11 @@ def main() -> None:
                    help="comma-separated decays: also score, at the last checkpoint, the "
                         "picture of an exponential moving average of the parameters (same render)")
     args = p.parse_args()
+    pyramid = {key: value for key, value in (("levels", args.levels), ("sd", args.sd),
+                                             ("level_weights", args.level_weight),
+                                             ("mode", args.mode)) if value is not None}
+    if pyramid and args.param != "laplacian_pyramid":
+        p.error(f"{sorted(pyramid)} shape a laplacian_pyramid, not --param {args.param}")
     torch.set_num_threads(args.threads)
     lucent = json.loads(Path(args.lucent).read_text())
     targets = {r["index"]: r["held_out"] for r in lucent["records"] if r["config"] == "lucent"}
@@ -96,17 +101,12 @@ def main() -> None:
             return x
         return F.interpolate(x, scale_factor=args.upsample, mode="bilinear", antialias=True)
     decays = [float(d) for d in _list(args.ema)]
-    made = []   # the parameterisation of the current render, for its averaged picture
+    averages: dict[float, list[torch.Tensor]] = {}   # of the current render's parameters
 
     def make():
-        if args.param == "laplacian_pyramid":
-            param = laplacian_pyramid_image(128, levels=args.levels, sd=args.sd,
-                                            level_weights=args.level_weight, mode=args.mode,
-                                            decorrelate=not args.no_decorrelate)
-        else:
-            param = make_param(args.param, 128)
-        made[:] = [param]
-        return param
+        if pyramid:
+            return laplacian_pyramid_image(128, decorrelate=not args.no_decorrelate, **pyramid)
+        return make_param(args.param, 128, decorrelate=not args.no_decorrelate)
 
     def optimiser(params):
         opt = scheduled_adam(args.lr, steps[-1], args.schedule)(params)
@@ -121,11 +121,9 @@ def main() -> None:
                         a.mul_(d).add_(t, alpha=1 - d)
         opt.register_step_post_hook(update)
         return opt
-    averages: dict[float, list[torch.Tensor]] = {}
 
-    def averaged_picture(decay: float) -> torch.Tensor:
-        """The picture of the averaged parameters (the parameters themselves put back)."""
-        param = made[0]
+    def averaged_picture(param, decay: float) -> torch.Tensor:
+        """The picture of ``param`` with its averaged parameters (its own put back)."""
         tensors = [t for t in param.parameters() if t.requires_grad]
         kept = [t.detach().clone() for t in tensors]
         with torch.no_grad():
@@ -143,21 +141,17 @@ def main() -> None:
         result = render_vis(model, objectives.channel(u["layer"], u["unit"]), make,
                             optimizer=optimiser, redirected_relu=not args.plain_relu,
                             transforms=transforms, thresholds=steps, seed=i, progress=False)
+        pictures = list(zip(result.thresholds, as_pictures(result.images)))
+        pictures += [(f"ema {d}", averaged_picture(result.param, d)) for d in decays]
         cells = []
-        for n, picture in zip(result.thresholds, as_pictures(result.images)):
+        for kind, picture in pictures:
             s = score(model, picture, u["layer"], u["unit"], rows=rows)
             ratio = s["held_out"] / targets[i] if targets.get(i, 0) > 0 else math.nan
-            ratios[n].append(ratio)
-            robust[n].append(s["robustness"])
-            cells.append(f"{n}: {s['held_out']:.3g} ({ratio:.2f} of Lucent's, robustness "
+            ratios[kind].append(ratio)
+            robust[kind].append(s["robustness"])
+            label = kind if kind in steps else f"{steps[-1]}, average {kind[4:]}"
+            cells.append(f"{label}: {s['held_out']:.3g} ({ratio:.2f} of Lucent's, robustness "
                          f"{s['robustness']:.2f})")
-        for d in decays:
-            s = score(model, averaged_picture(d), u["layer"], u["unit"], rows=rows)
-            ratio = s["held_out"] / targets[i] if targets.get(i, 0) > 0 else math.nan
-            ratios[f"ema {d}"].append(ratio)
-            robust[f"ema {d}"].append(s["robustness"])
-            cells.append(f"{steps[-1]}, average {d}: {s['held_out']:.3g} ({ratio:.2f} of "
-                         f"Lucent's, robustness {s['robustness']:.2f})")
         print(f"{u['layer']}:{u['unit']} ({u['kind']}) " + "; ".join(cells), flush=True)
     for n in kinds:
         finite = [r for r in ratios[n] if not math.isnan(r)]
