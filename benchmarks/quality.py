@@ -109,6 +109,8 @@ LAYERS = ("block3_conv3", "block4_conv1", "block4_conv3", "block5_conv1", "block
 KINDS = ("relu", "pre_relu", "dead")
 SIZES = (128, 160, 192, 224)
 MACO_CONFIGS = ("maco", "maco_paper")
+# MACO here: image side, crops per step, crop side, crop scale (see the module docstring)
+MACO_SETTINGS = (256, 4, 128, MACO_CROP_SCALE)
 CONFIGS = ("lucent",) + tuple(param_names()) + ("maco_paper",)
 
 
@@ -200,7 +202,7 @@ def as_pictures(images) -> list[torch.Tensor]:
             for i in images]
 
 
-def ours_render(model, config, layer, unit, thresholds, seed, maco=(256, 4, 128, MACO_CROP_SCALE)):
+def ours_render(model, config, layer, unit, thresholds, seed, maco=MACO_SETTINGS):
     """Our render of ``config`` at our defaults: one ``(1, 3, H, W)`` per threshold."""
     objective = objectives.channel(layer, unit)
     if config in MACO_CONFIGS:
@@ -216,7 +218,7 @@ def ours_render(model, config, layer, unit, thresholds, seed, maco=(256, 4, 128,
     return as_pictures(result.images)
 
 
-def render(model, config, layer, unit, thresholds, seed, maco=(256, 4, 128, MACO_CROP_SCALE)):
+def render(model, config, layer, unit, thresholds, seed, maco=MACO_SETTINGS):
     """The pictures of ``config`` after each of ``thresholds`` steps (one render) and the
     render's wall time (the call to the library's render function only)."""
     wrapped = lucent_model(model) if config == "lucent" else None
@@ -409,9 +411,9 @@ def main() -> None:
                         help=f"comma-separated, from {','.join(CONFIGS)}")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)),
                         help="model-input sizes every picture is scored at")
-    parser.add_argument("--maco-size", type=int, default=256)
-    parser.add_argument("--maco-crops", type=int, default=4)
-    parser.add_argument("--maco-crop-size", type=int, default=128)
+    parser.add_argument("--maco-size", type=int, default=MACO_SETTINGS[0])
+    parser.add_argument("--maco-crops", type=int, default=MACO_SETTINGS[1])
+    parser.add_argument("--maco-crop-size", type=int, default=MACO_SETTINGS[2])
     parser.add_argument("--maco-crop-scale", default=",".join(map(str, MACO_CROP_SCALE)),
                         help="MACO's crop side range over the image side (paper's: 0.05,0.5)")
     parser.add_argument("--maco-steps", type=int, default=MACO_STEPS,
